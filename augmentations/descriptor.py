@@ -1,0 +1,104 @@
+"""The CASSLE augmentation descriptor and the AugSelf regression targets.
+
+The descriptor is absolute (it describes one view, not its relation to the other). Pieces are
+concatenated in alphabetical key order, so ``crop color color_diff blur grayscale`` is 13-d.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .params import ViewParams
+
+DESCRIPTOR_DIMS: dict[str, int] = {"blur": 1, "color": 4, "color_diff": 3, "crop": 4, "flip": 1, "grayscale": 1}
+
+
+def check_keys(keys: list[str] | tuple[str, ...]) -> list[str]:
+    """Validate ``--aug-cond`` keys; returns them sorted alphabetically, duplicates removed."""
+    unknown = [k for k in keys if k not in DESCRIPTOR_DIMS]
+    if unknown:
+        raise ValueError(f"--aug-cond: unknown key(s) {unknown}; expected any of {sorted(DESCRIPTOR_DIMS)}")
+    return sorted(set(keys))
+
+
+def descriptor_layout(keys: list[str] | tuple[str, ...]) -> dict[str, slice]:
+    """key -> slice of the descriptor vector, for reading pieces back (analysis, tests)."""
+    layout, start = {}, 0
+    for k in check_keys(keys):
+        layout[k] = slice(start, start + DESCRIPTOR_DIMS[k])
+        start += DESCRIPTOR_DIMS[k]
+    return layout
+
+
+def descriptor_dim(keys: list[str] | tuple[str, ...]) -> int:
+    return sum(DESCRIPTOR_DIMS[k] for k in check_keys(keys))
+
+
+def crop_piece(p: ViewParams, flip: Tensor | None = None) -> Tensor:
+    """[cy, cx, h, w] relative to the source image; cx mirrored where ``flip`` (default: own flip)."""
+    top, left, h, w = p.box.unbind(dim=1)
+    hs, ws = p.src_size.unbind(dim=1)
+    cy, cx = top / hs + h / hs / 2, left / ws + w / ws / 2
+    flip = p.flip if flip is None else flip
+    cx = torch.where(flip, 1.0 - cx, cx)
+    return torch.stack([cy, cx, h / hs, w / ws], dim=1)
+
+
+def color_piece(p: ViewParams, jitter_ranges: tuple[tuple[float, float], ...]) -> Tensor:
+    """Jitter factors centred and scaled by their sampling width, into [-0.5, 0.5]; 0 if not jittered."""
+    lo = torch.tensor([r[0] for r in jitter_ranges], device=p.box.device)
+    hi = torch.tensor([r[1] for r in jitter_ranges], device=p.box.device)
+    neutral = torch.tensor([1.0, 1.0, 1.0, 0.0], device=p.box.device)
+    width = (hi - lo).clamp_min(1e-12)
+    # Multiplicative factors are centred on 1, hue on 0 (upstream encoding, not the interval middle).
+    enc = (p.jitter_factors - neutral) / width
+    return torch.where(p.jitter[:, None], enc, torch.zeros_like(enc))
+
+
+def build_descriptor(p: ViewParams, keys: list[str] | tuple[str, ...],
+                     jitter_ranges: tuple[tuple[float, float], ...]) -> Tensor:
+    """The [B, D] descriptor for the chosen ``--aug-cond`` keys (alphabetical order)."""
+    pieces = {
+        "blur": lambda: p.blur_sigma[:, None],
+        "color": lambda: color_piece(p, jitter_ranges),
+        "color_diff": lambda: p.color_diff,
+        "crop": lambda: crop_piece(p),
+        "flip": lambda: p.flip.float()[:, None],
+        "grayscale": lambda: p.gray.float()[:, None],
+    }
+    keys = check_keys(keys)
+    if not keys:
+        return torch.zeros(len(p), 0, device=p.box.device)
+    return torch.cat([pieces[k]().float() for k in keys], dim=1)
+
+
+AUGSELF_KEYS = ("crop", "color", "flip", "blur", "rot", "sol")
+
+
+def augself_targets(p1: ViewParams, p2: ViewParams, keys: list[str] | tuple[str, ...],
+                    jitter_ranges: tuple[tuple[float, float], ...],
+                    upstream_flip_quirk: bool = True) -> dict[str, Tensor]:
+    """AugSelf targets of view 1 relative to view 2 (swap the arguments for the other direction).
+
+    ``upstream_flip_quirk``: upstream mirrors *both* views' x-centres with view 1's flip flag; the
+    published AugSelf numbers come from that. False mirrors each view by its own flag.
+    """
+    out = {}
+    for k in keys:
+        if k == "crop":
+            f1 = p1.flip
+            f2 = p1.flip if upstream_flip_quirk else p2.flip
+            out[k] = crop_piece(p1, f1) - crop_piece(p2, f2)
+        elif k == "color":
+            out[k] = color_piece(p1, jitter_ranges) - color_piece(p2, jitter_ranges)
+        elif k == "flip":
+            out[k] = (p1.flip == p2.flip).float()[:, None]
+        elif k == "blur":
+            out[k] = (p1.blur_sigma - p2.blur_sigma)[:, None]
+        elif k == "rot":
+            out[k] = torch.remainder(p1.rot_k - p2.rot_k, 4)
+        elif k == "sol":
+            out[k] = (p1.sol_threshold - p2.sol_threshold)[:, None]
+        else:
+            raise ValueError(f"unknown AugSelf target {k!r}; expected any of {AUGSELF_KEYS}")
+    return out

@@ -1,0 +1,47 @@
+"""AugSelf heads: predict how view 1 was augmented relative to view 2 from both backbone features."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .mlp import mlp_block
+
+AUGSELF_OUT = {"crop": 4, "color": 4, "flip": 1, "blur": 1, "rot": 4, "sol": 1}
+
+
+class AugSelfHeads(nn.Module):
+    """One MLP (2F -> 512 -> 512 -> out) per enabled piece; weight <= 0 disables a piece."""
+
+    def __init__(self, feat_dim: int, weights: dict[str, float]):
+        super().__init__()
+        unknown = set(weights) - set(AUGSELF_OUT)
+        if unknown:
+            raise ValueError(f"unknown AugSelf piece(s) {sorted(unknown)}; expected any of {list(AUGSELF_OUT)}")
+        self.weights = {k: float(w) for k, w in weights.items() if w > 0}
+        self.heads = nn.ModuleDict({k: mlp_block(2 * feat_dim, 512, AUGSELF_OUT[k], 3) for k in self.weights})
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.weights)
+
+    def piece_loss(self, key: str, pred: Tensor, target: Tensor) -> Tensor:
+        pred = pred.float()
+        if key == "flip":
+            return F.binary_cross_entropy_with_logits(pred, target.float())
+        if key == "rot":
+            return F.cross_entropy(pred, target.long())
+        return F.mse_loss(torch.tanh(pred), target.float())
+
+    def forward(self, y1: Tensor, y2: Tensor, targets: tuple[dict[str, Tensor], dict[str, Tensor]]
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted sum of the pieces' losses, each averaged over both directions (1->2, 2->1)."""
+        t12, t21 = targets
+        total = y1.new_zeros((), dtype=torch.float32)
+        stats = {}
+        for k, head in self.heads.items():
+            loss = (self.piece_loss(k, head(torch.cat([y1, y2], 1)), t12[k])
+                    + self.piece_loss(k, head(torch.cat([y2, y1], 1)), t21[k])) / 2
+            stats[f"augself_{k}"] = loss.detach()
+            total = total + self.weights[k] * loss
+        return total, stats

@@ -1,0 +1,71 @@
+"""Backbones (``--model``): torchvision ResNets, CIFAR-stem ResNets and MoCo-v3-style ViTs.
+
+All keep torchvision's parameter names, so ``ckpt['backbone']`` loads into a plain torchvision
+model with only the classifier (``fc`` / ``heads``) missing.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+BACKBONES = ("resnet18", "resnet50", "cifar_resnet18", "cifar_resnet50", "vit_small", "vit_base")
+
+
+def _resnet(name: str, cifar_stem: bool, torchvision_init: bool) -> tuple[nn.Module, int]:
+    net = getattr(tvm, name)(weights=None, zero_init_residual=True)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    if not torchvision_init:
+        # Upstream re-initialises every conv with PyTorch's default (kaiming-uniform) init.
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.reset_parameters()
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
+def sincos_pos_embed(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding [1, 1 + grid^2, dim] with a zero row for CLS (MoCo v3)."""
+    if dim % 4:
+        raise ValueError(f"ViT width must be divisible by 4 for the 2-D sin-cos embedding, got {dim}")
+    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                          indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    out_x, out_y = x.flatten()[:, None] * omega[None], y.flatten()[:, None] * omega[None]
+    emb = torch.cat([out_x.sin(), out_x.cos(), out_y.sin(), out_y.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim), emb], dim=0)[None]
+
+
+def _vit(width: int, heads: int, image_size: int, patch: int = 16) -> tuple[nn.Module, int]:
+    if image_size % patch:
+        raise ValueError(f"--model vit_*: image size {image_size} is not a multiple of the patch size {patch}")
+    net = tvm.VisionTransformer(image_size=image_size, patch_size=patch, num_layers=12, num_heads=heads,
+                                hidden_dim=width, mlp_dim=4 * width)
+    net.heads = nn.Identity()
+    pos = net.encoder.pos_embedding
+    pos.data.copy_(sincos_pos_embed(image_size // patch, width))
+    pos.requires_grad_(False)
+    # MoCo v3: patch projection initialised uniformly over its fan and kept frozen (stabilises training).
+    bound = math.sqrt(6.0 / float(3 * patch * patch + width))
+    nn.init.uniform_(net.conv_proj.weight, -bound, bound)
+    nn.init.zeros_(net.conv_proj.bias)
+    net.conv_proj.requires_grad_(False)
+    return net, width
+
+
+def build_backbone(name: str, image_size: int = 224, torchvision_init: bool = False) -> tuple[nn.Module, int]:
+    """Return (backbone, feature dim). The backbone maps [B, 3, S, S] to pooled [B, F] features."""
+    if name in ("resnet18", "resnet50"):
+        return _resnet(name, False, torchvision_init)
+    if name in ("cifar_resnet18", "cifar_resnet50"):
+        return _resnet(name.removeprefix("cifar_"), True, torchvision_init)
+    if name == "vit_small":
+        return _vit(384, 12, image_size)
+    if name == "vit_base":
+        return _vit(768, 12, image_size)
+    raise ValueError(f"--model must be one of {BACKBONES}, got {name!r}")

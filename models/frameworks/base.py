@@ -1,0 +1,117 @@
+"""The shared base of every SSL framework: backbone -> conditioned projector -> loss (+ AugSelf)."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..augself import AugSelfHeads
+from ..projector import ConditionedProjector, ConditionSpec, ProjectorSpec
+
+
+@dataclass
+class FrameworkOptions:
+    """Framework hyper-parameters (defaults: the published recipe)."""
+
+    proj_hidden: int | None = None  # overrides the projector's hidden width
+    imagenet: bool = False  # SimSiam: 3-layer projector on ImageNet-scale data
+    moco_queue: int = 65536
+    moco_temperature: float = 0.2
+    moco_momentum: float = 0.999
+    moco_enqueue: str = "queries"  # upstream enqueues the online queries; "keys" is standard MoCo
+    simclr_temperature: float = 0.2
+    simclr_global_negatives: bool = False
+    byol_momentum: float = 0.996
+    barlow_lambda: float = 0.0051
+    mocov3_temperature: float = 0.2
+    mocov3_momentum: float = 0.99
+    swav_prototypes: int = 100
+    swav_temperature: float = 0.1
+    swav_eps: float = 0.05
+    swav_iters: int = 3
+    swav_freeze_iters: int = 410
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy for EMA targets (keys, BYOL target)."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(online: nn.Module, target: nn.Module, m: float) -> None:
+    """target <- m * target + (1 - m) * online, over parameters (one fused foreach op)."""
+    t = [p for p in target.parameters()]
+    o = [p.detach() for p in online.parameters()]
+    torch._foreach_lerp_(t, o, 1.0 - m)
+
+
+def cosine_momentum(base: float, step: int, total: int) -> float:
+    """BYOL / MoCo v3 schedule: base at step 0 rising to 1 at the last step."""
+    return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total)) + 1) / 2
+
+
+class Framework(nn.Module):
+    """Subclasses define ``projector_spec`` and ``ssl_forward``; the base adds AugSelf and stats.
+
+    Class attributes: ``optimizer`` ("sgd" / "adamw") and ``warmup_epochs`` describe the
+    recipe's optimisation; ``param_groups`` may scale or fix learning rates per group.
+    """
+
+    optimizer = "sgd"
+    warmup_epochs = 0
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, cond: ConditionSpec, opts: FrameworkOptions,
+                 augself: AugSelfHeads | None = None):
+        super().__init__()
+        self.opts = opts
+        self.feat_dim = feat_dim
+        self.backbone = backbone
+        self.projector = ConditionedProjector(feat_dim, self.projector_spec(feat_dim, opts), cond)
+        self.augself = augself if augself is not None and augself.keys else None
+
+    @staticmethod
+    def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:
+        raise NotImplementedError
+
+    def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
+        """Return at least loss, y1 (backbone features of view 1), y2 (or None), z1, z2."""
+        raise NotImplementedError
+
+    def forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None = None, d2: Tensor | None = None,
+                targets: tuple[dict, dict] | None = None) -> dict[str, Tensor]:
+        out = self.ssl_forward(x1, x2, d1, d2)
+        out["ssl_loss"] = out["loss"].detach()
+        if self.augself is not None:
+            y2 = out["y2"] if out.get("y2") is not None else self.backbone(x2)
+            aug_loss, stats = self.augself(out["y1"], y2, targets)
+            out["loss"] = out["loss"] + aug_loss
+            out.update(stats)
+        out.update(self._similarity_stats(out["z1"], out["z2"]))
+        return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _similarity_stats(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+        z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+        sim = z1 @ z2.t()
+        n = sim.shape[0]
+        pos = sim.diagonal().mean()
+        neg = (sim.sum() - sim.diagonal().sum()) / max(1, n * (n - 1))
+        return {"pos_cos": pos, "neg_cos": neg}
+
+    def param_groups(self) -> list[dict]:
+        """Trainable parameters with optional ``lr_scale`` and ``fixed_lr`` per group."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]
+
+    def on_before_optimizer_step(self, step: int) -> None:
+        """Hook after backward, before the update (e.g. SwAV freezes prototypes)."""
+
+    def on_after_step(self, step: int, total_steps: int) -> None:
+        """Hook after the update (e.g. EMA of momentum encoders)."""

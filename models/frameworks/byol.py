@@ -1,0 +1,36 @@
+"""BYOL: online predictor regresses the EMA target's projection, both directions."""
+from __future__ import annotations
+
+import torch
+
+from ..losses import byol_loss
+from ..mlp import mlp_block
+from ..projector import ProjectorSpec
+from .base import Framework, cosine_momentum, ema_update, momentum_copy
+
+
+class BYOL(Framework):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.predictor = mlp_block(256, 4096, 256, 2)
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projector = momentum_copy(self.projector)  # conditioned on the same descriptor
+
+    @staticmethod
+    def projector_spec(feat_dim, opts):
+        return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=256, depth=2)
+
+    def ssl_forward(self, x1, x2, d1, d2):
+        y1, y2 = self.backbone(x1), self.backbone(x2)
+        z1, z2 = self.projector(y1, d1), self.projector(y2, d2)
+        p1, p2 = self.predictor(z1).float(), self.predictor(z2).float()
+        with torch.no_grad():
+            t1 = self.target_projector(self.target_backbone(x1), d1).float()
+            t2 = self.target_projector(self.target_backbone(x2), d2).float()
+        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+        return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
+
+    def on_after_step(self, step, total_steps):
+        m = cosine_momentum(self.opts.byol_momentum, step, total_steps)
+        ema_update(self.backbone, self.target_backbone, m)
+        ema_update(self.projector, self.target_projector, m)

@@ -1,0 +1,50 @@
+"""MoCo v2: InfoNCE against a queue, one direction (q from view 1, k from view 2), EMA keys."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from utils.distributed import gather_no_grad
+
+from ..losses import info_nce
+from ..projector import ProjectorSpec
+from .base import Framework, ema_update, momentum_copy
+
+
+class MoCo(Framework):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.opts.moco_enqueue not in ("queries", "keys"):
+            raise ValueError(f"--moco-enqueue must be queries or keys, got {self.opts.moco_enqueue!r}")
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projector = momentum_copy(self.projector)
+        out = self.projector_spec(self.feat_dim, self.opts).out
+        self.register_buffer("queue", F.normalize(torch.randn(self.opts.moco_queue, out), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def projector_spec(feat_dim, opts):
+        return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=128, depth=2)
+
+    def ssl_forward(self, x1, x2, d1, d2):
+        y1 = self.backbone(x1)
+        q = F.normalize(self.projector(y1, d1).float(), dim=1)
+        with torch.no_grad():
+            k = F.normalize(self.target_projector(self.target_backbone(x2), d2).float(), dim=1)
+        loss = info_nce(q, k, self.queue.clone(), self.opts.moco_temperature)
+        if self.training:
+            # Upstream enqueues the online queries (a quirk behind --moco-enqueue); MoCo proper, the keys.
+            self.enqueue(gather_no_grad((q if self.opts.moco_enqueue == "queries" else k).detach()))
+        return {"loss": loss, "y1": y1, "y2": None, "z1": q, "z2": k}
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write keys at the pointer, wrapping around the end of the queue."""
+        size, ptr = self.queue.shape[0], int(self.queue_ptr)
+        idx = (ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.fill_((ptr + keys.shape[0]) % size)
+
+    def on_after_step(self, step, total_steps):
+        ema_update(self.backbone, self.target_backbone, self.opts.moco_momentum)
+        ema_update(self.projector, self.target_projector, self.opts.moco_momentum)

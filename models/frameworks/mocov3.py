@@ -1,0 +1,42 @@
+"""MoCo v3: symmetric contrastive loss of predictions against all-gathered momentum keys; AdamW."""
+from __future__ import annotations
+
+import torch
+
+from utils.distributed import gather_no_grad, rank
+
+from ..losses import mocov3_contrastive
+from ..mlp import mlp_block
+from ..projector import ProjectorSpec
+from .base import Framework, cosine_momentum, ema_update, momentum_copy
+
+
+class MoCoV3(Framework):
+    optimizer = "adamw"
+    warmup_epochs = 40
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.predictor = mlp_block(256, 4096, 256, 2, last_bn=True, last_bn_affine=False)
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projector = momentum_copy(self.projector)
+
+    @staticmethod
+    def projector_spec(feat_dim, opts):
+        return ProjectorSpec(hidden=opts.proj_hidden or 4096, out=256, depth=3, last_bn=True, last_bn_affine=False)
+
+    def ssl_forward(self, x1, x2, d1, d2):
+        y1, y2 = self.backbone(x1), self.backbone(x2)
+        z1, z2 = self.projector(y1, d1), self.projector(y2, d2)
+        q1, q2 = self.predictor(z1).float(), self.predictor(z2).float()
+        with torch.no_grad():
+            k1 = self.target_projector(self.target_backbone(x1), d1).float()
+            k2 = self.target_projector(self.target_backbone(x2), d2).float()
+        t, off = self.opts.mocov3_temperature, rank() * q1.shape[0]
+        loss = mocov3_contrastive(q1, gather_no_grad(k2), t, off) + mocov3_contrastive(q2, gather_no_grad(k1), t, off)
+        return {"loss": loss, "y1": y1, "y2": y2, "z1": q1, "z2": k2}
+
+    def on_after_step(self, step, total_steps):
+        m = cosine_momentum(self.opts.mocov3_momentum, step, total_steps)
+        ema_update(self.backbone, self.target_backbone, m)
+        ema_update(self.projector, self.target_projector, m)

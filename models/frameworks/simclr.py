@@ -1,0 +1,24 @@
+"""SimCLR: NT-Xent over the 2N views (negatives local by default, as upstream)."""
+from __future__ import annotations
+
+from utils.distributed import gather_with_grad, rank
+
+from ..losses import nt_xent
+from ..projector import ProjectorSpec
+from .base import Framework
+
+
+class SimCLR(Framework):
+    @staticmethod
+    def projector_spec(feat_dim, opts):
+        return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=128, depth=2)
+
+    def ssl_forward(self, x1, x2, d1, d2):
+        y1, y2 = self.backbone(x1), self.backbone(x2)
+        z1, z2 = self.projector(y1, d1).float(), self.projector(y2, d2).float()
+        if self.opts.simclr_global_negatives:
+            loss = nt_xent(z1, z2, self.opts.simclr_temperature, gather_with_grad(z1), gather_with_grad(z2),
+                           offset=rank() * z1.shape[0])
+        else:
+            loss = nt_xent(z1, z2, self.opts.simclr_temperature)
+        return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}

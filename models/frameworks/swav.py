@@ -1,0 +1,41 @@
+"""SwAV: swapped prediction of Sinkhorn codes over learnable prototypes."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.distributed import all_reduce_sum_no_grad, world_size
+
+from ..losses import sinkhorn, swav_loss
+from ..projector import ProjectorSpec
+from .base import Framework
+
+
+class SwAV(Framework):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prototypes = nn.Linear(128, self.opts.swav_prototypes, bias=False)
+
+    @staticmethod
+    def projector_spec(feat_dim, opts):
+        return ProjectorSpec(hidden=opts.proj_hidden or 2048, out=128, depth=2)
+
+    def codes(self, scores: torch.Tensor) -> torch.Tensor:
+        o = self.opts
+        return sinkhorn(scores, o.swav_eps, o.swav_iters, all_reduce_sum_no_grad, scores.shape[0] * world_size())
+
+    def ssl_forward(self, x1, x2, d1, d2):
+        if self.training:
+            with torch.no_grad():  # prototypes live on the unit sphere
+                self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        y1, y2 = self.backbone(x1), self.backbone(x2)
+        z1 = F.normalize(self.projector(y1, d1).float(), dim=1)
+        z2 = F.normalize(self.projector(y2, d2).float(), dim=1)
+        s1, s2 = self.prototypes(z1), self.prototypes(z2)
+        loss = swav_loss(s1, s2, self.codes(s1.detach()), self.codes(s2.detach()), self.opts.swav_temperature)
+        return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
+
+    def on_before_optimizer_step(self, step):
+        if step < self.opts.swav_freeze_iters:
+            self.prototypes.weight.grad = None

@@ -1,0 +1,173 @@
+"""Batched augmentation == torchvision's functional ops replaying the recorded parameters."""
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from augmentations import AugConfig, ViewAugment, config_for_dataset, resized_crop_batch
+from augmentations import functional as AF
+
+ATOL = 2e-5  # float32 round-off between batched and per-image arithmetic, on [0, 1] pixels
+JITTER = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+
+
+def replay(img, p, i, cfg):
+    """One view from the source image and record row i, with torchvision ops only."""
+    top, left, h, w = (int(v) for v in p.box[i].tolist())
+    x = TF.resized_crop(img, top, left, h, w, [cfg.size, cfg.size], InterpolationMode.BILINEAR, antialias=True)
+    if p.flip[i]:
+        x = TF.hflip(x)
+    if p.jitter[i]:
+        for k in p.jitter_order[i].tolist():
+            x = JITTER[k](x, float(p.jitter_factors[i, k]))
+    if p.solarized[i]:
+        x = TF.solarize(x, float(p.sol_threshold[i]))
+    if p.gray[i]:
+        x = TF.rgb_to_grayscale(x, num_output_channels=3)
+    if p.blur_sigma[i] > 0:
+        s = float(p.blur_sigma[i])
+        x = TF.gaussian_blur(x, [cfg.blur_kernel] * 2, [s, s])
+    if p.rot_k[i] > 0:
+        x = TF.rotate(x, 90.0 * int(p.rot_k[i]))
+    return TF.normalize(x, cfg.mean, cfg.std)
+
+
+def _images(n, h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    # Smooth random images with saturated colours, so every op changes pixels.
+    small = torch.rand(n, 3, 5, 5, generator=g)
+    return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("dataset", ["cifar10", "stl10_sol", "stl10_rot"])
+def test_batched_view_equals_torchvision_replay(dataset, seed):
+    cfg = config_for_dataset(dataset)
+    side = cfg.size
+    imgs = _images(12, side, side, seed)
+    views, p = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(seed))
+    assert views.shape == (12, 3, side, side)
+    for i in range(12):
+        ref = replay(imgs[i], p, i, cfg)
+        torch.testing.assert_close(views[i], ref, atol=ATOL * 10, rtol=0)
+    # The draws exercised every branch at least once over the batch.
+    assert p.jitter.any() and p.flip.any() and (~p.flip).any()
+
+
+def test_color_diff_is_mean_before_minus_after_jitter():
+    cfg = config_for_dataset("cifar10")
+    imgs = _images(16, 32, 32, 3)
+    _, p = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(3))
+    for i in range(16):
+        top, left, h, w = (int(v) for v in p.box[i].tolist())
+        x = TF.resized_crop(imgs[i], top, left, h, w, [32, 32], InterpolationMode.BILINEAR, antialias=True)
+        x = TF.hflip(x) if p.flip[i] else x
+        y = x
+        for k in p.jitter_order[i].tolist():
+            y = JITTER[k](y, float(p.jitter_factors[i, k]))
+        expected = (x.mean((1, 2)) - y.mean((1, 2))) if p.jitter[i] else torch.zeros(3)
+        torch.testing.assert_close(p.color_diff[i], expected, atol=1e-5, rtol=0)
+
+
+def test_jitter_order_is_one_permutation_per_batch():
+    cfg = config_for_dataset("cifar10")
+    _, p = ViewAugment(cfg)(_images(8, 32, 32, 0), torch.Generator().manual_seed(1))
+    assert sorted(p.jitter_order[0].tolist()) == [0, 1, 2, 3]
+    assert (p.jitter_order == p.jitter_order[0]).all()
+
+
+def test_large_crop_without_antialias_matches_interpolate():
+    """Crops larger than the output (JPEG sources) are resized without antialiasing."""
+    img = _images(1, 64, 80, 0)
+    box = torch.tensor([[3.0, 5.0, 50.0, 70.0]])
+    out = resized_crop_batch(img, box, 24)
+    crop = img[:, :, 3:53, 5:75]
+    ref = torch.nn.functional.interpolate(crop, size=(24, 24), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("ksize", [9, 23])
+def test_batched_blur_matches_torchvision(ksize):
+    imgs = _images(5, 48, 48, 1)
+    sigma = torch.tensor([0.1, 0.7, 1.3, 2.0, 0.0])
+    out = AF.gaussian_blur(imgs, sigma, ksize)
+    for i in range(4):
+        ref = TF.gaussian_blur(imgs[i], [ksize, ksize], [float(sigma[i])] * 2)
+        torch.testing.assert_close(out[i], ref, atol=ATOL, rtol=0)
+    assert torch.equal(out[4], imgs[4])  # sigma 0 = not blurred, bit-exact
+
+
+def test_hue_matches_torchvision_on_edge_colours():
+    # Grays, primaries, ties between channels: the branches of the HSV conversion.
+    px = torch.tensor([[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1],
+                       [1, 0, 1], [0.5, 0.5, 0.2], [0.2, 0.5, 0.5], [0.3, 0.2, 0.3]], dtype=torch.float32)
+    img = px.t().reshape(3, 1, -1).expand(3, 4, -1).contiguous()
+    for f in (-0.5, -0.1, 0.0, 0.07, 0.5):
+        out = AF.adjust_hue(img[None], torch.tensor([f]))[0]
+        torch.testing.assert_close(out, TF.adjust_hue(img, f), atol=ATOL, rtol=0)
+
+
+def test_uint8_input_equals_float_input():
+    cfg = config_for_dataset("cifar10")
+    u8 = (torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    a, pa = ViewAugment(cfg)(u8, torch.Generator().manual_seed(5))
+    b, pb = ViewAugment(cfg)(u8.float() / 255, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(pa.box, pb.box)
+
+
+def test_seed_reproduces_views_and_different_seed_differs():
+    cfg = config_for_dataset("stl10")
+    imgs = _images(6, 96, 96, 0)
+    a, pa = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(11))
+    b, pb = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(11))
+    c, pc = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(12))
+    assert torch.equal(a, b) and torch.equal(pa.box, pb.box) and torch.equal(pa.blur_sigma, pb.blur_sigma)
+    assert not torch.equal(a, c) and not torch.equal(pa.box, pc.box)
+
+
+def test_precropped_path_gives_same_record_and_pixels():
+    """Worker-side crop (boxes given) and in-batch crop produce the same views and record."""
+    cfg = config_for_dataset("cifar10")
+    imgs = _images(6, 32, 32, 2)
+    full, p = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(4))
+    crops = resized_crop_batch(imgs, p.box, 32)
+    g = torch.Generator().manual_seed(4)
+    torch.rand(4, 6, 10, generator=g, dtype=torch.float64)  # consume the crop draws
+    pre, p2 = ViewAugment(cfg)(crops, g, boxes=p.box, src_size=p.src_size)
+    torch.testing.assert_close(pre, full)
+    assert torch.equal(p.flip, p2.flip) and torch.equal(p.box, p2.box)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (torch.rand(2, 1, 8, 8), "3, H, W"),
+    (torch.rand(3, 8, 8), "3, H, W"),
+    (torch.rand(0, 3, 8, 8), "empty batch"),
+    (torch.ones(2, 3, 8, 8, dtype=torch.int32), "uint8 or float"),
+])
+def test_bad_images_get_clear_errors(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        ViewAugment(AugConfig(8, (0.5,) * 3, (0.5,) * 3))(bad, torch.Generator())
+
+
+def test_color_aug_strength_scales_jitter_and_gray():
+    d, s, w = (config_for_dataset("stl10", k) for k in ("default", "strong", "weak"))
+    assert (s.brightness, s.hue, s.p_gray) == pytest.approx((0.8, 0.2, 0.4))
+    assert (w.brightness, w.hue, w.p_gray) == pytest.approx((0.2, 0.05, 0.1))
+    assert d.jitter_ranges[0] == pytest.approx((0.6, 1.4))
+    with pytest.raises(ValueError, match="--color-aug"):
+        config_for_dataset("stl10", "extreme")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_views_equal_cpu_views_for_same_record():
+    cfg = config_for_dataset("stl10")
+    imgs = _images(8, 96, 96, 0)
+    _, p = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(0))
+    aug = ViewAugment(cfg)
+    pd = {k: getattr(p, k) for k in ("flip", "jitter", "jitter_factors", "jitter_order", "gray",
+                                      "blur_sigma", "solarized", "sol_threshold", "rot_k")}
+    crops = resized_crop_batch(imgs, p.box, 96)
+    cpu = aug.apply(crops.clone(), dict(pd))
+    gpu = aug.apply(crops.cuda(), {k: v.cuda() for k, v in pd.items()})
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)

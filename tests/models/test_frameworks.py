@@ -1,0 +1,113 @@
+"""Every framework x injection type steps; EMA, queue wrap-around, SwAV prototype freezing."""
+import pytest
+import torch
+
+from models import FRAMEWORKS, ConditionSpec, FrameworkOptions, build_framework
+from models.frameworks.base import cosine_momentum, ema_update
+
+SMALL = FrameworkOptions(proj_hidden=32, moco_queue=24, swav_prototypes=10)
+D = 5
+CONDS = {
+    "proj-none": ConditionSpec(0, "raw", "proj-none"),
+    "proj-cat": ConditionSpec(D, "mlp", "proj-cat", width=8, depth=2),
+    "proj-add": ConditionSpec(D, "mlp", "proj-add", width=8, depth=2),
+    "proj-mul": ConditionSpec(D, "mlp", "proj-mul", width=8, depth=2),
+    "hn": ConditionSpec(D, "hn", "proj-cat", width=8, depth=2),
+}
+
+
+def _batch(b=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, 3, 16, 16, generator=g), torch.randn(b, 3, 16, 16, generator=g),
+            torch.randn(b, D, generator=g), torch.randn(b, D, generator=g))
+
+
+def _targets(b=6):
+    t = {"crop": torch.rand(b, 4), "color": torch.rand(b, 4), "flip": torch.ones(b, 1), "rot": torch.zeros(b).long()}
+    return t, t
+
+
+@pytest.mark.parametrize("inj", list(CONDS))
+@pytest.mark.parametrize("name", sorted(FRAMEWORKS))
+def test_every_framework_and_injection_steps(name, inj):
+    torch.manual_seed(0)
+    model = build_framework(name, "cifar_resnet18", CONDS[inj], SMALL,
+                            augself_weights={"crop": 0.5, "color": 0.5, "flip": 0.1, "rot": 0.1}, image_size=16)
+    model.train()
+    out = model(*_batch(), targets=_targets())
+    assert torch.isfinite(out["loss"]) and out["loss"].dim() == 0
+    assert {"augself_crop", "augself_color", "pos_cos", "neg_cos", "ssl_loss"} <= set(out)
+    out["loss"].backward()
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    model.on_before_optimizer_step(0)
+    model.on_after_step(0, 10)
+
+
+def test_moco_queue_wraps_around():
+    model = build_framework("moco", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16)
+    model.queue_ptr.fill_(20)
+    keys = torch.nn.functional.normalize(torch.randn(6, 128), dim=1)
+    model.enqueue(keys)
+    assert int(model.queue_ptr) == 2
+    torch.testing.assert_close(model.queue[20:24], keys[:4])
+    torch.testing.assert_close(model.queue[0:2], keys[4:])
+
+
+@pytest.mark.parametrize("mode", ["queries", "keys"])
+def test_moco_enqueue_switch(mode):
+    torch.manual_seed(0)
+    opts = FrameworkOptions(proj_hidden=32, moco_queue=24, moco_enqueue=mode)
+    model = build_framework("moco", "cifar_resnet18", CONDS["proj-cat"], opts, image_size=16).train()
+    out = model(*_batch())
+    expected = out["z1"] if mode == "queries" else out["z2"]
+    torch.testing.assert_close(model.queue[:6], expected.detach())
+
+
+def test_ema_update_and_cosine_momentum():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    wa, wb = a.weight.detach().clone(), b.weight.detach().clone()
+    ema_update(a, b, 0.9)
+    torch.testing.assert_close(b.weight, 0.9 * wb + 0.1 * wa)
+    assert cosine_momentum(0.996, 0, 100) == pytest.approx(0.996)
+    assert cosine_momentum(0.996, 100, 100) == pytest.approx(1.0)
+    assert cosine_momentum(0.996, 50, 100) == pytest.approx(0.998)
+
+
+def test_target_projector_is_conditioned_and_tracks_online():
+    torch.manual_seed(0)
+    model = build_framework("byol", "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
+    assert model.target_projector.embed is not None
+    assert not any(p.requires_grad for p in model.target_projector.parameters())
+    with torch.no_grad():
+        for p in model.projector.parameters():
+            p.add_(1.0)
+    before = model.target_projector.embed[0].weight.clone()
+    model.on_after_step(0, 10)
+    assert not torch.equal(before, model.target_projector.embed[0].weight)
+
+
+def test_swav_prototypes_frozen_then_trained():
+    torch.manual_seed(0)
+    model = build_framework("swav", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16).train()
+    model(*_batch())["loss"].backward()
+    assert model.prototypes.weight.grad is not None
+    model.on_before_optimizer_step(409)
+    assert model.prototypes.weight.grad is None
+    model(*_batch())["loss"].backward()
+    model.on_before_optimizer_step(410)
+    assert model.prototypes.weight.grad is not None
+
+
+def test_param_groups_simsiam_fixed_and_barlow_bias_scale():
+    s = build_framework("simsiam", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16)
+    groups = s.param_groups()
+    assert groups[1].get("fixed_lr") and len(groups[1]["params"]) == len(list(s.predictor.parameters()))
+    b = build_framework("barlow_twins", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16)
+    g = b.param_groups()
+    assert g[1]["lr_scale"] == pytest.approx(0.024) and all(p.ndim == 1 for p in g[1]["params"])
+    assert FRAMEWORKS["mocov3"].optimizer == "adamw" and FRAMEWORKS["mocov3"].warmup_epochs == 40
+
+
+def test_unknown_framework_is_refused():
+    with pytest.raises(ValueError, match="--framework must be one of"):
+        build_framework("dino", "resnet18", CONDS["proj-none"])

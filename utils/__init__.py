@@ -1,0 +1,1 @@
+"""Helpers shared by several packages: distributed collectives, checkpoints, logging, evaluation."""

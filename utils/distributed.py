@@ -1,0 +1,52 @@
+"""Collectives that degrade to identities on one process, so models never branch on world size."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+@torch.no_grad()
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from every rank along dim 0 (rank order); no gradient."""
+    if not is_dist():
+        return x
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from every rank; gradients flow back to each rank's own rows."""
+    if not is_dist():
+        return x
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(x.contiguous()))
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Differentiable sum over ranks."""
+    if not is_dist():
+        return x
+    from torch.distributed.nn.functional import all_reduce
+    return all_reduce(x)
+
+
+@torch.no_grad()
+def all_reduce_sum_no_grad(x: Tensor) -> Tensor:
+    if is_dist():
+        x = x.clone()
+        dist.all_reduce(x)
+    return x
