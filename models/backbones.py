@@ -11,7 +11,9 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-BACKBONES = ("resnet18", "resnet50", "cifar_resnet18", "cifar_resnet50", "vit_small", "vit_base")
+BACKBONE_DIMS = {"resnet18": 512, "resnet50": 2048, "cifar_resnet18": 512, "cifar_resnet50": 2048,
+                 "vit_small": 384, "vit_base": 768, "mini_resnet": 128}
+BACKBONES = tuple(BACKBONE_DIMS)
 
 
 def _resnet(name: str, cifar_stem: bool, torchvision_init: bool) -> tuple[nn.Module, int]:
@@ -27,6 +29,37 @@ def _resnet(name: str, cifar_stem: bool, torchvision_init: bool) -> tuple[nn.Mod
     dim = net.fc.in_features
     net.fc = nn.Identity()
     return net, dim
+
+
+class MiniResNet(nn.Module):
+    """ResNet-10 (one BasicBlock per stage) at a quarter width (16-32-64-128), CIFAR stem, 128-d.
+
+    Not part of the paper: it makes a real pretraining finish in minutes on a laptop CPU
+    (the README's quick start and the test-suite's end-to-end runs).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        layers, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            down = None if stride == 1 and cin == w else nn.Sequential(
+                nn.Conv2d(cin, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+            layers.append(nn.Sequential(tvm.resnet.BasicBlock(cin, w, stride, down)))
+            cin = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        for m in self.modules():
+            if isinstance(m, tvm.resnet.BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
 
 
 def sincos_pos_embed(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -64,6 +97,8 @@ def build_backbone(name: str, image_size: int = 224, torchvision_init: bool = Fa
         return _resnet(name, False, torchvision_init)
     if name in ("cifar_resnet18", "cifar_resnet50"):
         return _resnet(name.removeprefix("cifar_"), True, torchvision_init)
+    if name == "mini_resnet":
+        return MiniResNet(), 128
     if name == "vit_small":
         return _vit(384, 12, image_size)
     if name == "vit_base":

@@ -1,0 +1,180 @@
+"""Downstream datasets for linear evaluation, with the published train / val / test partitions.
+
+Seeded splits use ``random_split`` with ``torch.Generator().manual_seed(seed)`` and the published
+sizes, so the partitions equal upstream's; fixed index lists ship in ``datasets/splits/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset, random_split
+from torchvision import datasets as tvd
+
+from .colordigits import NUM_COLORS, make_colordigits
+from .errors import DataError
+from .folders import SPLITS_DIR
+
+# name -> (published train size, val size, seed) for seeded splits of the training set
+SEEDED = {"cifar10": (45000, 5000, 43), "cifar100": (45000, 5000, 44), "food101": (68175, 7575, 42),
+          "mit67": (4690, 670, 51), "pets": (2940, 740, 49), "cars": (7000, 1144, 51), "stl10": (4500, 500, 50),
+          "colordigits": (1294, 144, 0), "colordigits-color": (1294, 144, 0)}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "food101": 101, "mit67": 67, "pets": 37, "flowers": 102,
+               "caltech101": 101, "cars": 196, "aircraft": 100, "dtd": 47, "sun397": 397, "stl10": 10,
+               "cub200": 200, "colordigits": 10, "colordigits-color": NUM_COLORS}
+METRICS = {name: "class-avg" if name in ("pets", "flowers", "caltech101", "aircraft") else "top1"
+           for name in NUM_CLASSES}
+DOWNSTREAM_DATASETS = tuple(NUM_CLASSES)
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+
+
+def seeded_split(ds: Dataset, name: str) -> tuple[Subset, Subset]:
+    """The published train/val partition; a smaller copy is split in the same proportion."""
+    n_train, n_val, seed = SEEDED[name]
+    n = len(ds)
+    if n != n_train + n_val:
+        n_val = max(1, round(n * n_val / (n_train + n_val)))
+        n_train = n - n_val
+    train, val = random_split(ds, [n_train, n_val], generator=torch.Generator().manual_seed(seed))
+    return train, val
+
+
+def fixed_split(ds: Dataset, name: str, root: str) -> tuple[Subset, Subset]:
+    lists = json.loads((SPLITS_DIR / f"{name}.json").read_text())
+    top = max(max(lists["train"]), max(lists["val"]))
+    if top >= len(ds):
+        raise DataError(f"--datadir {root}: {name} has {len(ds)} images but its fixed split indexes image {top}; "
+                        "expected the complete dataset")
+    return Subset(ds, lists["train"]), Subset(ds, lists["val"])
+
+
+class SUN397(Dataset):
+    """root/SUN397 with ClassName.txt and the Training_01 / Testing_01 partition lists."""
+
+    def __init__(self, root: str, split: str, transform=None):
+        from torchvision.datasets.folder import default_loader
+        base = os.path.join(root, "SUN397")
+        files = [os.path.join(base, f) for f in ("ClassName.txt", f"{split}_01.txt")]
+        for f in files:
+            if not os.path.isfile(f):
+                raise DataError(f"--datadir {root}: missing {f} (expected root/SUN397/ with ClassName.txt, "
+                                "Training_01.txt, Testing_01.txt and the class folders)")
+        classes = [c.strip() for c in open(files[0]) if c.strip()]
+        index = {c: i for i, c in enumerate(classes)}
+        lines = [ln.strip() for ln in open(files[1]) if ln.strip()]
+        self.samples = [(base + ln, index[os.path.dirname(ln)]) for ln in lines]
+        self.transform, self.loader = transform, default_loader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, y = self.samples[i]
+        img = self.loader(path)
+        return (self.transform(img) if self.transform else img), y
+
+
+class PILTensorDataset(Dataset):
+    """uint8 image tensors served as PIL images through a transform (the built-in colordigits)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform=None):
+        self.uint8_images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        from torchvision.transforms.functional import to_pil_image
+        img = to_pil_image(self.uint8_images[i])
+        return (self.transform(img) if self.transform else img), int(self.targets[i])
+
+
+def _folder(path: str, root: str, transform):
+    if not os.path.isdir(path):
+        raise DataError(f"--datadir {root}: missing {path} (expected root/train/<class>/ and root/test/<class>/)")
+    try:
+        return tvd.ImageFolder(path, transform=transform)
+    except FileNotFoundError as e:  # empty tree or empty class folder
+        raise DataError(f"--datadir {root}: {path}: {str(e).splitlines()[0]}") from None
+
+
+def _tv(fn, root: str, name: str):
+    try:
+        return fn()
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise DataError(f"--datadir {root}: {name} not found or corrupted in torchvision's layout ({e}); "
+                        "--download fetches it where a network exists") from None
+
+
+def build_downstream(name: str, root: str | None, transform, train_transform=None, download: bool = False) -> Splits:
+    """Train / val / test of ``--dataset`` (train set with ``train_transform`` when given)."""
+    if name not in NUM_CLASSES:
+        raise DataError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {name!r}")
+    ttf = train_transform or transform
+    if name.startswith("colordigits"):
+        pick = 2 if name == "colordigits-color" else 1
+        tr, te = make_colordigits("train"), make_colordigits("test")
+        train, val = seeded_split(PILTensorDataset(tr[0], tr[pick], ttf), name)
+        return Splits(train, val, PILTensorDataset(te[0], te[pick], transform), NUM_CLASSES[name])
+    if not root or not os.path.isdir(root):
+        raise DataError(f"--datadir {root}: no such directory")
+    tv = lambda fn: _tv(fn, root, name)  # noqa: E731
+    dl = {"download": download}
+    if name in ("cifar10", "cifar100", "stl10"):
+        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}.get(name)
+        make = (lambda tf, train: cls(root, train=train, transform=tf, **dl)) if cls else \
+            (lambda tf, train: tvd.STL10(root, split="train" if train else "test", transform=tf, **dl))
+        train, val = seeded_split(tv(lambda: make(ttf, True)), name)
+        test = tv(lambda: make(transform, False))
+    elif name in ("food101", "pets", "cars"):
+        cls, tr_split = {"food101": (tvd.Food101, "train"), "pets": (tvd.OxfordIIITPet, "trainval"),
+                         "cars": (tvd.StanfordCars, "train")}[name]
+        train, val = seeded_split(tv(lambda: cls(root, split=tr_split, transform=ttf, **dl)), name)
+        test = tv(lambda: cls(root, split="test", transform=transform, **dl))
+    elif name in ("flowers", "aircraft", "dtd"):
+        make = {"flowers": lambda s, tf: tvd.Flowers102(root, split=s, transform=tf, **dl),
+                "aircraft": lambda s, tf: tvd.FGVCAircraft(root, split=s, annotation_level="variant",
+                                                           transform=tf, **dl),
+                "dtd": lambda s, tf: tvd.DTD(root, split=s, partition=1, transform=tf, **dl)}[name]
+        train, val, test = (tv(lambda s=s, tf=tf: make(s, tf))
+                            for s, tf in (("train", ttf), ("val", transform), ("test", transform)))
+    elif name == "caltech101":
+        rgb = lambda tf: (lambda img: tf(img.convert("RGB")))  # noqa: E731 - some images are grayscale
+        full_tr = tv(lambda: tvd.Caltech101(root, target_type="category", transform=rgb(ttf), **dl))
+        full_te = tv(lambda: tvd.Caltech101(root, target_type="category", transform=rgb(transform)))
+        lists = json.loads((SPLITS_DIR / "caltech101.json").read_text())
+        fixed_split(full_tr, name, root)
+        train, val, test = (Subset(full_tr, lists["train"]), Subset(full_te, lists["val"]),
+                            Subset(full_te, lists["test"]))
+    elif name == "sun397":
+        train, _ = fixed_split(SUN397(root, "Training", ttf), name, root)
+        _, val = fixed_split(SUN397(root, "Training", transform), name, root)
+        test = SUN397(root, "Testing", transform)
+    elif name == "cub200":
+        train, _ = fixed_split(_folder(os.path.join(root, "train"), root, ttf), name, root)
+        _, val = fixed_split(_folder(os.path.join(root, "train"), root, transform), name, root)
+        test = _folder(os.path.join(root, "test"), root, transform)
+    else:  # mit67
+        train, val = seeded_split(_folder(os.path.join(root, "train"), root, ttf), name)
+        test = _folder(os.path.join(root, "test"), root, transform)
+    return Splits(train, val, test, NUM_CLASSES[name])
+
+
+def few_shot_pool(name: str, root: str, transform) -> Dataset:
+    """All images of a few-shot benchmark: cub200 (train + test), fc100 (test classes), plant_disease."""
+    if name == "cub200":
+        return ConcatDataset([_folder(os.path.join(root, s), root, transform) for s in ("train", "test")])
+    if name == "fc100":
+        return _folder(os.path.join(root, "test"), root, transform)
+    if name == "plant_disease":
+        return _folder(root, root, transform)
+    raise DataError(f"--dataset must be one of cub200, fc100, plant_disease, got {name!r}")

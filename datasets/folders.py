@@ -1,0 +1,73 @@
+"""Image-folder datasets: ImageNet-100 (fixed class list) and any image tree."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torchvision.datasets import DatasetFolder, ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+
+from .errors import DataError
+
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+
+
+def imagenet100_classes() -> list[str]:
+    """The 100 WordNet ids of ImageNet-100; label = line number."""
+    return (SPLITS_DIR / "imagenet100.txt").read_text().split()
+
+
+class ImageNet100(ImageFolder):
+    """``root/<split>/<wnid>/*.JPEG`` keeping only the ImageNet-100 classes (a full ImageNet works too)."""
+
+    def __init__(self, root: str, split: str = "train", transform=None):
+        self.split_dir = os.path.join(root, split)
+        super().__init__(self.split_dir, transform=transform)
+
+    @staticmethod
+    def check(directory: str) -> list[str]:
+        """The class list, after checking that ``directory`` has a folder for each class."""
+        if not os.path.isdir(directory):
+            raise DataError(f"{directory}: no such directory (expected the ImageNet layout <split>/<wnid>/*.JPEG)")
+        wnids = imagenet100_classes()
+        missing = [w for w in wnids if not os.path.isdir(os.path.join(directory, w))]
+        if missing:
+            raise DataError(f"{directory}: expected a folder per ImageNet-100 class (<wnid>/*.JPEG); "
+                            f"{len(missing)} of 100 missing, e.g. {missing[0]}")
+        return wnids
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        wnids = self.check(directory)
+        return wnids, {w: i for i, w in enumerate(wnids)}
+
+
+class UnlabeledFolder(DatasetFolder):
+    """Every image below ``root`` (any depth); label -1. Used by ``--dataset folder`` without classes."""
+
+    def __init__(self, root: str, transform=None):
+        self.root_dir = root
+        super().__init__(root, loader=default_loader, extensions=IMG_EXTENSIONS, transform=transform)
+
+    def find_classes(self, directory):
+        return [""], {"": -1}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx=None, extensions=None, is_valid_file=None, allow_empty=False):
+        files = sorted(str(p) for p in Path(directory).rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        if not files:
+            raise DataError(f"{directory}: no images found (expected files ending in {', '.join(IMG_EXTENSIONS)})")
+        return [(f, -1) for f in files]
+
+
+def image_folder(root: str, transform=None):
+    """``--dataset folder``: class sub-folders give labels; a flat or unstructured tree is unlabelled."""
+    if not os.path.isdir(root):
+        raise DataError(f"--datadir {root}: not a directory (expected an image tree)")
+    subdirs = [d for d in os.scandir(root) if d.is_dir()]
+    top_images = [f for f in os.scandir(root) if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS)]
+    if subdirs and not top_images:
+        try:
+            return ImageFolder(root, transform=transform)
+        except FileNotFoundError:
+            pass
+    return UnlabeledFolder(root, transform=transform)

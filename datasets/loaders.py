@@ -1,0 +1,99 @@
+"""Batch producers for pretraining. Both are deterministic given (seed, epoch): resuming at an
+epoch boundary replays exactly the batches a continuous run would have seen.
+
+- ``DeviceBatches``: the whole uint8 dataset lives on the training device; each step indexes a
+  batch there (no loader workers, no host-to-device copies). Crops happen on the device.
+- ``worker_crop_loader``: JPEG folders; workers decode and crop (the only per-image work, since
+  decoded sizes vary) and ship fixed-size uint8 crops with their boxes; all else runs batched.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from augmentations import crop_pil
+
+from .pretrain import TensorImages
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def rank_slice(perm: Tensor, batch: int, rank: int, world: int) -> Tensor:
+    """Drop the last incomplete global batch; each global batch is split into per-rank slices."""
+    steps = len(perm) // (batch * world)
+    return perm[: steps * batch * world].view(steps, world, batch)[:, rank].reshape(-1)
+
+
+class DeviceBatches:
+    """Iterate (uint8 images [b, 3, H, W], labels [b]) batches of a tensor dataset on ``device``."""
+
+    def __init__(self, data: TensorImages, batch_size: int, seed: int, device: torch.device | str,
+                 rank: int = 0, world: int = 1):
+        if len(data) < batch_size * world:
+            raise ValueError(f"--batch-size {batch_size * world} is larger than the dataset ({len(data)} images)")
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images) // (self.batch_size * self.world)
+
+    def __iter__(self):
+        idx = rank_slice(epoch_permutation(len(self.images), self.seed, self.epoch), self.batch_size,
+                         self.rank, self.world).to(self.images.device)
+        for chunk in idx.split(self.batch_size):
+            yield self.images[chunk], self.labels[chunk]
+
+
+class EpochIndexSampler(Sampler):
+    """Yields (epoch, index) so each worker seeds an image's crops from (seed, epoch, index) alone."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.n // (self.batch_size * self.world)) * self.batch_size
+
+    def __iter__(self):
+        idx = rank_slice(epoch_permutation(self.n, self.seed, self.epoch), self.batch_size, self.rank, self.world)
+        return iter([(self.epoch, int(i)) for i in idx])
+
+
+class TwoCrops(Dataset):
+    """Decodes one image and returns two independent crops with their boxes and the source size."""
+
+    def __init__(self, base: Dataset, size: int, seed: int):
+        self.base, self.size, self.seed = base, size, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        img, label = self.base[index]
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        v1, b1, s1 = crop_pil(img.convert("RGB"), self.size, g)
+        v2, b2, s2 = crop_pil(img.convert("RGB"), self.size, g)
+        return v1, b1, s1, v2, b2, s2, label
+
+
+def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num_workers: int,
+                       rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
+    if len(base) < batch_size * world:
+        raise ValueError(f"--batch-size {batch_size * world} is larger than the dataset ({len(base)} images)")
+    sampler = EpochIndexSampler(len(base), batch_size, seed, rank, world)
+    return DataLoader(TwoCrops(base, size, seed), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
+                      prefetch_factor=4 if num_workers > 0 else None)

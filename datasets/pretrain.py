@@ -1,0 +1,151 @@
+"""Pretraining datasets (``--dataset``): images for the two views, plus labelled splits for k-NN.
+
+Small datasets (CIFAR, STL10, colordigits) come back as uint8 tensors, to be held on the training
+device and augmented there in batches; JPEG folders (imagenet100, folder) come back as PIL
+datasets, cropped in loader workers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+from torchvision import transforms as T
+
+from .colordigits import make_colordigits
+from .errors import DataError
+from .folders import ImageNet100, image_folder
+
+IN_MEMORY = ("cifar10", "cifar100", "stl10", "stl10_rot", "stl10_sol", "colordigits")
+FROM_FILES = ("imagenet100", "folder")
+PRETRAIN_DATASETS = IN_MEMORY + FROM_FILES
+_TV_LAYOUT = {
+    "cifar10": ("CIFAR-10", "cifar-10-batches-py/"),
+    "cifar100": ("CIFAR-100", "cifar-100-python/"),
+    "stl10": ("STL-10", "stl10_binary/"),
+}
+
+
+@dataclass
+class TensorImages:
+    """uint8 images [N, 3, H, W] with integer labels [N] (-1 = unlabelled)."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class PretrainData:
+    train: TensorImages | Dataset  # images for the two views
+    knn_train: TensorImages | Dataset | None  # labelled splits for the k-NN monitor (None: no labels)
+    knn_test: TensorImages | Dataset | None
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train, TensorImages)
+
+
+def _torchvision(kind: str, cls, root: str, download: bool, **kw):
+    try:
+        return cls(root, download=download, **kw)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        name, layout = _TV_LAYOUT[kind]
+        raise DataError(f"--datadir {root}: {name} not found or corrupted (expected {layout} in torchvision's "
+                        f"format); --download fetches it where a network exists") from e
+
+
+def _hwc(data: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
+
+
+def _cifar(name: str, root: str, download: bool, train: bool) -> TensorImages:
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    ds = _torchvision(name, cls, root, download, train=train)
+    return TensorImages(_hwc(ds.data), torch.tensor(ds.targets, dtype=torch.long))
+
+
+def _stl10(root: str, download: bool, split: str) -> TensorImages:
+    ds = _torchvision("stl10", tvd.STL10, root, download, split=split)
+    return TensorImages(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
+
+
+def eval_transform(pretrain_data: str, ten_crop: bool = False) -> T.Compose:
+    """Frozen-feature transform for a model pretrained on ``pretrain_data``.
+
+    Shorter side resized to the pretraining resolution (bicubic), centre crop, the pretraining
+    normalisation; 32 px data is not resized in effect (32 px images stay as they are).
+    ``ten_crop``: Resize(256) + TenCrop(224), stacked [10, 3, 224, 224] (cub200 / flowers N-shot).
+    """
+    from augmentations import config_for_dataset
+    cfg = config_for_dataset(pretrain_data)
+    norm = T.Compose([T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+    if ten_crop:
+        return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.TenCrop(224),
+                          T.Lambda(lambda crops: torch.stack([norm(c) for c in crops]))])
+    return T.Compose([T.Resize(cfg.size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(cfg.size), norm])
+
+
+_TV_FILES = {
+    "cifar10": ["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"],
+    "cifar100": ["cifar-100-python/train", "cifar-100-python/test"],
+    "stl10": [f"stl10_binary/{f}" for f in ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin",
+                                            "unlabeled_X.bin")],
+}
+
+
+def check_pretrain_data(dataset: str, datadir: str | None, download: bool = False) -> None:
+    """Cheap presence check of ``--datadir`` (files, folders), without reading the images."""
+    if dataset not in PRETRAIN_DATASETS:
+        raise DataError(f"--dataset must be one of {PRETRAIN_DATASETS}, got {dataset!r}")
+    if dataset == "colordigits" or download:
+        return
+    if not datadir:
+        raise DataError(f"--dataset {dataset} needs --datadir")
+    if not os.path.isdir(datadir):
+        raise DataError(f"--datadir {datadir}: no such directory")
+    kind = "stl10" if dataset.startswith("stl10") else dataset
+    if kind in _TV_FILES:
+        missing = [f for f in _TV_FILES[kind] if not os.path.isfile(os.path.join(datadir, f))]
+        if missing:
+            name, layout = _TV_LAYOUT[kind]
+            raise DataError(f"--datadir {datadir}: {name} not found (missing {missing[0]}; expected {layout} in "
+                            "torchvision's format); --download fetches it where a network exists")
+    elif dataset == "imagenet100":
+        for split in ("train", "val"):
+            ImageNet100.check(os.path.join(datadir, split))
+    else:
+        image_folder(datadir)
+
+
+def build_pretrain_data(dataset: str, datadir: str | None, download: bool = False) -> PretrainData:
+    """Load ``--dataset`` from ``--datadir``; raises DataError with a one-line message if absent."""
+    if dataset not in PRETRAIN_DATASETS:
+        raise DataError(f"--dataset must be one of {PRETRAIN_DATASETS}, got {dataset!r}")
+    if dataset == "colordigits":
+        tr, te = make_colordigits("train"), make_colordigits("test")
+        return PretrainData(TensorImages(tr[0], tr[1]), TensorImages(tr[0], tr[1]), TensorImages(te[0], te[1]))
+    if not datadir:
+        raise DataError(f"--dataset {dataset} needs --datadir")
+    if not download and not os.path.isdir(datadir):
+        raise DataError(f"--datadir {datadir}: no such directory")
+    if dataset in ("cifar10", "cifar100"):
+        tr = _cifar(dataset, datadir, download, True)
+        return PretrainData(tr, tr, _cifar(dataset, datadir, download, False))
+    if dataset.startswith("stl10"):
+        unl = _stl10(datadir, download, "train+unlabeled")
+        return PretrainData(unl, _stl10(datadir, download, "train"), _stl10(datadir, download, "test"))
+    if dataset == "imagenet100":
+        tf = eval_transform("imagenet100")
+        return PretrainData(ImageNet100(datadir, "train"), ImageNet100(datadir, "train", tf),
+                            ImageNet100(datadir, "val", tf))
+    folder = image_folder(datadir)
+    labelled = getattr(folder, "classes", [""]) != [""]
+    knn = image_folder(datadir, eval_transform("imagenet100")) if labelled else None
+    return PretrainData(folder, knn, knn)

@@ -1,0 +1,113 @@
+"""Pretrain a backbone with CASSLE (conditioned projector), AugSelf or a plain SSL baseline.
+
+Example (the paper's CASSLE MoCo v2 recipe on ImageNet-100):
+    python pretrain_cond.py --logdir runs/cassle-moco --framework moco --dataset imagenet100 \\
+      --datadir $IMAGENET_100_FOLDER --model resnet50 --batch-size 256 --max-epochs 500 \\
+      --aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type proj-cat \\
+      --aug-cond crop color color_diff blur grayscale --base-lr 0.03 --wd 1e-4 \\
+      --ckpt-freq 50 --eval-freq 50 --num-workers 16 --seed 1 --distributed
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from augmentations import DESCRIPTOR_DIMS
+from datasets import PRETRAIN_DATASETS
+from models import BACKBONES, FRAMEWORKS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--logdir", required=True, help="output folder: log.txt, TensorBoard events, args.json, checkpoints")
+    a("--resume", default=None, help="continue from a checkpoint path, or 'last' for LOGDIR/ckpt-last.pth")
+    a("--dataset", default="stl10", help=f"pretraining data, one of {', '.join(PRETRAIN_DATASETS)} (paper: imagenet100)")
+    a("--datadir", default=None, help="dataset root (torchvision layout; imagenet100: root/{train,val}/<wnid>/)")
+    a("--download", action="store_true", help="let torchvision download CIFAR/STL10 into --datadir (needs network)")
+    a("--batch-size", type=int, default=256, help="global batch size over all processes (paper: 256)")
+    a("--max-epochs", type=int, default=200, help="training epochs (paper: 500 on ImageNet-100)")
+    a("--num-workers", type=int, default=4, help="loader workers per process for JPEG folders (and k-NN)")
+    a("--model", default="resnet18", help=f"backbone, one of {', '.join(BACKBONES)} (paper: resnet50)")
+    a("--distributed", action="store_true", help="one process per GPU (spawned), or the ranks of torchrun/SLURM")
+    a("--nproc-per-node", type=int, default=None, help="processes to spawn with --distributed (default: #GPUs)")
+    a("--framework", default="simsiam", help=f"SSL method, one of {', '.join(FRAMEWORKS)}")
+    a("--base-lr", type=float, default=0.03, help="lr = base_lr x batch / 256 (paper: 0.03 moco, 0.05 others)")
+    a("--wd", type=float, default=5e-4, help="weight decay (paper: 1e-4 on ImageNet-100)")
+    a("--momentum", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
+    a("--stop-after", type=int, default=None,
+      help="train at most N epochs in this invocation, then exit (time-limited jobs; continue with --resume last)")
+    a("--print-freq", type=int, default=10, help="log training values every N iterations")
+    a("--ckpt-freq", type=int, default=10, help="keep ckpt-{epoch}.pth every N epochs (ckpt-last.pth: every epoch)")
+    a("--eval-freq", type=int, default=1, help="k-NN monitor every N epochs (0: never)")
+    a("--color-aug", default="default", choices=["default", "strong", "weak"],
+      help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5 (paper: default)")
+    g = p.add_argument_group("CASSLE conditioning")
+    g.add_argument("--aug-treatment", default="raw", choices=["raw", "mlp", "hn"],
+                   help="descriptor embedding: as is, MLP, or hypernetwork generating the projector (paper: mlp)")
+    g.add_argument("--aug-nn-width", type=int, default=32, help="width of the embedding MLP (paper: 64)")
+    g.add_argument("--aug-nn-depth", type=int, default=2, help="depth of the embedding MLP (paper: 6)")
+    g.add_argument("--aug-hn-type", default="mlp", choices=["mlp", "mlp-bn"],
+                   help="hypernetwork-generated projector with or without BN before each ReLU")
+    g.add_argument("--aug-inj-type", default="proj-cat", choices=["proj-cat", "proj-add", "proj-mul", "proj-none"],
+                   help="how the embedding enters the projector; proj-none = plain baseline (paper: proj-cat)")
+    g.add_argument("--aug-cond", nargs="*", default=[], metavar="KEY",
+                   help=f"descriptor pieces, any of {', '.join(DESCRIPTOR_DIMS)} "
+                        "(paper: crop color color_diff blur grayscale [flip])")
+    a("--seed", type=int, default=0, help="seed for weights, data order and augmentations (paper: 1)")
+    g = p.add_argument_group("AugSelf (weight <= 0 disables; paper: --ss-crop 0.5 --ss-color 0.5)")
+    for k, what in [("crop", "crop box"), ("color", "jitter factors"), ("flip", "same flip"), ("blur", "blur sigma"),
+                    ("rot", "rotation (stl10_rot)"), ("sol", "solarize threshold (stl10_sol)")]:
+        g.add_argument(f"--ss-{k}", type=float, default=-1.0, help=f"weight of the {what} prediction loss")
+    g.add_argument("--augself-flip-quirk", action=argparse.BooleanOptionalAction, default=True,
+                   help="mirror both views' crop x-centres by view 1's flip, as upstream (published numbers)")
+    g = p.add_argument_group("beyond upstream")
+    g.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype; auto = bf16 on CUDA, fp32 on CPU (losses are computed in fp32)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    g.add_argument("--proj-hidden", type=int, default=None,
+                   help="override the projector hidden width (BYOL paper: 4096; Barlow Twins: all three widths)")
+    g.add_argument("--moco-enqueue", default="queries", choices=["queries", "keys"],
+                   help="MoCo v2 queue content: upstream enqueues online queries; standard MoCo the keys")
+    g.add_argument("--simclr-global-negatives", action="store_true",
+                   help="SimCLR negatives from all GPUs (upstream: local only)")
+    g.add_argument("--torchvision-init", action="store_true",
+                   help="keep torchvision's conv init (upstream re-initialises convs with PyTorch defaults)")
+    g.add_argument("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN monitor")
+    g.add_argument("--knn-t", type=float, default=0.1, help="temperature of the weighted k-NN monitor")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from utils.logging import die
+    from utils.validate import launch_plan, validate
+
+    args = build_parser().parse_args(argv)
+    try:
+        validate(args)
+    except ValueError as e:
+        die(str(e))
+    if args.finished:
+        print(f"run in {args.logdir} already finished at epoch {args.finished} (--max-epochs {args.max_epochs}); "
+              "nothing to do. Raise --max-epochs to continue it.")
+        return
+    backend, nproc = launch_plan(args)
+    import ignite.distributed as idist
+    from utils.trainer import training
+    try:
+        with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
+            parallel.run(training, args)
+    except ValueError as e:  # data that passed the presence check but cannot be read
+        die(str(e))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    torch.backends.cudnn.benchmark = True
+    main()

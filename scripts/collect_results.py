@@ -1,0 +1,80 @@
+"""Gather linear-evaluation result JSONs into one table: rows = runs, columns = datasets.
+
+    python scripts/collect_results.py RUN_DIR [RUN_DIR ...] [--ckpt ckpt-last] [--baseline NAME]
+                                      [--md table.md] [--csv table.csv]
+
+Each RUN_DIR holds linear-<dataset>-<metric>-<ckpt>.json files (written by transfer_linear_eval.py
+next to the checkpoint). Values are percentages. With --baseline, a second block gives each run's
+difference from the baseline run (rows named by the run folder's name).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import re
+import sys
+
+PATTERN = re.compile(r"linear-(?P<dataset>.+)-(?P<metric>top1|class-avg)-(?P<ckpt>.+)\.json$")
+
+
+def collect(run_dirs: list[str], ckpt: str) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
+    rows, cols, values = [], [], {}
+    for d in run_dirs:
+        name = os.path.basename(os.path.normpath(d))
+        rows.append(name)
+        for path in sorted(glob.glob(os.path.join(d, "linear-*.json"))):
+            m = PATTERN.search(os.path.basename(path))
+            if not m or m["ckpt"] != ckpt:
+                continue
+            if m["dataset"] not in cols:
+                cols.append(m["dataset"])
+            values[name, m["dataset"]] = 100 * json.load(open(path))["test"]
+    return rows, cols, values
+
+
+def markdown(rows, cols, values, baseline: str | None = None) -> str:
+    def line(cells):
+        return "| " + " | ".join(cells) + " |"
+    out = [line(["run", *cols]), line(["---"] * (len(cols) + 1))]
+    for r in rows:
+        out.append(line([r, *(f"{values[r, c]:.2f}" if (r, c) in values else "-" for c in cols)]))
+    if baseline:
+        out += ["", f"Difference from {baseline} (points):", "", line(["run", *cols]), line(["---"] * (len(cols) + 1))]
+        for r in rows:
+            if r != baseline:
+                out.append(line([r, *(f"{values[r, c] - values[baseline, c]:+.2f}"
+                                      if (r, c) in values and (baseline, c) in values else "-" for c in cols)]))
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run directories holding linear-*.json results")
+    p.add_argument("--ckpt", default="ckpt-last", help="which checkpoint's results (file name without .pth)")
+    p.add_argument("--baseline", default=None, help="run folder name to subtract in the difference table")
+    p.add_argument("--md", default=None, help="write the Markdown table here")
+    p.add_argument("--csv", default=None, help="write the CSV table here")
+    args = p.parse_args(argv)
+    missing = [d for d in args.runs if not os.path.isdir(d)]
+    if missing:
+        sys.exit(f"error: run directory {missing[0]}: no such directory")
+    rows, cols, values = collect(args.runs, args.ckpt)
+    if args.baseline and args.baseline not in rows:
+        sys.exit(f"error: --baseline {args.baseline} is not one of the runs {rows}")
+    table = markdown(rows, cols, values, args.baseline)
+    print(table)
+    if args.md:
+        open(args.md, "w").write(table + "\n")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["run", *cols])
+            for r in rows:
+                w.writerow([r, *(f"{values[r, c]:.2f}" if (r, c) in values else "" for c in cols)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Every downstream dataset loads from a tiny copy in its real on-disk format, with the
+published split logic (seeded random_split or fixed index lists)."""
+import json
+
+import pytest
+import torch
+from torch.utils.data import random_split
+
+from datasets import DataError
+from datasets.downstream import METRICS, NUM_CLASSES, SEEDED, build_downstream, few_shot_pool, seeded_split
+from datasets.folders import SPLITS_DIR
+from datasets.pretrain import eval_transform
+from tests import data_formats as W
+
+TF = eval_transform("cifar10")  # 32 px: cheap
+
+
+def _check(s, sizes):
+    assert (len(s.train), len(s.val), len(s.test)) == sizes
+    x, y = s.train[0]
+    assert x.shape == (3, 32, 32) and 0 <= y < s.num_classes
+    x, y = s.test[0]
+    assert x.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("name,n", [("cifar10", 50000), ("food101", 75750), ("pets", 3680), ("cars", 8144),
+                                    ("mit67", 5360), ("stl10", 5000), ("cifar100", 50000)])
+def test_seeded_split_equals_published_partition(name, n):
+    n_train, n_val, seed = SEEDED[name]
+    assert n_train + n_val == n
+    ds = list(range(n))
+    tr, va = seeded_split(ds, name)
+    ref_tr, ref_va = random_split(ds, [n_train, n_val], generator=torch.Generator().manual_seed(seed))
+    assert tr.indices == ref_tr.indices and va.indices == ref_va.indices
+
+
+def test_seeded_split_of_a_small_copy_keeps_proportion():
+    tr, va = seeded_split(list(range(100)), "cifar10")
+    assert (len(tr), len(va)) == (90, 10)
+
+
+def test_table_metrics():
+    assert {k for k, v in METRICS.items() if v == "class-avg"} == {"pets", "flowers", "caltech101", "aircraft"}
+    assert NUM_CLASSES["sun397"] == 397 and NUM_CLASSES["colordigits-color"] == 6
+
+
+def test_cifar_and_stl10(tmp_path, monkeypatch):
+    W.write_cifar(str(tmp_path), monkeypatch, "cifar10", 50, 20)
+    _check(build_downstream("cifar10", str(tmp_path), TF), (45, 5, 20))
+    W.write_stl10(str(tmp_path), monkeypatch, n_train=30, n_test=20)
+    _check(build_downstream("stl10", str(tmp_path), TF), (27, 3, 20))
+
+
+def test_torchvision_file_layouts(tmp_path, monkeypatch):
+    _check(build_downstream("food101", W.write_food101(str(tmp_path / "f")), TF), (5, 1, 6))
+    _check(build_downstream("pets", W.write_pets(str(tmp_path / "p")), TF), (5, 1, 6))
+    _check(build_downstream("flowers", W.write_flowers102(str(tmp_path / "fl"), monkeypatch), TF), (4, 4, 4))
+    _check(build_downstream("aircraft", W.write_aircraft(str(tmp_path / "a")), TF), (4, 4, 4))
+    _check(build_downstream("dtd", W.write_dtd(str(tmp_path / "d")), TF), (2, 2, 2))
+    _check(build_downstream("cars", W.write_cars(str(tmp_path / "c")), TF), (5, 1, 4))
+
+
+def test_mit67_folders(tmp_path):
+    root = tmp_path / "mit"
+    W.write_class_folders(str(root / "train"), ["bar", "kitchen"], 8)
+    W.write_class_folders(str(root / "test"), ["bar", "kitchen"], 2)
+    _check(build_downstream("mit67", str(root), TF), (14, 2, 4))
+
+
+def test_fixed_index_lists_caltech_sun_cub(tmp_path):
+    lists = {n: json.loads((SPLITS_DIR / f"{n}.json").read_text()) for n in ("caltech101", "sun397", "cub200")}
+    cal = build_downstream("caltech101", W.write_caltech101(str(tmp_path / "cal")), TF)
+    assert (len(cal.train), len(cal.val), len(cal.test)) == (2525, 505, 5647)
+    assert cal.train.indices == lists["caltech101"]["train"]
+    first = lists["caltech101"]["train"].index(0)  # image 0 is a real JPEG of class 0
+    assert cal.train[first][1] == 0 and cal.train[first][0].shape == (3, 32, 32)
+    sun = build_downstream("sun397", W.write_sun397(str(tmp_path / "sun")), TF)
+    assert (len(sun.train), len(sun.val), len(sun.test)) == (15880, 3970, 4)
+    assert sun.train.indices == lists["sun397"]["train"] and sun.test[0][1] == 0
+    cub = build_downstream("cub200", W.write_cub200(str(tmp_path / "cub")), TF)
+    assert (len(cub.train), len(cub.val), len(cub.test)) == (4990, 1000, 200)
+    assert cub.val.indices == lists["cub200"]["val"] and cub.test[3][1] == 3
+
+
+def test_ten_crop_train_transform(tmp_path):
+    root = tmp_path / "mit"
+    W.write_class_folders(str(root / "train"), ["a", "b"], 5, size=(300, 260))
+    W.write_class_folders(str(root / "test"), ["a", "b"], 1, size=(300, 260))
+    s = build_downstream("mit67", str(root), eval_transform("imagenet100"), eval_transform("imagenet100", True))
+    assert s.train[0][0].shape == (10, 3, 224, 224) and s.test[0][0].shape == (3, 224, 224)
+
+
+def test_colordigits_digit_and_colour_labels():
+    d, c = build_downstream("colordigits", None, TF), build_downstream("colordigits-color", None, TF)
+    assert (len(d.train), len(d.val), len(d.test)) == (1294, 144, 359)
+    assert d.num_classes == 10 and c.num_classes == 6
+    assert d.train.indices == c.train.indices  # same images, different labels
+
+
+def test_few_shot_pools(tmp_path):
+    W.write_class_folders(str(tmp_path / "cub" / "train"), ["001.a", "002.b"], 3)
+    W.write_class_folders(str(tmp_path / "cub" / "test"), ["001.a", "002.b"], 2)
+    assert len(few_shot_pool("cub200", str(tmp_path / "cub"), TF)) == 10
+    W.write_class_folders(str(tmp_path / "fc100" / "test"), ["x", "y"], 2)
+    assert len(few_shot_pool("fc100", str(tmp_path / "fc100"), TF)) == 4
+    W.write_class_folders(str(tmp_path / "plant"), ["leaf_a", "leaf_b", "leaf_c"], 2)
+    assert len(few_shot_pool("plant_disease", str(tmp_path / "plant"), TF)) == 6
+
+
+@pytest.mark.parametrize("name,setup,msg", [
+    ("cifar10", "missing", "no such directory"),
+    ("cifar10", "empty", "not found or corrupted.*--download"),
+    ("flowers", "empty", "not found or corrupted"),
+    ("mit67", "empty", "missing .*train"),
+    ("mit67", "empty-class", "Found no valid file for the classes kitchen"),
+    ("sun397", "empty", "missing .*ClassName.txt"),
+    ("imagenet", "empty", "--dataset must be one of"),
+])
+def test_bad_roots_one_line_errors(tmp_path, name, setup, msg):
+    root = tmp_path / "d"
+    if setup.startswith("empty"):
+        root.mkdir()
+    if setup == "empty-class":
+        W.write_class_folders(str(root / "train"), ["bar"], 1)
+        (root / "train" / "kitchen").mkdir()
+    with pytest.raises(DataError, match=msg) as e:
+        build_downstream(name, str(root), TF)
+    assert "\n" not in str(e.value)
+
+
+def test_partial_dataset_against_fixed_list_is_refused(tmp_path):
+    W.write_cub200(str(tmp_path), partial=True)  # 4000 images: fewer than the list indexes
+    with pytest.raises(DataError, match="fixed split indexes image .* expected the complete dataset"):
+        build_downstream("cub200", str(tmp_path), TF)

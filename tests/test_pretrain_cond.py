@@ -1,0 +1,122 @@
+"""pretrain_cond.py end to end on CPU: the seed command, every framework x method, exact resume,
+two-process gloo, and one-line errors for bad input."""
+import json
+import os
+
+import pytest
+import torch
+from torchvision import models as tvm
+
+import pretrain_cond
+from models import FRAMEWORKS
+from utils.checkpoint import load_checkpoint, save_atomic
+
+SMALL = ["--dataset", "colordigits", "--model", "mini_resnet", "--batch-size", "256", "--max-epochs", "1",
+         "--proj-hidden", "64", "--print-freq", "2", "--eval-freq", "1", "--device", "cpu"]
+METHODS = {
+    "baseline": ["--aug-inj-type", "proj-none"],
+    "augself": ["--aug-inj-type", "proj-none", "--ss-crop", "0.5", "--ss-color", "0.5"],
+    "cassle": ["--aug-treatment", "mlp", "--aug-nn-depth", "3", "--aug-nn-width", "16", "--aug-inj-type", "proj-cat",
+               "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale"],
+}
+
+
+def run(argv):
+    pretrain_cond.main([str(a) for a in argv])
+
+
+def test_seed_command_runs_on_tiny_imagenet100(seed_pretrain_run):
+    logdir = seed_pretrain_run
+    ckpt = load_checkpoint(str(logdir / "ckpt-last.pth"))
+    assert ckpt["epoch"] == 1 and os.path.exists(logdir / "ckpt-1.pth")  # last epoch always kept
+    assert ckpt["model"]["projector.net.0.weight"].shape[1] == 576  # 512 features + 64-d embedding
+    res = tvm.resnet18().load_state_dict(ckpt["backbone"], strict=False)
+    assert set(res.missing_keys) == {"fc.weight", "fc.bias"} and not res.unexpected_keys
+    knn = json.loads((logdir / "knn.json").read_text())
+    assert 0.0 <= knn["knn"] <= 1.0 and knn["epoch"] == 1
+    log = (logdir / "log.txt").read_text()
+    assert "2 steps/epoch" in log and "1-NN=" in log and "ckpt-last.pth" in log
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_each_framework_and_method_trains_an_epoch(tmp_path, framework, method):
+    logdir = tmp_path / "run"
+    run(["--logdir", logdir, "--framework", framework, *SMALL, *METHODS[method]])
+    ckpt = load_checkpoint(str(logdir / "ckpt-last.pth"))
+    assert ckpt["epoch"] == 1 and ckpt["engine"]["iteration"] == 5
+    heads = [k for k in ckpt["model"] if k.startswith("augself.heads.")]
+    assert bool(heads) == (method == "augself")
+    assert any(k.startswith("projector.embed.") for k in ckpt["model"]) == (method == "cassle")
+    log = (logdir / "log.txt").read_text()
+    assert "weighted-200NN=" in log
+    if method == "augself":
+        assert "augself_crop=" in log and "augself_color=" in log
+
+
+def _state(path):
+    c = load_checkpoint(str(path))
+    return c["model"], c["optimizer"]["state"]
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    common = ["--framework", "moco", *SMALL, "--max-epochs", "2", *METHODS["cassle"]]
+    run(["--logdir", tmp_path / "a", *common])
+    run(["--logdir", tmp_path / "b", *common, "--stop-after", "1"])
+    assert load_checkpoint(str(tmp_path / "b" / "ckpt-last.pth"))["epoch"] == 1
+    run(["--logdir", tmp_path / "b", *common, "--resume", "last"])
+    (ma, oa), (mb, ob) = _state(tmp_path / "a" / "ckpt-last.pth"), _state(tmp_path / "b" / "ckpt-last.pth")
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), k  # weights, target network, queue and its pointer
+    assert int(ma["queue_ptr"]) == 2 * 5 * 256 % 65536
+    for i in oa:
+        assert torch.equal(oa[i]["momentum_buffer"], ob[i]["momentum_buffer"])
+    capsys.readouterr()
+    run(["--logdir", tmp_path / "b", *common, "--resume", "last"])
+    assert "already finished at epoch 2" in capsys.readouterr().out
+
+
+def _expect_error(argv, capsys, pattern):
+    capsys.readouterr()  # drop what earlier runs printed
+    with pytest.raises(SystemExit) as e:
+        run(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ")
+    import re
+    assert re.search(pattern, err), err
+
+
+@pytest.mark.parametrize("extra,pattern", [
+    (["--dataset", "cifar10", "--datadir", "/nonexistent/x"], r"--datadir /nonexistent/x: no such directory"),
+    (["--dataset", "imagenet"], r"--dataset must be one of"),
+    (["--model", "resnet99"], r"--model must be one of"),
+    (["--framework", "dino"], r"--framework must be one of"),
+    (["--aug-treatment", "raw", "--aug-inj-type", "proj-add", "--aug-cond", "crop"],
+     r"proj-add with --aug-treatment raw needs a descriptor of the backbone's width 128, got 4"),
+    (["--aug-cond", "crop", "hue"], r"--aug-cond: unknown key\(s\) \['hue'\]"),
+    (["--aug-inj-type", "proj-cat", "--aug-cond"], r"needs a descriptor: give --aug-cond"),
+    (["--distributed", "--nproc-per-node", "3"], r"--batch-size 256 is not divisible by the world size 3"),
+])
+def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, extra, pattern):
+    logdir = tmp_path / "run"
+    _expect_error(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none", *extra],
+                  capsys, pattern)
+    assert not logdir.exists()
+
+
+def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    base = ["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"]
+    run(base)
+    before = sorted(os.listdir(logdir))
+    _expect_error(base, capsys, r"--logdir .* exists and is not empty; pass --resume last")
+    _expect_error([*base, "--framework", "byol", "--model", "cifar_resnet18", "--resume", "last"], capsys,
+                  r"incompatible arguments: --model 'mini_resnet' -> 'cifar_resnet18'; --framework 'simclr' -> 'byol'")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00garbage")
+    _expect_error([*base, "--resume", bad], capsys, r"bad.pth: unreadable or corrupt")
+    save_atomic({"backbone": {}}, str(tmp_path / "eval-only.pth"))
+    _expect_error([*base, "--resume", tmp_path / "eval-only.pth"], capsys, r"not a pretraining checkpoint")
+    assert sorted(os.listdir(logdir)) == before

@@ -1,0 +1,63 @@
+"""transfer_linear_eval.py end to end on CPU, and its one-line errors."""
+import json
+import os
+import re
+
+import pytest
+
+import transfer_linear_eval
+from tests.data_formats import write_cifar
+from utils.checkpoint import save_atomic
+
+
+def run(argv):
+    transfer_linear_eval.main([str(a) for a in argv])
+
+
+def test_seed_command_on_pretrain_checkpoint(seed_pretrain_run, tmp_path, monkeypatch, capsys):
+    ckpt = seed_pretrain_run / "ckpt-last.pth"
+    data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=40, n_test=20)
+    run(["--pretrain-data", "imagenet100", "--ckpt", ckpt, "--model", "resnet18", "--dataset", "cifar10",
+         "--datadir", data, "--metric", "top1", "--num-workers", "0"])
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^wd=.* val top1=", out, re.M)) == 45 and "best wd=" in out
+    test_line = re.search(r"^test top1=([0-9.]+)$", out, re.M)
+    res = json.loads((seed_pretrain_run / "linear-cifar10-top1-ckpt-last.json").read_text())
+    assert float(test_line.group(1)) == pytest.approx(res["test"], abs=1e-4)
+    assert res["sizes"] == {"train": 36, "val": 4, "test": 20} and len(res["grid"]) == 45
+    assert res["best_wd"] in res["grid"] and res["args"]["model"] == "resnet18"
+
+
+@pytest.mark.parametrize("dataset,classes", [("colordigits", 10), ("colordigits-color", 6)])
+def test_builtin_colordigits(colordigits_ckpt, capsys, dataset, classes):
+    run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+         "--dataset", dataset, "--num-workers", "0", "--max-iter", "200"])
+    path = os.path.join(os.path.dirname(colordigits_ckpt), f"linear-{dataset}-top1-ckpt-last.json")
+    res = json.load(open(path))
+    assert res["sizes"] == {"train": 1294, "val": 144, "test": 359}
+    assert res["test"] > 1.5 / classes  # well above chance after one epoch
+
+
+def _expect_error(argv, capsys, pattern):
+    capsys.readouterr()  # drop what earlier runs printed
+    with pytest.raises(SystemExit) as e:
+        run(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and re.search(pattern, err), err
+
+
+def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
+    base = ["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet"]
+    _expect_error([*base, "--dataset", "cifar10", "--datadir", tmp_path / "none"], capsys,
+                  r"--datadir .*none: no such directory")
+    (tmp_path / "empty").mkdir()
+    _expect_error([*base, "--dataset", "pets", "--datadir", tmp_path / "empty"], capsys,
+                  r"pets not found or corrupted .*--download")
+    _expect_error([*base, "--dataset", "imagenet1k"], capsys, r"--dataset must be one of")
+    _expect_error([*base, "--dataset", "colordigits", "--metric", "top5"], capsys, r"--metric must be top1 or class-avg")
+    save_atomic({"model": {}}, str(tmp_path / "nobb.pth"))
+    _expect_error(["--ckpt", tmp_path / "nobb.pth", "--model", "mini_resnet", "--dataset", "colordigits",
+                   "--pretrain-data", "colordigits"], capsys, r"nobb.pth: has no 'backbone' key")
+    _expect_error([*base[:4], "--model", "resnet18", "--dataset", "colordigits"], capsys,
+                  r"backbone does not match --model resnet18 \(\d+ missing")

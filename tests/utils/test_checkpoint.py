@@ -1,0 +1,51 @@
+"""Atomic checkpoint writes and safe loading."""
+import os
+
+import pytest
+import torch
+
+from utils.checkpoint import CheckpointError, backbone_state_dict, load_checkpoint, save_atomic
+from utils.schedule import lr_factor, set_lr
+
+
+def test_save_is_atomic_and_failed_save_keeps_old_file(tmp_path):
+    path = str(tmp_path / "ckpt.pth")
+    save_atomic({"backbone": {"w": torch.ones(2)}}, path)
+    with pytest.raises(Exception):
+        save_atomic({"bad": lambda: 0}, path)  # not picklable: fails mid-write
+    assert torch.equal(load_checkpoint(path)["backbone"]["w"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["ckpt.pth"]  # no temp file left behind
+
+
+def test_load_refuses_code_corrupt_and_missing(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    evil = str(tmp_path / "evil.pth")
+    torch.save({"x": Evil()}, evil)
+    with pytest.raises(CheckpointError, match="unreadable or corrupt"):
+        load_checkpoint(evil)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pth: unreadable"):
+        load_checkpoint(str(junk))
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(str(tmp_path / "none.pth"))
+
+
+def test_backbone_state_strips_module_prefix_and_needs_key():
+    sd = backbone_state_dict({"backbone": {"module.conv1.weight": torch.zeros(1)}})
+    assert list(sd) == ["conv1.weight"]
+    with pytest.raises(CheckpointError, match="no 'backbone' key"):
+        backbone_state_dict({"model": {}}, "x.pth")
+
+
+def test_lr_schedule_warmup_cosine_and_groups():
+    assert lr_factor(0, 10) == 1.0 and lr_factor(5, 10) == pytest.approx(0.5)
+    assert [lr_factor(e, 20, 10) for e in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_factor(10, 20, 10) == 1.0 and lr_factor(15, 20, 10) == pytest.approx(0.5)
+    p = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    opt = torch.optim.SGD([{"params": [p[0]], "lr_scale": 1.0}, {"params": [p[1]], "lr_scale": 0.024},
+                           {"params": [p[2]], "lr_scale": 1.0, "fixed_lr": True}], lr=1.0)
+    set_lr(opt, 0.1, 0.5)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.0012, 0.1])

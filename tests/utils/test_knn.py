@@ -1,0 +1,48 @@
+"""k-NN monitor against scikit-learn (1-NN) and a direct weighted-vote reference."""
+import numpy as np
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+from utils.knn import extract_features, knn_accuracy
+
+
+def _feats(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 16, generator=g) * 2
+    ytr, yte = torch.randint(0, 4, (300,), generator=g), torch.randint(0, 4, (80,), generator=g)
+    return (centres[ytr] + torch.randn(300, 16, generator=g) * 1.5, ytr,
+            centres[yte] + torch.randn(80, 16, generator=g) * 1.5, yte)
+
+
+def test_nn1_matches_sklearn_cosine():
+    ftr, ytr, fte, yte = _feats()
+    ref = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(ftr.numpy(), ytr.numpy())
+    expected = float((ref.predict(fte.numpy()) == yte.numpy()).mean())
+    assert knn_accuracy(ftr, ytr, fte, yte, k=20, chunk=7)["nn1"] == expected
+
+
+def test_weighted_knn_matches_direct_votes():
+    ftr, ytr, fte, yte = _feats(1)
+    k, t = 15, 0.1
+    a = ftr / ftr.norm(dim=1, keepdim=True)
+    b = fte / fte.norm(dim=1, keepdim=True)
+    correct = 0
+    for i in range(len(b)):
+        sims = (a @ b[i]).numpy()
+        top = np.argsort(-sims)[:k]
+        votes = np.zeros(4)
+        for j in top:
+            votes[int(ytr[j])] += np.exp(sims[j] / t)
+        correct += int(votes.argmax() == int(yte[i]))
+    assert knn_accuracy(ftr, ytr, fte, yte, k=k, temperature=t)["knn"] == correct / len(b)
+
+
+def test_extract_features_from_uint8_tensors_normalises_and_restores_mode():
+    class Data:
+        images = torch.full((5, 3, 2, 2), 255, dtype=torch.uint8)
+        labels = torch.arange(5)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(12)).train()
+    f, y = extract_features(net, Data(), torch.device("cpu"), batch_size=2, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert f.shape == (5, 12) and torch.equal(y, torch.arange(5))
+    torch.testing.assert_close(f, torch.full((5, 12), 2.0), atol=1e-4, rtol=0)  # (1 - 0.5) / 0.25, eval BN
+    assert net.training

@@ -1,0 +1,57 @@
+"""L-BFGS logistic regression against scikit-learn, metrics, and the sweep's selection rule."""
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from utils.linear_eval import WD_GRID, accuracy, fit_logistic, linear_eval
+
+
+def _blobs(n=120, d=6, c=3, seed=0, spread=1.0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(c, d, generator=g) * 3
+    y = torch.arange(n) % c
+    return (centres[y] + spread * torch.randn(n, d, generator=g)).double(), y
+
+
+@pytest.mark.parametrize("wd", [1e-2, 1e-1, 1.0, 10.0])
+def test_lbfgs_matches_sklearn_with_penalised_bias(wd):
+    x, y = _blobs()
+    clf = torch.nn.Linear(6, 3).double()
+    torch.nn.init.zeros_(clf.weight), torch.nn.init.zeros_(clf.bias)
+    fit_logistic(clf, x, y, wd, max_iter=5000)
+    # sklearn: 0.5 ||theta||^2 + C sum CE; with C = 1/(2 wd) this is our objective / (2 wd). A constant
+    # column with fit_intercept=False makes sklearn penalise the bias exactly as we do.
+    xs = np.hstack([x.numpy(), np.ones((len(x), 1))])
+    ref = LogisticRegression(C=1 / (2 * wd), fit_intercept=False, tol=1e-12, max_iter=10000).fit(xs, y.numpy())
+    ours = torch.cat([clf.weight, clf.bias[:, None]], 1).detach().numpy()
+    np.testing.assert_allclose(ours, ref.coef_, rtol=1e-3, atol=1e-4)
+    assert (clf(x).argmax(1).numpy() == ref.predict(xs)).all()
+
+
+def test_class_avg_matches_balanced_accuracy_and_top1():
+    g = torch.Generator().manual_seed(1)
+    y = torch.cat([torch.zeros(50), torch.ones(10), torch.full((5,), 3)]).long()
+    logits = torch.randn(65, 4, generator=g)
+    pred = logits.argmax(1).numpy()
+    assert accuracy(logits, y, "class-avg", 4) == pytest.approx(balanced_accuracy_score(y.numpy(), pred))
+    assert accuracy(logits, y, "top1", 4) == pytest.approx((pred == y.numpy()).mean())
+    with pytest.raises(ValueError, match="--metric"):
+        accuracy(logits, y, "top5", 4)
+
+
+def test_grid_is_published_logspace():
+    assert len(WD_GRID) == 45 and WD_GRID[0] == pytest.approx(1e-6) and WD_GRID[-1] == pytest.approx(1e5)
+    assert all(a < b for a, b in zip(WD_GRID, WD_GRID[1:]))
+
+
+def test_sweep_picks_first_best_and_refits_on_train_plus_val():
+    x, y = _blobs(300, spread=2.5, seed=2)
+    tr, va, te = (x[:150], y[:150]), (x[150:220], y[150:220]), (x[220:], y[220:])
+    lines = []
+    res = linear_eval(tr, va, te, 3, "top1", grid=[1e-3, 1e-1, 1e1, 1e3, 1e5], log=lines.append)
+    assert res.val.index(max(res.val)) == res.grid.index(res.best_wd)  # first maximum
+    assert res.val[-1] < max(res.val)  # huge penalty underfits
+    assert len(lines) == 6 and lines[-1].startswith("best wd=")
+    assert res.test > 0.8

@@ -1,0 +1,75 @@
+"""Few-shot evaluation of frozen backbones: N-way K-shot episodes on cub200, fc100, plant_disease.
+
+Example:
+    python transfer_few_shot.py --pretrain-data imagenet100 --ckpt CKPT --model resnet50 \\
+      --dataset cub200 --datadir CUB_ROOT --N 5 --K 1
+Folder layouts: cub200 = root/{train,test}/<class>/; fc100 = root/test/<class>/;
+plant_disease = root/<class>/. Writes fewshot-<dataset>-<N>way<K>shot-<ckpt name>.json next to each checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from models import BACKBONES
+
+FEW_SHOT_DATASETS = ("cub200", "fc100", "plant_disease")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--ckpt", nargs="+", required=True, help="checkpoints with a 'backbone' key")
+    a("--pretrain-data", default="imagenet100", help="picks the evaluation resize and normalisation")
+    a("--model", default="resnet50", help=f"backbone architecture, one of {', '.join(BACKBONES)}")
+    a("--dataset", default="cub200", help=f"one of {', '.join(FEW_SHOT_DATASETS)}")
+    a("--datadir", required=True, help="dataset root (see the layouts above)")
+    a("--N", type=int, default=5, help="classes per task (published: 5)")
+    a("--K", type=int, default=1, help="support images per class (published: 1 and 5)")
+    a("--Q", type=int, default=16, help="query images per class (published: 16)")
+    a("--num-tasks", type=int, default=2000, help="episodes (published: 2000)")
+    a("--seed", type=int, default=0, help="seed of the episode sampler")
+    a("--batch-size", type=int, default=256, help="feature-extraction batch size")
+    a("--num-workers", type=int, default=4, help="loader workers for feature extraction")
+    a("--device", default="auto", help="cuda, cpu or auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from augmentations import config_for_dataset
+    from datasets.downstream import few_shot_pool
+    from datasets.pretrain import eval_transform
+    from utils.features import load_backbone, sharded_features
+    from utils.few_shot import few_shot_eval
+    from utils.logging import die, write_json
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.dataset not in FEW_SHOT_DATASETS:
+            raise ValueError(f"--dataset must be one of {FEW_SHOT_DATASETS}, got {args.dataset!r}")
+        if min(args.N, args.K, args.Q, args.num_tasks) < 1:
+            raise ValueError("--N, --K, --Q and --num-tasks must be positive")
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                              "cpu" if args.device == "auto" else args.device)
+        size = config_for_dataset(args.pretrain_data).size
+        nets = [load_backbone(p, args.model, size) for p in args.ckpt]
+        pool = few_shot_pool(args.dataset, args.datadir, eval_transform(args.pretrain_data))
+        for path, net in zip(args.ckpt, nets):
+            f, y = sharded_features(net.to(device), pool, device, args.batch_size, args.num_workers)
+            mean, ci = few_shot_eval(f.cpu().numpy(), y.cpu().numpy(), args.N, args.K, args.Q, args.num_tasks,
+                                     args.seed)
+            print(f"{args.dataset} {args.N}-way {args.K}-shot: acc={100 * mean:.2f} +- {100 * ci:.2f}")
+            name = os.path.splitext(os.path.basename(path))[0]
+            out = os.path.join(os.path.dirname(os.path.abspath(path)),
+                               f"fewshot-{args.dataset}-{args.N}way{args.K}shot-{name}.json")
+            write_json(out, {"acc": mean, "ci95": ci, "args": vars(args)})
+    except ValueError as e:
+        die(str(e))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()

@@ -1,0 +1,139 @@
+"""Linear evaluation of frozen backbones on downstream datasets (the published protocol).
+
+Example:
+    python transfer_linear_eval.py --pretrain-data imagenet100 --ckpt CKPT --model resnet50 \\
+      --dataset cifar10 --datadir DATADIR --metric top1
+Writes linear-<dataset>-<metric>-<ckpt name>.json next to each checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from datasets.downstream import DOWNSTREAM_DATASETS, METRICS
+from models import BACKBONES
+
+PRETRAIN_DATA = ("stl10", "imagenet100", "cifar10", "cifar100", "colordigits")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--ckpt", nargs="+", required=True, help="one or more checkpoints with a 'backbone' key")
+    a("--pretrain-data", default="stl10", help=f"data the backbone was pretrained on, one of {', '.join(PRETRAIN_DATA)}: "
+      "picks the evaluation resize and normalisation")
+    a("--model", default="resnet18", help=f"backbone architecture of the checkpoints, one of {', '.join(BACKBONES)}")
+    a("--dataset", default="cifar10", help=f"downstream dataset, one of {', '.join(DOWNSTREAM_DATASETS)}")
+    a("--datadir", default=None, help="dataset root in torchvision's layout (see README for folder datasets)")
+    a("--download", action="store_true", help="let torchvision download the dataset (needs network)")
+    a("--batch-size", type=int, default=256, help="feature-extraction batch size")
+    a("--num-workers", type=int, default=4, help="loader workers for feature extraction")
+    a("--metric", default=None, help="top1 or class-avg (default: the dataset's published metric)")
+    a("--distributed", action="store_true", help="extract features on every visible GPU (one process each)")
+    a("--device", default="auto", help="cuda, cpu or auto")
+    a("--max-iter", type=int, default=5000, help="L-BFGS iterations per fit (published: 5000)")
+    a("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
+      help="train features from Resize(256)+TenCrop(224) (default: on for cub200 with imagenet100 models)")
+    a("--tensorboard", default=None, help="also log the results as TensorBoard scalars into this folder")
+    return p
+
+
+def validate(args) -> None:
+    """Every bad input fails here in one line, before any feature is extracted."""
+    from datasets.pretrain import check_pretrain_data  # noqa: F401 - import check
+    from utils.features import load_backbone
+    if args.pretrain_data not in PRETRAIN_DATA:
+        raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATA}, got {args.pretrain_data!r}")
+    if args.dataset not in DOWNSTREAM_DATASETS:
+        raise ValueError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {args.dataset!r}")
+    args.metric = args.metric or METRICS[args.dataset]
+    if args.metric not in ("top1", "class-avg"):
+        raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
+    if args.model not in BACKBONES:
+        raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.ten_crop is None:
+        args.ten_crop = args.dataset == "cub200" and args.pretrain_data == "imagenet100"
+    from augmentations import config_for_dataset
+    size = config_for_dataset(args.pretrain_data).size
+    for path in args.ckpt:
+        load_backbone(path, args.model, size)
+
+
+def result_path(ckpt: str, dataset: str, metric: str) -> str:
+    name = os.path.splitext(os.path.basename(ckpt))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(ckpt)), f"linear-{dataset}-{metric}-{name}.json")
+
+
+def evaluate(local_rank: int, args) -> None:
+    import ignite.distributed as idist
+
+    from augmentations import config_for_dataset
+    from datasets.downstream import build_downstream
+    from datasets.pretrain import eval_transform
+    from utils.features import load_backbone, sharded_features
+    from utils.linear_eval import linear_eval
+    from utils.logging import write_json
+    device = torch.device("cuda", idist.get_local_rank()) if args.device == "cuda" else torch.device("cpu")
+    tf = eval_transform(args.pretrain_data)
+    splits = build_downstream(args.dataset, args.datadir, tf, eval_transform(args.pretrain_data, True)
+                              if args.ten_crop else None, args.download)
+    size = config_for_dataset(args.pretrain_data).size
+    master = idist.get_rank() == 0
+    for path in args.ckpt:
+        net = load_backbone(path, args.model, size).to(device)
+        feats = [sharded_features(net, s, device, args.batch_size, args.num_workers)
+                 for s in (splits.train, splits.val, splits.test)]
+        if not master:
+            continue
+        res = linear_eval(*feats, splits.num_classes, args.metric, max_iter=args.max_iter)
+        print(f"test {args.metric}={res.test:.4f}", flush=True)
+        out = result_path(path, args.dataset, args.metric)
+        write_json(out, {"dataset": args.dataset, "metric": args.metric, "ckpt": os.path.abspath(path),
+                         "grid": res.grid, "val": res.val, "best_wd": res.best_wd, "best_val": res.best_val,
+                         "test": res.test, "sizes": {k: len(f[1]) for k, f in zip(("train", "val", "test"), feats)},
+                         "args": {k: v for k, v in vars(args).items()}})
+        print(f"wrote {out}")
+        _log_external(args, path, res)
+
+
+def _log_external(args, path: str, res) -> None:
+    tag = f"linear/{args.dataset}/{os.path.basename(path)}"
+    if args.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        with SummaryWriter(args.tensorboard) as tb:
+            tb.add_scalar(f"{tag}/test_{args.metric}", res.test)
+            tb.add_scalar(f"{tag}/best_val_{args.metric}", res.best_val)
+    if os.environ.get("WANDB_PROJECT"):
+        from utils.logging import _init_wandb
+        run = _init_wandb(os.path.dirname(os.path.abspath(path)), vars(args))
+        if run is not None:
+            run.log({f"{tag}/test_{args.metric}": res.test, f"{tag}/best_wd": res.best_wd})
+            run.finish()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import ignite.distributed as idist
+
+    from utils.logging import die
+    args = build_parser().parse_args(argv)
+    try:
+        validate(args)
+        backend = nproc = None
+        if args.distributed:
+            backend = "nccl" if args.device == "cuda" else "gloo"
+            launched = "WORLD_SIZE" in os.environ
+            nproc = None if launched else (torch.cuda.device_count() if args.device == "cuda" else 1)
+        with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
+            parallel.run(evaluate, args)
+    except ValueError as e:  # DataError, CheckpointError and flag errors: one line, no traceback
+        die(str(e))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()

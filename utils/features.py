@@ -1,0 +1,49 @@
+"""Loading a frozen backbone from any checkpoint and extracting features, sharded over processes."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from models import build_backbone
+
+from .checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
+from .distributed import gather_no_grad, rank, world_size
+from .knn import extract_features
+
+
+def load_backbone(path: str, model: str, image_size: int) -> nn.Module:
+    """Build ``model`` and load ``ckpt['backbone']`` strictly (CheckpointError on any mismatch)."""
+    state = backbone_state_dict(load_checkpoint(path), path)
+    net, _ = build_backbone(model, image_size)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        ex = (missing or unexpected or wrong)[0]
+        raise CheckpointError(f"{path}: backbone does not match --model {model} ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped keys, e.g. {ex})")
+    net.load_state_dict(state)
+    return net
+
+
+@torch.no_grad()
+def sharded_features(backbone: nn.Module, data: Dataset, device: torch.device, batch_size: int,
+                     num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of ``data`` in dataset order; with several processes each takes every world-th item."""
+    w, r = world_size(), rank()
+    n = len(data)
+    part = Subset(data, list(range(r, n, w))) if w > 1 else data
+    f, y = extract_features(backbone, part, device, batch_size, num_workers=num_workers)
+    if w == 1:
+        return f, y
+    per = -(-n // w)  # ceil: pad every shard to the same length for all_gather
+    rows = f.shape[0] // max(1, len(part))  # > 1 for multi-crop
+    pad = per * rows - f.shape[0]
+    f = torch.cat([f, f.new_zeros(pad, f.shape[1])])
+    y = torch.cat([y, y.new_full((pad,), -1)])
+    fa, ya = gather_no_grad(f).view(w, per, rows, -1), gather_no_grad(y).view(w, per, rows)
+    order = fa.transpose(0, 1).reshape(-1, f.shape[1]), ya.transpose(0, 1).reshape(-1)
+    keep = order[1] >= 0
+    return order[0][keep], order[1][keep]

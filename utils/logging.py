@@ -1,0 +1,69 @@
+"""Run logging: console + log.txt, TensorBoard scalars, and wandb when WANDB_PROJECT is set."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from typing import Any
+
+
+class RunLogger:
+    """Writes on rank 0 only; other ranks get a silent logger."""
+
+    def __init__(self, logdir: str, args: dict[str, Any] | None = None, enabled: bool = True):
+        self.enabled = enabled
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        os.makedirs(logdir, exist_ok=True)
+        self.file = open(os.path.join(logdir, "log.txt"), "a", buffering=1)
+        from torch.utils.tensorboard import SummaryWriter
+        self.tb = SummaryWriter(logdir)
+        if os.environ.get("WANDB_PROJECT"):
+            self.wandb = _init_wandb(logdir, args)
+
+    def info(self, msg: str) -> None:
+        if self.enabled:
+            print(msg, flush=True)
+            self.file.write(msg + "\n")
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        for k, v in values.items():
+            self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(values, step=step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tb.close()
+            self.file.close()
+            if self.wandb is not None:
+                self.wandb.finish()
+
+
+def _init_wandb(logdir: str, args: dict[str, Any] | None):
+    """wandb run honouring WANDB_MODE; any failure (no package, no network) is a warning, not a stop."""
+    try:
+        import wandb
+        settings = wandb.Settings(init_timeout=30)
+        return wandb.init(project=os.environ["WANDB_PROJECT"], dir=logdir, config=args,
+                          mode=os.environ.get("WANDB_MODE", "online"), settings=settings)
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"wandb disabled: {type(e).__name__}: {e}", stacklevel=2)
+        return None
+
+
+def write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def die(msg: str) -> "NoReturn":  # noqa: F821
+    """One-line error for the command line, no traceback."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)

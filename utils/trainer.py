@@ -1,0 +1,247 @@
+"""The pretraining run around an Ignite Engine: data -> two views + records -> descriptors ->
+framework loss (+ AugSelf) -> optimiser step, with schedule, monitors and checkpoints as handlers."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from augmentations import AugConfig, ViewAugment, augself_targets, build_descriptor, config_for_dataset
+from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
+from models import ConditionSpec, Framework, FrameworkOptions, build_framework
+from models.augself import AUGSELF_OUT
+
+from .checkpoint import load_checkpoint, save_atomic
+from .knn import extract_features, knn_accuracy
+from .logging import RunLogger, write_json
+from .schedule import lr_factor, set_lr
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def condition_spec(args) -> ConditionSpec:
+    from augmentations import descriptor_dim
+    dim = descriptor_dim(args.aug_cond) if args.aug_inj_type != "proj-none" else 0
+    return ConditionSpec(dim, args.aug_treatment, args.aug_inj_type, args.aug_nn_width, args.aug_nn_depth,
+                         args.aug_hn_type)
+
+
+def augself_weights(args) -> dict[str, float]:
+    return {k: getattr(args, f"ss_{k}") for k in AUGSELF_OUT if getattr(args, f"ss_{k}") > 0}
+
+
+def build_model(args, image_size: int) -> Framework:
+    opts = FrameworkOptions(proj_hidden=args.proj_hidden, imagenet=args.dataset in ("imagenet100", "folder"),
+                            moco_enqueue=args.moco_enqueue, simclr_global_negatives=args.simclr_global_negatives)
+    return build_framework(args.framework, args.model, condition_spec(args), opts, augself_weights(args),
+                           image_size=image_size, torchvision_init=args.torchvision_init)
+
+
+def build_optimizer(framework: Framework, args) -> torch.optim.Optimizer:
+    lr = args.base_lr * args.batch_size / 256
+    groups = framework.param_groups()
+    if framework.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=args.wd)
+    return torch.optim.SGD(groups, lr=lr, momentum=args.momentum, weight_decay=args.wd)
+
+
+@dataclass
+class Run:
+    """Everything one rank needs for the run; built before any file is written."""
+
+    args: Any
+    device: torch.device
+    rank: int
+    world: int
+    data: PretrainData
+    loader: Any
+    cfg: AugConfig
+    framework: Framework  # unwrapped, for hooks and checkpoints
+    model: nn.Module  # DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    generator: torch.Generator
+    start_epoch: int = 0
+
+    @property
+    def lr(self) -> float:
+        return self.args.base_lr * self.args.batch_size / 256
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-seed data order and augmentation draws from (seed, epoch, rank): resume is exact."""
+        self.loader.sampler.set_epoch(epoch) if hasattr(self.loader, "sampler") else self.loader.set_epoch(epoch)
+        self.generator.manual_seed((self.args.seed * 1_000_003 + epoch) * 8191 + self.rank)
+        set_lr(self.optimizer, self.lr, lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs))
+
+
+def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
+    cfg = config_for_dataset(args.dataset, args.color_aug)
+    data = build_pretrain_data(args.dataset, args.datadir, args.download)
+    per_rank = args.batch_size // world
+    if data.in_memory:
+        loader = DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
+    else:
+        loader = worker_crop_loader(data.train, cfg.size, per_rank, args.seed, args.num_workers, rank, world,
+                                    pin_memory=device.type == "cuda")
+    torch.manual_seed(args.seed)  # identical initial weights on every rank
+    framework = build_model(args, cfg.size).to(device)
+    if args.channels_last:
+        framework = framework.to(memory_format=torch.channels_last)
+    if args.compile:
+        framework.backbone.compile()
+    optimizer = build_optimizer(framework, args)
+    model = framework
+    if world > 1:
+        model = idist.auto_model(framework, sync_bn=device.type == "cuda", broadcast_buffers=False)
+    amp = AMP_DTYPES[args.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    gen = torch.Generator(device=device)
+    return Run(args, device, rank, world, data, loader, cfg, framework, model, optimizer, scaler, amp, gen)
+
+
+def make_views(run: Run, batch, aug: ViewAugment):
+    """Batch -> (x1, record1, x2, record2) on the device."""
+    if run.data.in_memory:
+        images, _ = batch
+        x1, p1 = aug(images, run.generator)
+        x2, p2 = aug(images, run.generator)
+    else:
+        v1, b1, s1, v2, b2, s2, _ = (t.to(run.device, non_blocking=True) for t in batch)
+        x1, p1 = aug(v1, run.generator, b1, s1)
+        x2, p2 = aug(v2, run.generator, b2, s2)
+    if run.args.channels_last:
+        x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+    return x1, p1, x2, p2
+
+
+def make_step(run: Run, total_steps: int):
+    aug = ViewAugment(run.cfg)
+    cond_active = run.framework.projector.cond.active
+    heads = run.framework.augself
+    ranges = run.cfg.jitter_ranges
+    quirk = run.args.augself_flip_quirk
+
+    def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
+        run.model.train()
+        x1, p1, x2, p2 = make_views(run, batch, aug)
+        d1 = build_descriptor(p1, run.args.aug_cond, ranges) if cond_active else None
+        d2 = build_descriptor(p2, run.args.aug_cond, ranges) if cond_active else None
+        targets = None
+        if heads is not None:
+            targets = (augself_targets(p1, p2, heads.keys, ranges, quirk), augself_targets(p2, p1, heads.keys, ranges, quirk))
+        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            out = run.model(x1, x2, d1, d2, targets)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(out["loss"]).backward()
+        run.framework.on_before_optimizer_step(engine.state.iteration - 1)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.framework.on_after_step(engine.state.iteration, total_steps)
+        return {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
+
+    return step
+
+
+def checkpoint_state(run: Run, engine: Engine) -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state()}
+    if run.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(run.device)
+    return {"epoch": engine.state.epoch, "args": vars(run.args), "backbone": run.framework.backbone.state_dict(),
+            "model": run.framework.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(), "engine": engine.state_dict(), "rng": rng}
+
+
+def restore(run: Run, engine: Engine, ckpt: dict[str, Any]) -> None:
+    run.framework.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    engine.load_state_dict(ckpt["engine"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if "cuda" in ckpt["rng"] and run.device.type == "cuda":
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"], run.device)
+
+
+def knn_monitor(run: Run) -> dict[str, float]:
+    a, bb = run.args, run.framework.backbone
+    kw = dict(batch_size=256, mean=run.cfg.mean, std=run.cfg.std, num_workers=a.num_workers,
+              channels_last=a.channels_last)
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        tr = extract_features(bb, run.data.knn_train, run.device, **kw)
+        te = extract_features(bb, run.data.knn_test, run.device, **kw)
+    return knn_accuracy(*tr, *te, k=a.knn_k, temperature=a.knn_t)
+
+
+def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
+    a, logdir = run.args, run.args.logdir
+    master = run.rank == 0
+    timer = {"t": time.time(), "it": 0}
+
+    @engine.on(Events.EPOCH_STARTED)  # fires before Ignite creates the epoch's data iterator
+    def _epoch(e: Engine):
+        run.set_epoch(e.state.epoch - 1)
+
+    @engine.on(Events.ITERATION_COMPLETED(every=a.print_freq))
+    def _print(e: Engine):
+        vals = {k: float(v) for k, v in e.state.output.items()}
+        now = time.time()
+        ips = (e.state.iteration - timer["it"]) * a.batch_size / max(1e-9, now - timer["t"])
+        timer.update(t=now, it=e.state.iteration)
+        lr = run.optimizer.param_groups[0]["lr"]
+        it_in_epoch = (e.state.iteration - 1) % e.state.epoch_length + 1
+        log.info(f"epoch {e.state.epoch} [{it_in_epoch}/{e.state.epoch_length}] "
+                 + " ".join(f"{k}={v:.4f}" for k, v in vals.items()) + f" lr={lr:.5f} img/s={ips:.0f}")
+        log.scalars({f"train/{k}": v for k, v in vals.items()} | {"train/lr": lr, "train/img_per_s": ips},
+                    e.state.iteration)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _epoch_end(e: Engine):
+        ep = e.state.epoch
+        if a.eval_freq > 0 and (ep % a.eval_freq == 0 or ep == a.max_epochs) and run.data.knn_train is not None:
+            if master:
+                acc = knn_monitor(run)
+                log.info(f"epoch {ep} knn: 1-NN={acc['nn1']:.4f} weighted-{a.knn_k}NN={acc['knn']:.4f}")
+                log.scalars({"eval/nn1": acc["nn1"], "eval/knn": acc["knn"]}, e.state.iteration)
+                write_json(os.path.join(logdir, "knn.json"), {"epoch": ep, **acc})
+            idist.barrier()
+        if master:
+            state = checkpoint_state(run, e)
+            save_atomic(state, os.path.join(logdir, "ckpt-last.pth"))
+            if ep % a.ckpt_freq == 0 or ep == a.max_epochs:
+                save_atomic(state, os.path.join(logdir, f"ckpt-{ep}.pth"))
+        if a.stop_after is not None and ep - run.start_epoch >= a.stop_after and ep < a.max_epochs:
+            log.info(f"stopping after {a.stop_after} epoch(s) as asked (--stop-after); resume with --resume last")
+            e.terminate()
+
+
+def training(local_rank: int, args) -> None:
+    """Entry of each process (one per GPU, or one on CPU)."""
+    device = torch.device(args.device if args.device != "cuda" else f"cuda:{idist.get_local_rank()}")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rank, world = idist.get_rank(), idist.get_world_size()
+    run = build_run(args, device, rank, world)
+    epoch_length = len(run.loader)
+    engine = Engine(make_step(run, epoch_length * args.max_epochs))
+    log = RunLogger(args.logdir, vars(args), enabled=rank == 0)
+    attach_handlers(run, engine, log)
+    if args.resume:
+        restore(run, engine, load_checkpoint(args.resume, device))
+        run.start_epoch = engine.state.epoch
+        log.info(f"resumed from {args.resume} at epoch {engine.state.epoch}")
+    if rank == 0:
+        write_json(os.path.join(args.logdir, "args.json"), vars(args))
+        n = sum(p.numel() for p in run.framework.parameters() if p.requires_grad)
+        log.info(f"{args.framework} on {args.dataset} ({len(run.data.train)} images), {args.model}, "
+                 f"{n / 1e6:.2f}M trainable parameters, {world} process(es) on {device.type}, "
+                 f"{epoch_length} steps/epoch, precision {args.precision}")
+    engine.run(run.loader, max_epochs=args.max_epochs, epoch_length=epoch_length)
+    if rank == 0:
+        log.info(f"done: checkpoint {os.path.join(args.logdir, 'ckpt-last.pth')}")
+    log.close()

@@ -1,0 +1,112 @@
+"""Command-line checks for pretrain_cond.py: every bad input fails here, in one line, before any
+file is written or any process is spawned."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from augmentations import check_keys
+from datasets.pretrain import PRETRAIN_DATASETS, check_pretrain_data
+from models import BACKBONES, FRAMEWORKS
+from models.projector import ConditionedProjector, ProjectorSpec
+
+from .checkpoint import load_checkpoint
+
+# Args that define the network or its data: a resumed run must not change them.
+RESUME_COMPATIBLE = ("model", "framework", "dataset", "aug_cond", "aug_treatment", "aug_inj_type", "aug_nn_width",
+                     "aug_nn_depth", "aug_hn_type", "proj_hidden", "ss_crop", "ss_color", "ss_flip", "ss_blur",
+                     "ss_rot", "ss_sol")
+
+
+def world_size_of(args) -> int:
+    if not args.distributed:
+        return 1
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return int(env["WORLD_SIZE"])
+    if int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_NTASKS"])
+    if args.nproc_per_node:
+        return args.nproc_per_node
+    return torch.cuda.device_count() if args.device == "cuda" else 1
+
+
+def launch_plan(args) -> tuple[str | None, int | None]:
+    """(backend, processes to spawn) for ignite.distributed.Parallel."""
+    if not args.distributed:
+        return None, None
+    backend = "nccl" if args.device == "cuda" else "gloo"
+    launched = "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    return backend, None if launched else world_size_of(args)
+
+
+def _normalise(args) -> None:
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device not in ("cuda", "cpu"):
+        raise ValueError(f"--device must be cuda, cpu or auto, got {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible")
+    if args.precision == "auto":
+        args.precision = "bf16" if args.device == "cuda" else "fp32"
+    if args.channels_last is None:
+        args.channels_last = args.device == "cuda"
+    args.aug_cond = check_keys(args.aug_cond)
+
+
+def _check_numbers(args) -> None:
+    for flag in ("batch_size", "max_epochs", "print_freq", "ckpt_freq", "stop_after"):
+        if getattr(args, flag) is None:
+            continue
+        if getattr(args, flag) <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    world = world_size_of(args)
+    if world < 1:
+        raise ValueError("--distributed: no GPU visible; use --device cpu (gloo) or --nproc-per-node N")
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} is not divisible by the world size {world}")
+
+
+def _check_model(args) -> None:
+    if args.model not in BACKBONES:
+        raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
+    if args.framework not in FRAMEWORKS:
+        raise ValueError(f"--framework must be one of {tuple(FRAMEWORKS)}, got {args.framework!r}")
+    from utils.trainer import condition_spec
+    from models.backbones import BACKBONE_DIMS
+    # A one-layer stand-in projector runs the same conditioning checks as the real one, cheaply.
+    ConditionedProjector(BACKBONE_DIMS[args.model], ProjectorSpec(8, 8, 1), condition_spec(args))
+
+
+def _check_logdir_and_resume(args) -> None:
+    args.finished = 0
+    if args.resume is None:
+        if os.path.isdir(args.logdir) and os.listdir(args.logdir):
+            raise ValueError(f"--logdir {args.logdir} exists and is not empty; pass --resume last to continue "
+                             "that run, or choose a new folder")
+        return
+    if args.resume == "last":
+        args.resume = os.path.join(args.logdir, "ckpt-last.pth")
+    ckpt = load_checkpoint(args.resume)
+    missing = [k for k in ("args", "model", "engine", "optimizer", "epoch") if k not in ckpt]
+    if missing:
+        raise ValueError(f"--resume {args.resume}: not a pretraining checkpoint (missing {', '.join(missing)})")
+    old = ckpt["args"]
+    differ = [f"--{k.replace('_', '-')} {old.get(k)!r} -> {getattr(args, k)!r}"
+              for k in RESUME_COMPATIBLE if old.get(k) != getattr(args, k)]
+    if differ:
+        raise ValueError(f"--resume {args.resume}: incompatible arguments: {'; '.join(differ)}")
+    if ckpt["epoch"] >= args.max_epochs:
+        args.finished = ckpt["epoch"]
+
+
+def validate(args) -> None:
+    """Normalise ``args`` in place (auto device/precision, sorted --aug-cond) or raise ValueError."""
+    if args.dataset not in PRETRAIN_DATASETS:
+        raise ValueError(f"--dataset must be one of {PRETRAIN_DATASETS}, got {args.dataset!r}")
+    _normalise(args)
+    _check_numbers(args)
+    _check_model(args)
+    check_pretrain_data(args.dataset, args.datadir, args.download)
+    _check_logdir_and_resume(args)
