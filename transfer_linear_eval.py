@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", help="cuda, cpu or auto")
     a("--max-iter", type=int, default=5000, help="L-BFGS iterations per fit (published: 5000)")
     a("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
-      help="train features from Resize(256)+TenCrop(224) (default: on for cub200 with imagenet100 models)")
+      help="train features from Resize(256)+TenCrop(224) (default: on for cub200 and flowers-Nshot with "
+           "imagenet100 models)")
     a("--tensorboard", default=None, help="also log the results as TensorBoard scalars into this folder")
     return p
 
@@ -57,7 +58,7 @@ def validate(args) -> None:
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.ten_crop is None:
-        args.ten_crop = args.dataset == "cub200" and args.pretrain_data == "imagenet100"
+        args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and args.pretrain_data == "imagenet100"
     from augmentations import config_for_dataset
     size = config_for_dataset(args.pretrain_data).size
     for path in args.ckpt:

@@ -22,9 +22,10 @@ SEEDED = {"cifar10": (45000, 5000, 43), "cifar100": (45000, 5000, 44), "food101"
           "mit67": (4690, 670, 51), "pets": (2940, 740, 49), "cars": (7000, 1144, 51), "stl10": (4500, 500, 50),
           "colordigits": (1294, 144, 0), "colordigits-color": (1294, 144, 0)}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "food101": 101, "mit67": 67, "pets": 37, "flowers": 102,
+               "flowers-5shot": 102, "flowers-10shot": 102,
                "caltech101": 101, "cars": 196, "aircraft": 100, "dtd": 47, "sun397": 397, "stl10": 10,
                "cub200": 200, "colordigits": 10, "colordigits-color": NUM_COLORS}
-METRICS = {name: "class-avg" if name in ("pets", "flowers", "caltech101", "aircraft") else "top1"
+METRICS = {name: "class-avg" if name.split("-")[0] in ("pets", "flowers", "caltech101", "aircraft") else "top1"
            for name in NUM_CLASSES}
 DOWNSTREAM_DATASETS = tuple(NUM_CLASSES)
 
@@ -46,6 +47,18 @@ def seeded_split(ds: Dataset, name: str) -> tuple[Subset, Subset]:
         n_train = n - n_val
     train, val = random_split(ds, [n_train, n_val], generator=torch.Generator().manual_seed(seed))
     return train, val
+
+
+def n_shot(ds: Dataset, labels: list[int], n: int, seed: int = 0) -> Subset:
+    """``n`` images per class, drawn with a fixed seed (Flowers N-shot training sets)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    taken: dict[int, int] = {}
+    keep = []
+    for i in order:
+        if taken.get(labels[i], 0) < n:
+            taken[labels[i]] = taken.get(labels[i], 0) + 1
+            keep.append(i)
+    return Subset(ds, sorted(keep))
 
 
 def fixed_split(ds: Dataset, name: str, root: str) -> tuple[Subset, Subset]:
@@ -140,6 +153,10 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
                          "cars": (tvd.StanfordCars, "train")}[name]
         train, val = seeded_split(tv(lambda: cls(root, split=tr_split, transform=ttf, **dl)), name)
         test = tv(lambda: cls(root, split="test", transform=transform, **dl))
+    elif name.startswith("flowers-"):  # N-shot: N training images per class, official val / test
+        full = tv(lambda: tvd.Flowers102(root, split="train", transform=ttf, **dl))
+        train = n_shot(full, full._labels, int(name.split("-")[1].removesuffix("shot")))
+        val, test = (tv(lambda s=s: tvd.Flowers102(root, split=s, transform=transform)) for s in ("val", "test"))
     elif name in ("flowers", "aircraft", "dtd"):
         make = {"flowers": lambda s, tf: tvd.Flowers102(root, split=s, transform=tf, **dl),
                 "aircraft": lambda s, tf: tvd.FGVCAircraft(root, split=s, annotation_level="variant",

@@ -139,7 +139,8 @@ def write_flowers102(root: str, monkeypatch, n: int = 12) -> str:
     base = os.path.join(root, "flowers-102")
     for i in range(1, n + 1):
         write_jpeg(os.path.join(base, "jpg", f"image_{i:05d}.jpg"), (24, 20), i)
-    savemat(os.path.join(base, "imagelabels.mat"), {"labels": np.array([i % 3 + 1 for i in range(n)])})
+    # Labels cycle 0, 1, 2 along every third image, so each split holds all three classes.
+    savemat(os.path.join(base, "imagelabels.mat"), {"labels": np.array([(i // 3) % 3 + 1 for i in range(n)])})
     ids = np.arange(1, n + 1)
     savemat(os.path.join(base, "setid.mat"), {"trnid": ids[0::3], "valid": ids[1::3], "tstid": ids[2::3]})
     fd = {k: (v[0], _md5(os.path.join(base, v[0])) if k != "image" else v[1])

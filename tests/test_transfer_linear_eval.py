@@ -61,3 +61,21 @@ def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
                    "--pretrain-data", "colordigits"], capsys, r"nobb.pth: has no 'backbone' key")
     _expect_error([*base[:4], "--model", "resnet18", "--dataset", "colordigits"], capsys,
                   r"backbone does not match --model resnet18 \(\d+ missing")
+
+
+def test_tensorboard_logging_and_few_shot_cli(colordigits_ckpt, tmp_path, capsys):
+    run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+         "--dataset", "colordigits-color", "--num-workers", "0", "--max-iter", "50", "--tensorboard", tmp_path / "tb"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "tb")).Reload()
+    tags = acc.Tags()["scalars"]
+    assert any(t.endswith("/test_top1") for t in tags)
+    import transfer_few_shot
+    from tests.data_formats import write_class_folders
+    write_class_folders(str(tmp_path / "plant"), [f"leaf{i}" for i in range(6)], 6, size=(32, 32))
+    transfer_few_shot.main(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+                            "--dataset", "plant_disease", "--datadir", str(tmp_path / "plant"), "--N", "5", "--K", "1",
+                            "--Q", "4", "--num-tasks", "20", "--num-workers", "0", "--device", "cpu"])
+    assert re.search(r"plant_disease 5-way 1-shot: acc=\d+\.\d\d \+- \d+\.\d\d", capsys.readouterr().out)
+    res = json.load(open(os.path.join(os.path.dirname(colordigits_ckpt), "fewshot-plant_disease-5way1shot-ckpt-last.json")))
+    assert 0 <= res["acc"] <= 1 and res["args"]["num_tasks"] == 20

@@ -60,6 +60,15 @@ def test_torchvision_file_layouts(tmp_path, monkeypatch):
     _check(build_downstream("cars", W.write_cars(str(tmp_path / "c")), TF), (5, 1, 4))
 
 
+def test_flowers_n_shot_takes_n_per_class(tmp_path, monkeypatch):
+    root = W.write_flowers102(str(tmp_path), monkeypatch, n=60)  # 20 training images: 7 / 7 / 6 per class
+    s = build_downstream("flowers-5shot", root, TF)
+    labels = [s.train.dataset._labels[i] for i in s.train.indices]
+    assert sorted(labels) == [0] * 5 + [1] * 5 + [2] * 5
+    assert len(s.val) == 20 and len(s.test) == 20 and METRICS["flowers-5shot"] == "class-avg"
+    assert build_downstream("flowers-5shot", root, TF).train.indices == s.train.indices  # fixed draw
+
+
 def test_mit67_folders(tmp_path):
     root = tmp_path / "mit"
     W.write_class_folders(str(root / "train"), ["bar", "kitchen"], 8)

@@ -40,3 +40,28 @@ def test_two_gloo_processes_end_a_step_with_identical_state(tmp_path):
         assert torch.equal(r0["params"][k], r1["params"][k]), k
     # SyncBatchNorm is CUDA-only in torch, so on CPU only BN running statistics stay rank-local.
     assert torch.equal(r0["queue"], r1["queue"]) and int(r0["ptr"]) == int(r1["ptr"]) == 64  # all-gathered
+
+
+def _features(local_rank, out_dir):
+    from datasets.downstream import build_downstream
+    from datasets.pretrain import eval_transform
+    from models import build_backbone
+    from utils.features import sharded_features
+    torch.manual_seed(0)
+    net, _ = build_backbone("mini_resnet")
+    data = torch.utils.data.Subset(build_downstream("colordigits", None, eval_transform("colordigits")).test,
+                                   range(37))  # not divisible by 2: exercises the padding
+    f, y = sharded_features(net, data, torch.device("cpu"), 8, 0)
+    if idist.get_rank() == 0:
+        torch.save({"f": f, "y": y}, os.path.join(out_dir, "feats.pt"))
+
+
+def test_sharded_feature_extraction_equals_single_process(tmp_path):
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_features, str(tmp_path))
+    two = torch.load(tmp_path / "feats.pt", weights_only=True)
+    _features(0, str(tmp_path))  # single process
+    one = torch.load(tmp_path / "feats.pt", weights_only=True)
+    assert two["f"].shape == (37, 128)
+    torch.testing.assert_close(two["f"], one["f"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(two["y"], one["y"])
