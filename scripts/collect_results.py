@@ -17,6 +17,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.downstream import DOWNSTREAM_DATASETS  # noqa: E402  (the paper's column order)
+
 PATTERN = re.compile(r"linear-(?P<dataset>.+)-(?P<metric>top1|class-avg)-(?P<ckpt>.+)\.json$")
 
 
@@ -32,6 +35,8 @@ def collect(run_dirs: list[str], ckpt: str) -> tuple[list[str], list[str], dict[
             if m["dataset"] not in cols:
                 cols.append(m["dataset"])
             values[name, m["dataset"]] = 100 * json.load(open(path))["test"]
+    order = {d: i for i, d in enumerate(DOWNSTREAM_DATASETS)}
+    cols.sort(key=lambda c: order.get(c, len(order)))
     return rows, cols, values
 
 

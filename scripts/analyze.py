@@ -1,0 +1,279 @@
+"""Augmentation-sensitivity analysis of a pretrained checkpoint (CPU or GPU).
+
+    python scripts/analyze.py <command> --ckpt RUN/ckpt-last.pth [--num-images 512] [--device cpu]
+
+Commands:
+  predict-aug    ridge-regression R^2 of each descriptor piece from frozen backbone features
+  invariance     cosine(feature of image, feature of augmented copy) per augmentation type, at every
+                 ResNet stage and at the projector output (true and mismatched descriptor)
+  interpolation  the same similarity while the colour-jitter or blur strength is swept; plotted
+  pca            eigen-spectrum of the features and its power-law exponent
+  neighbors      grid image of nearest-neighbour retrievals for a few queries
+Each writes <cmd>.json (+ .csv / .png) into RUN/analysis-<ckpt>/ and logs to TensorBoard there.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+COMMANDS = ("predict-aug", "invariance", "interpolation", "pca", "neighbors")
+AUG_TYPES = ("identity", "crop", "color", "blur", "grayscale", "flip")
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", help=" | ".join(COMMANDS))
+    p.add_argument("--ckpt", required=True, help="checkpoint written by pretrain_cond.py")
+    p.add_argument("--dataset", default=None, help="images to analyse (default: the pretraining dataset)")
+    p.add_argument("--datadir", default=None, help="dataset root (default: the pretraining --datadir)")
+    p.add_argument("--num-images", type=int, default=512, help="images from the labelled test split")
+    p.add_argument("--batch-size", type=int, default=256, help="forward batch size")
+    p.add_argument("--queries", type=int, default=6, help="neighbors: query images")
+    p.add_argument("--k", type=int, default=8, help="neighbors: neighbours per query")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled augmentations")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    return p.parse_args(argv)
+
+
+class Setup:
+    """Checkpoint -> framework in eval mode, images of the analysed dataset, output folder."""
+
+    def __init__(self, a):
+        from augmentations import config_for_dataset
+        from datasets.pretrain import build_pretrain_data
+        from utils.checkpoint import load_checkpoint
+        from utils.trainer import build_model
+        ckpt = load_checkpoint(a.ckpt)
+        if "args" not in ckpt or "model" not in ckpt:
+            raise ValueError(f"--ckpt {a.ckpt}: needs a checkpoint from pretrain_cond.py (keys 'args' and 'model')")
+        self.train_args = SimpleNamespace(**ckpt["args"])
+        self.device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                                   "cpu" if a.device == "auto" else a.device)
+        self.cfg = config_for_dataset(self.train_args.dataset, self.train_args.color_aug)
+        self.model = build_model(self.train_args, self.cfg.size)
+        self.model.load_state_dict(ckpt["model"])
+        self.model.to(self.device).eval()
+        dataset = a.dataset or self.train_args.dataset
+        data = build_pretrain_data(dataset, a.datadir or self.train_args.datadir)
+        self.images, self.labels = _first_images(data.knn_test or data.train, a.num_images, self.cfg.size)
+        self.keys = self.train_args.aug_cond
+        self.out = os.path.join(os.path.dirname(os.path.abspath(a.ckpt)),
+                                "analysis-" + os.path.splitext(os.path.basename(a.ckpt))[0])
+        os.makedirs(self.out, exist_ok=True)
+        self.batch = a.batch_size
+        self.gen = torch.Generator(device=self.device).manual_seed(a.seed)
+
+    @torch.no_grad()
+    def forward(self, views, params=None):
+        """Per-layer features (and projector outputs with the true / mismatched descriptor)."""
+        from augmentations import build_descriptor
+        from utils.analysis import stage_features
+        outs: dict[str, list] = {}
+        for i in range(0, len(views), self.batch):
+            feats = stage_features(self.model.backbone, views[i:i + self.batch].to(self.device))
+            if params is not None:
+                proj = self.model.projector
+                d = build_descriptor(params[i:i + self.batch], self.keys, self.cfg.jitter_ranges) \
+                    if proj.cond.active else None
+                feats["projector"] = proj(feats["pool"], d)
+                feats["projector_mismatched"] = proj(feats["pool"], d.roll(1, 0) if d is not None else None)
+            for k, v in feats.items():
+                outs.setdefault(k, []).append(v.float().cpu())
+        return {k: torch.cat(v) for k, v in outs.items()}
+
+    def identity_views(self):
+        from augmentations import ViewAugment
+        return ViewAugment(isolated(self.cfg, "identity"))(self.images.to(self.device), self.gen)
+
+    def save(self, name: str, obj, rows: list[dict] | None = None) -> None:
+        with open(os.path.join(self.out, f"{name}.json"), "w") as f:
+            json.dump(obj, f, indent=2)
+        if rows:
+            with open(os.path.join(self.out, f"{name}.csv"), "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+        print(f"wrote {os.path.join(self.out, name)}.json")
+
+    def tensorboard(self):
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(self.out)
+
+
+def _first_images(data, n: int, size: int):
+    """uint8 [n, 3, size, size] images and labels: tensor datasets as they are, files resized+cropped."""
+    if hasattr(data, "images"):
+        return data.images[:n], data.labels[:n]
+    from torchvision import transforms as T
+    tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+    samples = data.samples[:n]
+    return torch.stack([tf(data.loader(p).convert("RGB")) for p, _ in samples]), torch.tensor([y for _, y in samples])
+
+
+def isolated(cfg, kind: str):
+    """The training augmentation with only ``kind`` switched on (identity: nothing, full-image crop)."""
+    off = dataclasses.replace(cfg, p_jitter=0.0, p_gray=0.0, p_flip=0.0, p_blur=0.0, crop_scale=(1.0, 1.0),
+                              solarize=False, rotate=False)
+    on = {"identity": {}, "crop": {"crop_scale": cfg.crop_scale}, "color": {"p_jitter": 1.0},
+          "blur": {"p_blur": 1.0, "blur_kernel": cfg.blur_kernel or 9}, "grayscale": {"p_gray": 1.0},
+          "flip": {"p_flip": 1.0}}[kind]
+    return dataclasses.replace(off, **on)
+
+
+def cmd_predict_aug(s: Setup):
+    from augmentations import DESCRIPTOR_DIMS, ViewAugment, ViewParams, build_descriptor
+    from utils.analysis import ridge_r2
+    aug = ViewAugment(s.cfg)
+    views, params = zip(*(aug(s.images.to(s.device), s.gen) for _ in range(2)))
+    views, params = torch.cat(views), ViewParams.cat(list(params)).to("cpu")
+    feats = s.forward(views)["pool"]
+    res = {}
+    for key in DESCRIPTOR_DIMS:
+        target = build_descriptor(params, [key], s.cfg.jitter_ranges)
+        r = ridge_r2(feats, target) if target.std(0).max() > 0 else {"r2": None, "note": "constant (not sampled)"}
+        res[key] = r
+        print(f"{key:>10}: R^2 = {r['r2'] if r['r2'] is None else round(r['r2'], 4)}")
+    s.save("predict-aug", res, [{"piece": k, "r2": v["r2"]} for k, v in res.items()])
+    with s.tensorboard() as tb:
+        for k, v in res.items():
+            if v["r2"] is not None:
+                tb.add_scalar(f"predict-aug/{k}", v["r2"])
+
+
+def cmd_invariance(s: Setup):
+    from augmentations import ViewAugment
+    from utils.analysis import mean_cosine
+    x0, p0 = s.identity_views()
+    ref = s.forward(x0, p0.to(s.device))
+    res, rows = {}, []
+    for kind in AUG_TYPES:
+        views, p = ViewAugment(isolated(s.cfg, kind))(s.images.to(s.device), s.gen)
+        feats = s.forward(views, p)
+        res[kind] = {layer: mean_cosine(ref["projector" if layer.startswith("projector") else layer], f)
+                     for layer, f in feats.items()}
+        rows += [{"augmentation": kind, "layer": k, "cosine": v} for k, v in res[kind].items()]
+        print(f"{kind:>10}: " + " ".join(f"{k}={v:.3f}" for k, v in res[kind].items()))
+    s.save("invariance", res, rows)
+    with s.tensorboard() as tb:
+        for kind, d in res.items():
+            tb.add_scalars(f"invariance/{kind}", d)
+
+
+def cmd_interpolation(s: Setup):
+    from augmentations import ViewAugment, ViewParams
+    from utils.analysis import mean_cosine
+    x0, p0 = s.identity_views()
+    ref = s.forward(x0, p0.to(s.device))
+    crops = (x0.float() * torch.tensor(s.cfg.std, device=x0.device).view(1, 3, 1, 1)
+             + torch.tensor(s.cfg.mean, device=x0.device).view(1, 3, 1, 1)).clamp(0, 1)
+    strengths = torch.linspace(0, 1, 11).tolist()
+    curves: dict[str, dict[str, list[float]]] = {}
+    for kind in ("color", "blur"):
+        cfg = isolated(s.cfg, kind)
+        aug = ViewAugment(cfg)
+        for st in strengths:
+            p = {k: getattr(p0, k).clone() for k in ("flip", "jitter", "jitter_factors", "jitter_order", "gray",
+                                                     "blur_sigma", "solarized", "sol_threshold", "rot_k")}
+            if kind == "color":  # every factor at `st` of the way to the edge of the training range
+                p["jitter"][:] = True
+                p["jitter_factors"][:] = torch.tensor([1 + s.cfg.brightness * st, 1 + s.cfg.contrast * st,
+                                                       1 + s.cfg.saturation * st, s.cfg.hue * st])
+            else:
+                p["blur_sigma"][:] = s.cfg.sigma[1] * st
+            views = aug.apply(crops.clone(), p)
+            feats = s.forward(views, ViewParams(box=p0.box, src_size=p0.src_size, **p))
+            for layer, f in feats.items():
+                key = "projector" if layer.startswith("projector") else layer
+                curves.setdefault(kind, {}).setdefault(layer, []).append(mean_cosine(ref[key], f))
+    s.save("interpolation", {"strengths": strengths, "curves": curves},
+           [{"augmentation": k, "layer": l, "strength": st, "cosine": v}
+            for k, d in curves.items() for l, vals in d.items() for st, v in zip(strengths, vals)])
+    fig = _plot_curves(strengths, curves)
+    fig.savefig(os.path.join(s.out, "interpolation.png"), dpi=120)
+    with s.tensorboard() as tb:
+        tb.add_figure("interpolation", fig)
+
+
+def _plot_curves(xs, curves):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+    for ax, (kind, d) in zip(axes[0], curves.items()):
+        for layer, ys in d.items():
+            ax.plot(xs, ys, marker="o", ms=3, label=layer, ls="--" if "mismatched" in layer else "-")
+        ax.set_title(f"{kind} strength sweep")
+        ax.set_xlabel("strength (fraction of the training range)")
+        ax.set_ylabel("cosine to the unaugmented image")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def cmd_pca(s: Setup):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from utils.analysis import power_law
+    x0, _ = s.identity_views()
+    res = power_law(s.forward(x0)["pool"])
+    print(f"power-law exponent alpha = {res['alpha']:.3f}")
+    s.save("pca", res, [{"index": i + 1, "eigenvalue": e} for i, e in enumerate(res["eigenvalues"])])
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.loglog(range(1, len(res["eigenvalues"]) + 1), res["eigenvalues"])
+    ax.set_title(f"feature spectrum, alpha={res['alpha']:.2f}")
+    ax.set_xlabel("index")
+    ax.set_ylabel("eigenvalue")
+    fig.tight_layout()
+    fig.savefig(os.path.join(s.out, "pca.png"), dpi=120)
+    with s.tensorboard() as tb:
+        tb.add_scalar("pca/alpha", res["alpha"])
+        tb.add_figure("pca/spectrum", fig)
+
+
+def cmd_neighbors(s: Setup, queries: int, k: int):
+    from torchvision.utils import make_grid, save_image
+
+    from utils.analysis import nearest_neighbours
+    x0, _ = s.identity_views()
+    feats = s.forward(x0)["pool"]
+    q = list(range(min(queries, len(feats))))
+    nn_idx = nearest_neighbours(feats, q, k)
+    same = [float((s.labels[n] == s.labels[i]).float().mean()) for i, n in zip(q, nn_idx)]
+    s.save("neighbors", {"queries": q, "neighbors": nn_idx, "same_label_fraction": same})
+    rows = [torch.cat([s.images[i:i + 1], s.images[n]]) for i, n in zip(q, nn_idx)]
+    grid = make_grid(torch.cat(rows).float() / 255, nrow=k + 1, padding=2)
+    save_image(grid, os.path.join(s.out, "neighbors.png"))
+    with s.tensorboard() as tb:
+        tb.add_image("neighbors", grid)
+
+
+def main(argv=None) -> None:
+    from utils.logging import die
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        die(f"unknown command {argv[0] if argv else ''!r}; expected one of {', '.join(COMMANDS)}")
+    a = parse(argv)
+    try:
+        s = Setup(a)
+        if a.command == "neighbors":
+            cmd_neighbors(s, a.queries, a.k)
+        else:
+            globals()["cmd_" + a.command.replace("-", "_")](s)
+    except ValueError as e:  # missing checkpoint, unknown dataset, bad data root
+        die(str(e))
+
+
+if __name__ == "__main__":
+    main()

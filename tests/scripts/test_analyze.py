@@ -1,0 +1,67 @@
+"""Every analysis subcommand on a checkpoint pretrained for an epoch on colordigits."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+spec = importlib.util.spec_from_file_location("analyze", os.path.join(ROOT, "scripts", "analyze.py"))
+analyze = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(analyze)
+
+
+def out_dir(ckpt):
+    return os.path.join(os.path.dirname(ckpt), "analysis-ckpt-last")
+
+
+def run(cmd, ckpt, *extra):
+    analyze.main([cmd, "--ckpt", ckpt, "--num-images", "96", "--device", "cpu", *extra])
+
+
+def test_invariance_identity_is_one_and_projector_uses_descriptor(colordigits_ckpt):
+    run("invariance", colordigits_ckpt)
+    res = json.load(open(os.path.join(out_dir(colordigits_ckpt), "invariance.json")))
+    assert set(res) == {"identity", "crop", "color", "blur", "grayscale", "flip"}
+    for layer, v in res["identity"].items():
+        assert v == pytest.approx(1.0, abs=1e-5), layer
+    assert set(res["crop"]) >= {"layer1", "layer4", "pool", "projector", "projector_mismatched"}
+    assert res["color"]["pool"] < 1.0
+    # a CASSLE projector reads the descriptor: the mismatched one changes its output
+    assert res["color"]["projector"] != res["color"]["projector_mismatched"]
+    assert os.path.exists(os.path.join(out_dir(colordigits_ckpt), "invariance.csv"))
+
+
+def test_predict_aug_interpolation_pca_neighbors_write_files(colordigits_ckpt):
+    for cmd in ("predict-aug", "interpolation", "pca", "neighbors"):
+        run(cmd, colordigits_ckpt)
+    d = out_dir(colordigits_ckpt)
+    pred = json.load(open(os.path.join(d, "predict-aug.json")))
+    assert pred["blur"]["r2"] is None  # no blur on 32 px data
+    assert all(-1.0 < pred[k]["r2"] <= 1.0 for k in ("crop", "color", "color_diff", "flip", "grayscale"))
+    interp = json.load(open(os.path.join(d, "interpolation.json")))
+    assert interp["curves"]["color"]["pool"][0] == pytest.approx(1.0, abs=1e-5)  # strength 0 = identity
+    assert len(interp["curves"]["blur"]["layer4"]) == 11
+    assert json.load(open(os.path.join(d, "pca.json")))["alpha"] > 0
+    nb = json.load(open(os.path.join(d, "neighbors.json")))
+    assert len(nb["neighbors"]) == 6 and all(len(n) == 8 for n in nb["neighbors"])
+    for png in ("interpolation.png", "pca.png", "neighbors.png"):
+        assert os.path.getsize(os.path.join(d, png)) > 1000
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(d))
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["spectrum", "--ckpt", "x.pth"], "unknown command 'spectrum'"),
+    (["pca", "--ckpt", "/no/such.pth"], "no such file"),
+])
+def test_bad_input_one_line(capsys, argv, pattern):
+    with pytest.raises(SystemExit):
+        analyze.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert pattern in err and "\n" not in err
+
+
+def test_unknown_dataset_one_line(colordigits_ckpt, capsys):
+    with pytest.raises(SystemExit):
+        analyze.main(["pca", "--ckpt", colordigits_ckpt, "--dataset", "mnist", "--device", "cpu"])
+    assert "--dataset must be one of" in capsys.readouterr().err

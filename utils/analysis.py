@@ -1,0 +1,90 @@
+"""Numerics of the augmentation-sensitivity analysis (scripts/analyze.py is the command line).
+
+- ``ridge_r2``: how linearly decodable a target is from features (closed-form ridge, penalty chosen
+  on a validation split, R^2 on a held-out split).
+- ``stage_features``: pooled features at every ResNet stage plus the backbone output.
+- ``power_law``: eigen-spectrum of the feature covariance and its power-law exponent.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+RIDGE_GRID = torch.logspace(-4, 4, 17).tolist()
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _fit_ridge(x: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor, Tensor]:
+    mx, my = x.mean(0), y.mean(0)
+    xc = x - mx
+    a = xc.t() @ xc + lam * x.shape[0] * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    w = torch.linalg.solve(a, xc.t() @ (y - my))
+    return w, mx, my
+
+
+def r2_score(pred: Tensor, y: Tensor) -> float:
+    """Coefficient of determination averaged over target dimensions (constant dims skipped)."""
+    sse = (pred - y).pow(2).sum(0)
+    sst = (y - y.mean(0)).pow(2).sum(0)
+    keep = sst > 1e-12
+    if not keep.any():
+        return float("nan")
+    return float((1 - sse[keep] / sst[keep]).mean())
+
+
+def ridge_r2(x: Tensor, y: Tensor, seed: int = 0, grid: list[float] | None = None) -> dict[str, float]:
+    """Split 60/20/20 (seeded), pick the penalty on validation R^2, report held-out test R^2."""
+    x, y = x.double(), y.double().view(len(y), -1)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_tr, n_va = int(0.6 * len(x)), int(0.2 * len(x))
+    tr, va, te = perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:]
+    best = (-math.inf, None)
+    for lam in grid or RIDGE_GRID:
+        w, mx, my = _fit_ridge(x[tr], y[tr], lam)
+        s = r2_score((x[va] - mx) @ w + my, y[va])
+        if s > best[0]:
+            best = (s, lam)
+    w, mx, my = _fit_ridge(torch.cat([x[tr], x[va]]), torch.cat([y[tr], y[va]]), best[1])
+    return {"r2": r2_score((x[te] - mx) @ w + my, y[te]), "val_r2": best[0], "lambda": best[1]}
+
+
+@torch.no_grad()
+def stage_features(backbone: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Global-average-pooled output of each ResNet stage present, and the backbone's output ('pool')."""
+    out: dict[str, Tensor] = {}
+    hooks = [getattr(backbone, s).register_forward_hook(lambda m, i, o, s=s: out.__setitem__(s, o.mean((2, 3))))
+             for s in STAGES if hasattr(backbone, s)]
+    try:
+        out["pool"] = backbone(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def mean_cosine(a: Tensor, b: Tensor) -> float:
+    return float(F.cosine_similarity(a.float(), b.float(), dim=1).mean())
+
+
+def power_law(features: Tensor) -> dict[str, object]:
+    """Eigenvalues of the feature covariance (descending) and the exponent a of lambda_i ~ i^-a,
+    fitted by least squares in log-log space over the eigenvalues above 1e-8 of the largest."""
+    f = features.double() - features.double().mean(0)
+    eig = torch.linalg.svdvals(f).pow(2) / max(1, f.shape[0] - 1)
+    keep = eig > eig[0] * 1e-8
+    i = torch.arange(1, len(eig) + 1, dtype=torch.float64)[keep]
+    lx, ly = i.log(), eig[keep].log()
+    slope = ((lx - lx.mean()) * (ly - ly.mean())).sum() / (lx - lx.mean()).pow(2).sum()
+    return {"alpha": float(-slope), "eigenvalues": eig.tolist(),
+            "explained": (eig.cumsum(0) / eig.sum()).tolist()}
+
+
+def nearest_neighbours(features: Tensor, queries: list[int], k: int) -> list[list[int]]:
+    """Indices of the k most cosine-similar other images for each query."""
+    f = F.normalize(features.float(), dim=1)
+    sim = f[queries] @ f.t()
+    sim[torch.arange(len(queries)), torch.tensor(queries)] = -math.inf
+    return sim.topk(k, dim=1).indices.tolist()
