@@ -1,7 +1,7 @@
 """colordigits: a built-in, offline dataset where colour matters.
 
 scikit-learn's bundled 8x8 handwritten digits (no download), upscaled to 32x32 and painted in one of
-six hues on a dark background. Two label sets: the digit and the colour. Colour is exactly the trait
+ten hues on a dark background. Two label sets: the digit and the colour. Colour is exactly the trait
 that colour-jitter invariance washes out, so a backbone trained with a plain SSL objective tends to
 lose it, while CASSLE's conditioned projector lets the backbone keep it.
 """
@@ -13,14 +13,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-NUM_COLORS = 6
+# Ten hues 0.1 turn apart: the recipe's hue jitter (+-0.1 turn) can carry a colour onto its neighbour,
+# so a jitter-invariant backbone is pushed to merge neighbouring colours.
+NUM_COLORS = 10
 SIZE = 32
 _SPLIT_SEED = 0  # fixed: the train/test split never changes
 TEST_FRACTION = 0.2
 
 
 def palette(k: int = NUM_COLORS) -> torch.Tensor:
-    """k fully saturated RGB colours with evenly spaced hues: red, yellow, green, cyan, blue, magenta."""
+    """k fully saturated RGB colours with evenly spaced hues, starting at red."""
     return torch.tensor([colorsys.hsv_to_rgb(i / k, 1.0, 1.0) for i in range(k)], dtype=torch.float32)
 
 

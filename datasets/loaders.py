@@ -39,6 +39,7 @@ class DeviceBatches:
         self.labels = data.labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.epoch = 0
+        self.sampler = None  # epochs are set on the loader itself
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -97,3 +98,44 @@ def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num
     return DataLoader(TwoCrops(base, size, seed), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
                       prefetch_factor=4 if num_workers > 0 else None)
+
+
+class DevicePrefetcher:
+    """Iterate ``loader`` with batch i+1 already being copied to ``device`` while step i runs.
+
+    On CUDA the copies go through a side stream from pinned memory; elsewhere this is a plain
+    ``.to(device)``. Forwards ``sampler`` and ``__len__`` so it drops in for the DataLoader.
+    """
+
+    def __init__(self, loader: DataLoader, device: torch.device):
+        self.loader, self.device = loader, torch.device(device)
+        self.sampler = getattr(loader, "sampler", None)
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def _to_device(self, batch):
+        if self.stream is None:
+            return [t.to(self.device) if torch.is_tensor(t) else t for t in batch]
+        with torch.cuda.stream(self.stream):
+            return [t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch]
+
+    def __iter__(self):
+        it = iter(self.loader)
+        try:
+            nxt = self._to_device(next(it))
+        except StopIteration:
+            return
+        for batch in it:
+            cur, nxt = nxt, self._to_device(batch)
+            yield self._ready(cur)
+        yield self._ready(nxt)
+
+    def _ready(self, batch):
+        if self.stream is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
+            for t in batch:
+                if torch.is_tensor(t):
+                    t.record_stream(torch.cuda.current_stream(self.device))
+        return batch

@@ -28,7 +28,7 @@ def test_seed_command_on_pretrain_checkpoint(seed_pretrain_run, tmp_path, monkey
     assert res["best_wd"] in res["grid"] and res["args"]["model"] == "resnet18"
 
 
-@pytest.mark.parametrize("dataset,classes", [("colordigits", 10), ("colordigits-color", 6)])
+@pytest.mark.parametrize("dataset,classes", [("colordigits", 10), ("colordigits-color", 10)])
 def test_builtin_colordigits(colordigits_ckpt, capsys, dataset, classes):
     run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
          "--dataset", dataset, "--num-workers", "0", "--max-iter", "200"])

@@ -14,6 +14,7 @@ from torch import nn
 
 from augmentations import AugConfig, ViewAugment, augself_targets, build_descriptor, config_for_dataset
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
+from datasets.loaders import DevicePrefetcher
 from models import ConditionSpec, Framework, FrameworkOptions, build_framework
 from models.augself import AUGSELF_OUT
 
@@ -76,7 +77,7 @@ class Run:
 
     def set_epoch(self, epoch: int) -> None:
         """Re-seed data order and augmentation draws from (seed, epoch, rank): resume is exact."""
-        self.loader.sampler.set_epoch(epoch) if hasattr(self.loader, "sampler") else self.loader.set_epoch(epoch)
+        (self.loader.sampler if self.loader.sampler is not None else self.loader).set_epoch(epoch)
         self.generator.manual_seed((self.args.seed * 1_000_003 + epoch) * 8191 + self.rank)
         set_lr(self.optimizer, self.lr, lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs))
 
@@ -88,8 +89,8 @@ def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
     if data.in_memory:
         loader = DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
     else:
-        loader = worker_crop_loader(data.train, cfg.size, per_rank, args.seed, args.num_workers, rank, world,
-                                    pin_memory=device.type == "cuda")
+        loader = DevicePrefetcher(worker_crop_loader(data.train, cfg.size, per_rank, args.seed, args.num_workers,
+                                                     rank, world, pin_memory=device.type == "cuda"), device)
     torch.manual_seed(args.seed)  # identical initial weights on every rank
     framework = build_model(args, cfg.size).to(device)
     if args.channels_last:
@@ -113,7 +114,7 @@ def make_views(run: Run, batch, aug: ViewAugment):
         x1, p1 = aug(images, run.generator)
         x2, p2 = aug(images, run.generator)
     else:
-        v1, b1, s1, v2, b2, s2, _ = (t.to(run.device, non_blocking=True) for t in batch)
+        v1, b1, s1, v2, b2, s2, _ = batch  # already on the device (DevicePrefetcher)
         x1, p1 = aug(v1, run.generator, b1, s1)
         x2, p2 = aug(v2, run.generator, b2, s2)
     if run.args.channels_last:

@@ -41,7 +41,7 @@ def test_seeded_split_of_a_small_copy_keeps_proportion():
 
 def test_table_metrics():
     assert {k for k, v in METRICS.items() if v == "class-avg"} == {"pets", "flowers", "caltech101", "aircraft"}
-    assert NUM_CLASSES["sun397"] == 397 and NUM_CLASSES["colordigits-color"] == 6
+    assert NUM_CLASSES["sun397"] == 397 and NUM_CLASSES["colordigits-color"] == 10
 
 
 def test_cifar_and_stl10(tmp_path, monkeypatch):
@@ -102,7 +102,7 @@ def test_ten_crop_train_transform(tmp_path):
 def test_colordigits_digit_and_colour_labels():
     d, c = build_downstream("colordigits", None, TF), build_downstream("colordigits-color", None, TF)
     assert (len(d.train), len(d.val), len(d.test)) == (1294, 144, 359)
-    assert d.num_classes == 10 and c.num_classes == 6
+    assert d.num_classes == 10 and c.num_classes == 10
     assert d.train.indices == c.train.indices  # same images, different labels
 
 

@@ -38,3 +38,16 @@ def test_worker_crop_loader_returns_crops_boxes_and_is_reproducible(tmp_path):
     assert (s1[:, 0] == 40).all() and not torch.equal(b1, b2)
     again = next(iter(worker_crop_loader(ds, 16, batch_size=3, seed=0, num_workers=2)))
     assert torch.equal(again[1], b1) and torch.equal(again[0], v1)  # same draws whatever the worker count
+
+
+def test_device_prefetcher_keeps_order_length_and_sampler(tmp_path):
+    from datasets.loaders import DevicePrefetcher
+    for i in range(8):
+        write_jpeg(str(tmp_path / "c" / f"{i}.jpg"), (30, 30), i)
+    loader = worker_crop_loader(image_folder(str(tmp_path)), 8, batch_size=2, seed=0, num_workers=0)
+    pre = DevicePrefetcher(loader, torch.device("cpu"))
+    assert len(pre) == 4 and pre.sampler is loader.sampler
+    got, ref = list(pre), list(loader)
+    assert len(got) == 4
+    for a, b in zip(got, ref):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))

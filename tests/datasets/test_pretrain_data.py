@@ -15,7 +15,7 @@ def test_colordigits_is_deterministic_with_two_label_sets():
     assert torch.equal(a[0], b[0]) and a[0].shape[1:] == (3, 32, 32) and a[0].dtype == torch.uint8
     te = make_colordigits("test")
     assert len(a[0]) + len(te[0]) == 1797 and len(te[0]) == 359
-    assert set(a[1].tolist()) == set(range(10)) and set(a[2].tolist()) == set(range(6))
+    assert set(a[1].tolist()) == set(range(10)) and set(a[2].tolist()) == set(range(10))
     # The ink's dominant channel follows the colour label: red (0) pixels are red-heavy.
     red = a[0][a[2] == 0].float()
     assert (red[:, 0].mean() > 2 * red[:, 2].mean())

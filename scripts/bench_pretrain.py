@@ -1,0 +1,187 @@
+"""Pretraining throughput: model-only ceiling vs upstream-style input vs this project's pipeline.
+
+    python scripts/bench_pretrain.py --device cuda --out bench.json          # the README table (GPU)
+    python scripts/bench_pretrain.py --device cpu --tiny                     # smoke run on a CPU
+
+Settings (MoCo v2 with the paper's CASSLE conditioning, bf16 + channels_last on CUDA):
+  r18-32   cifar_resnet18 at 32 px on colordigits (held in memory)
+  r50-224  resnet50 at 224 px on a synthetic folder of 320x320 JPEGs written to a temp dir
+Pipelines:
+  model     pre-made views and descriptors on the device: the ceiling
+  upstream  per-image PIL crop in loader workers, then batched colour ops on the device
+  ours      the default of pretrain_cond.py (32 px: whole dataset on the device, crop included;
+            224 px: decode+crop in workers, pinned side-stream prefetch, batched ops on the device)
+Prints a table of images/s (each image = two views) and peak memory, and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-nn-depth", "6", "--aug-nn-width", "64",
+          "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "blur", "grayscale"]
+
+
+def make_args(setting: str, a, datadir: str | None, workers: int):
+    import pretrain_cond
+    from utils.validate import _normalise
+    model, dataset = {"r18-32": ("cifar_resnet18", "colordigits"), "r50-224": ("resnet50", "folder")}[setting]
+    if a.tiny:
+        model = "mini_resnet"
+    argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
+            "--num-workers", str(workers), "--device", a.device, "--precision", a.precision, *CASSLE]
+    if datadir:
+        argv += ["--datadir", datadir]
+    args = pretrain_cond.build_parser().parse_args(argv)
+    _normalise(args)
+    return args
+
+
+def write_jpegs(root: str, n: int, side: int = 320) -> str:
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        os.makedirs(os.path.join(root, f"c{i % 10}"), exist_ok=True)
+        small = rng.integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((side, side), Image.BILINEAR).save(os.path.join(root, f"c{i % 10}", f"{i}.jpg"))
+    return root
+
+
+def timed(step_fn, batches, warmup: int, steps: int, batch_size: int, device: torch.device) -> dict:
+    it = iter(batches())
+    for _ in range(warmup):
+        step_fn(next(it))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step_fn(next(it))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    dt = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"images_per_s": steps * batch_size / dt, "peak_gib": peak}
+
+
+def endless(loader):
+    """Re-iterate a loader over epochs (each epoch re-seeded)."""
+    def gen():
+        epoch = 0
+        while True:
+            (loader.sampler if getattr(loader, "sampler", None) is not None else loader).set_epoch(epoch)
+            yield from loader
+            epoch += 1
+    return gen
+
+
+def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
+    from ignite.engine import Engine
+
+    from augmentations import ViewAugment, build_descriptor
+    from datasets import PretrainData, worker_crop_loader
+    from datasets.pretrain import TensorImages  # noqa: F401
+    from utils.trainer import build_run, make_step, make_views
+    args = make_args(setting, a, datadir, workers)
+    run = build_run(args, torch.device(a.device))
+    engine = Engine(lambda e, b: None)
+    engine.state.iteration = 1
+    step = make_step(run, total_steps=10**6)
+    results = []
+
+    # (a) model only: views, records and descriptors made once, reused every step.
+    batch = next(iter(endless(run.loader)()))
+    x1, p1, x2, p2 = make_views(run, batch, ViewAugment(run.cfg))
+    d1, d2 = (build_descriptor(p, args.aug_cond, run.cfg.jitter_ranges) for p in (p1, p2))
+
+    def model_step(_):
+        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            out = run.model(x1, x2, d1, d2)
+        run.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        run.optimizer.step()
+        run.framework.on_after_step(1, 10**6)
+    results.append({"pipeline": "model", **timed(model_step, lambda: iter(int, 1), a.warmup, a.steps,
+                                                  a.batch_size, run.device)})
+
+    # (b) upstream style: PIL crops in workers, colour ops batched on the device.
+    pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
+    up_loader = worker_crop_loader(pil, run.cfg.size, a.batch_size, args.seed, workers)
+    up = dataclasses.replace(run, data=PretrainData(pil, None, None), loader=up_loader)
+    up_step = make_step(up, 10**6)
+
+    def upstream(b):
+        up_step(engine, [t.to(run.device, non_blocking=True) for t in b])
+    results.append({"pipeline": "upstream", **timed(upstream, endless(up_loader), a.warmup, a.steps,
+                                                     a.batch_size, run.device)})
+
+    # (c) this project's default.
+    results.append({"pipeline": "ours", **timed(lambda b: step(engine, b), endless(run.loader), a.warmup, a.steps,
+                                                 a.batch_size, run.device)})
+    for r in results:
+        r.update(setting=setting, workers=workers, model=args.model, precision=args.precision)
+    return results
+
+
+class _PILView(torch.utils.data.Dataset):
+    """In-memory uint8 images served as PIL images, as a torchvision dataset would."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        from torchvision.transforms.functional import to_pil_image
+        return to_pil_image(self.data.images[i]), int(self.data.labels[i])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda or cpu")
+    p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (bf16 on CUDA)")
+    p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
+    p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
+    p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (cudnn autotune, workers)")
+    p.add_argument("--tiny", action="store_true", help="mini_resnet, for a CPU smoke run")
+    p.add_argument("--out", default="bench_pretrain.json", help="JSON output")
+    a = p.parse_args(argv)
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        jpegs = None
+        if "r50-224" in a.settings:
+            n = a.batch_size * (a.steps + a.warmup + 2)
+            jpegs = write_jpegs(os.path.join(tmp, "jpegs"), n, 320 if not a.tiny else 64)
+        for setting in a.settings:
+            for w in a.workers:
+                rows += bench_setting(setting, a, w, jpegs if setting == "r50-224" else None)
+    device = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    print(f"device: {device}")
+    print("| setting | model | workers | pipeline | images/s | vs model | peak GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ceiling = next(x for x in rows if x["setting"] == r["setting"] and x["workers"] == r["workers"]
+                       and x["pipeline"] == "model")["images_per_s"]
+        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        print(f"| {r['setting']} | {r['model']} | {r['workers']} | {r['pipeline']} | {r['images_per_s']:.0f} | "
+              f"{r['images_per_s'] / ceiling:.2f} | {peak} |")
+    with open(a.out, "w") as f:
+        json.dump({"device": device, "rows": rows, "args": vars(a)}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end (CPU, tiny sizes); their figures are for GPUs and README."""
+import importlib.util
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_pretrain_smoke(tmp_path):
+    out = tmp_path / "b.json"
+    _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
+                                  "--batch-size", "8", "--steps", "1", "--warmup", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours"]
+    assert all(r["images_per_s"] > 0 for r in rows)
+
+
+def test_bench_linear_eval_smoke(tmp_path):
+    out = tmp_path / "l.json"
+    _load("bench_linear_eval").main(["--device", "cpu", "--n", "400", "--dim", "16", "--classes", "4",
+                                     "--sklearn-points", "1", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["test_top1"] > 0.5 and res["sweep_seconds"] > 0 and len(res["sklearn_fit_seconds"]) == 1
