@@ -8,6 +8,7 @@ import torch
 from torchvision import models as tvm
 
 import pretrain_cond
+from tests.helpers import expect_one_line_error
 from models import FRAMEWORKS
 from utils.checkpoint import load_checkpoint, save_atomic
 
@@ -78,14 +79,7 @@ def test_resume_continues_exactly(tmp_path, capsys):
 
 
 def _expect_error(argv, capsys, pattern):
-    capsys.readouterr()  # drop what earlier runs printed
-    with pytest.raises(SystemExit) as e:
-        run(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("error: ")
-    import re
-    assert re.search(pattern, err), err
+    expect_one_line_error(pretrain_cond.main, argv, capsys, pattern)
 
 
 @pytest.mark.parametrize("extra,pattern", [

@@ -6,6 +6,7 @@ import re
 import pytest
 
 import transfer_linear_eval
+from tests.helpers import expect_one_line_error
 from tests.data_formats import write_cifar
 from utils.checkpoint import save_atomic
 
@@ -39,12 +40,7 @@ def test_builtin_colordigits(colordigits_ckpt, capsys, dataset, classes):
 
 
 def _expect_error(argv, capsys, pattern):
-    capsys.readouterr()  # drop what earlier runs printed
-    with pytest.raises(SystemExit) as e:
-        run(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and re.search(pattern, err), err
+    expect_one_line_error(transfer_linear_eval.main, argv, capsys, pattern)
 
 
 def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):

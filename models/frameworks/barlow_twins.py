@@ -5,7 +5,7 @@ from utils.distributed import all_reduce_sum, world_size
 
 from ..losses import barlow_twins_loss
 from ..projector import ProjectorSpec
-from .base import Framework
+from .base import Framework, fp32
 
 BIAS_LR_SCALE = 0.024  # biases and BN parameters train at lr x 0.024, as the official recipe
 
@@ -22,8 +22,9 @@ class BarlowTwins(Framework):
     def ssl_forward(self, x1, x2, d1, d2):
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(y1, d1).float(), self.projector(y2, d2).float()
-        c = all_reduce_sum(z1.t() @ z2 / (z1.shape[0] * world_size()))
-        loss = barlow_twins_loss(c, self.opts.barlow_lambda)
+        with fp32(z1):
+            c = all_reduce_sum(z1.t() @ z2 / (z1.shape[0] * world_size()))
+            loss = barlow_twins_loss(c, self.opts.barlow_lambda)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
     def param_groups(self):

@@ -52,6 +52,11 @@ def ema_update(online: nn.Module, target: nn.Module, m: float) -> None:
     torch._foreach_lerp_(t, o, 1.0 - m)
 
 
+def fp32(t: torch.Tensor):
+    """Context in which autocast is off: losses are computed from fp32 embeddings in fp32."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def cosine_momentum(base: float, step: int, total: int) -> float:
     """BYOL / MoCo v3 schedule: base at step 0 rising to 1 at the last step."""
     return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total)) + 1) / 2

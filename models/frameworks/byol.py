@@ -6,7 +6,7 @@ import torch
 from ..losses import byol_loss
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, cosine_momentum, ema_update, momentum_copy
+from .base import Framework, fp32, cosine_momentum, ema_update, momentum_copy
 
 
 class BYOL(Framework):
@@ -27,7 +27,8 @@ class BYOL(Framework):
         with torch.no_grad():
             t1 = self.target_projector(self.target_backbone(x1), d1).float()
             t2 = self.target_projector(self.target_backbone(x2), d2).float()
-        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+        with fp32(p1):
+            loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
     def on_after_step(self, step, total_steps):

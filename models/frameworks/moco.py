@@ -8,7 +8,7 @@ from utils.distributed import gather_no_grad
 
 from ..losses import info_nce
 from ..projector import ProjectorSpec
-from .base import Framework, ema_update, momentum_copy
+from .base import Framework, fp32, ema_update, momentum_copy
 
 
 class MoCo(Framework):
@@ -31,7 +31,8 @@ class MoCo(Framework):
         q = F.normalize(self.projector(y1, d1).float(), dim=1)
         with torch.no_grad():
             k = F.normalize(self.target_projector(self.target_backbone(x2), d2).float(), dim=1)
-        loss = info_nce(q, k, self.queue.clone(), self.opts.moco_temperature)
+        with fp32(q):
+            loss = info_nce(q, k, self.queue.clone().float(), self.opts.moco_temperature)
         if self.training:
             # Upstream enqueues the online queries (a quirk behind --moco-enqueue); MoCo proper, the keys.
             self.enqueue(gather_no_grad((q if self.opts.moco_enqueue == "queries" else k).detach()))

@@ -8,7 +8,7 @@ from utils.distributed import gather_no_grad, rank
 from ..losses import mocov3_contrastive
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, cosine_momentum, ema_update, momentum_copy
+from .base import Framework, fp32, cosine_momentum, ema_update, momentum_copy
 
 
 class MoCoV3(Framework):
@@ -33,7 +33,8 @@ class MoCoV3(Framework):
             k1 = self.target_projector(self.target_backbone(x1), d1).float()
             k2 = self.target_projector(self.target_backbone(x2), d2).float()
         t, off = self.opts.mocov3_temperature, rank() * q1.shape[0]
-        loss = mocov3_contrastive(q1, gather_no_grad(k2), t, off) + mocov3_contrastive(q2, gather_no_grad(k1), t, off)
+        with fp32(q1):
+            loss = mocov3_contrastive(q1, gather_no_grad(k2), t, off) + mocov3_contrastive(q2, gather_no_grad(k1), t, off)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": q1, "z2": k2}
 
     def on_after_step(self, step, total_steps):

@@ -5,7 +5,7 @@ from utils.distributed import gather_with_grad, rank
 
 from ..losses import nt_xent
 from ..projector import ProjectorSpec
-from .base import Framework
+from .base import Framework, fp32
 
 
 class SimCLR(Framework):
@@ -16,9 +16,10 @@ class SimCLR(Framework):
     def ssl_forward(self, x1, x2, d1, d2):
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(y1, d1).float(), self.projector(y2, d2).float()
-        if self.opts.simclr_global_negatives:
-            loss = nt_xent(z1, z2, self.opts.simclr_temperature, gather_with_grad(z1), gather_with_grad(z2),
-                           offset=rank() * z1.shape[0])
-        else:
-            loss = nt_xent(z1, z2, self.opts.simclr_temperature)
+        with fp32(z1):
+            if self.opts.simclr_global_negatives:
+                loss = nt_xent(z1, z2, self.opts.simclr_temperature, gather_with_grad(z1), gather_with_grad(z2),
+                               offset=rank() * z1.shape[0])
+            else:
+                loss = nt_xent(z1, z2, self.opts.simclr_temperature)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}

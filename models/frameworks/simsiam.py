@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..losses import negative_cosine
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework
+from .base import Framework, fp32
 
 
 class SimSiam(Framework):
@@ -20,7 +20,8 @@ class SimSiam(Framework):
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(y1, d1), self.projector(y2, d2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        loss = (negative_cosine(p1.float(), z2.float()) + negative_cosine(p2.float(), z1.float())) / 2
+        with fp32(p1):
+            loss = (negative_cosine(p1.float(), z2.float()) + negative_cosine(p2.float(), z1.float())) / 2
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
     def param_groups(self):

@@ -9,7 +9,7 @@ from utils.distributed import all_reduce_sum_no_grad, world_size
 
 from ..losses import sinkhorn, swav_loss
 from ..projector import ProjectorSpec
-from .base import Framework
+from .base import Framework, fp32
 
 
 class SwAV(Framework):
@@ -32,8 +32,9 @@ class SwAV(Framework):
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1 = F.normalize(self.projector(y1, d1).float(), dim=1)
         z2 = F.normalize(self.projector(y2, d2).float(), dim=1)
-        s1, s2 = self.prototypes(z1), self.prototypes(z2)
-        loss = swav_loss(s1, s2, self.codes(s1.detach()), self.codes(s2.detach()), self.opts.swav_temperature)
+        with fp32(z1):
+            s1, s2 = self.prototypes(z1), self.prototypes(z2)
+            loss = swav_loss(s1, s2, self.codes(s1.detach()), self.codes(s2.detach()), self.opts.swav_temperature)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
     def on_before_optimizer_step(self, step):

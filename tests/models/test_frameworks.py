@@ -111,3 +111,19 @@ def test_param_groups_simsiam_fixed_and_barlow_bias_scale():
 def test_unknown_framework_is_refused():
     with pytest.raises(ValueError, match="--framework must be one of"):
         build_framework("dino", "resnet18", CONDS["proj-none"])
+
+
+@pytest.mark.parametrize("name", ["moco", "simclr"])
+def test_losses_are_computed_in_fp32_under_bf16_autocast(name):
+    """The loss equals an fp32 reference on the framework's own (fp32) embeddings; a bf16 matmul in
+    the loss would miss by ~1e-3."""
+    from models.losses import info_nce, nt_xent
+    torch.manual_seed(0)
+    model = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16).train()
+    queue = model.queue.clone() if name == "moco" else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*_batch())
+    z1, z2 = out["z1"], out["z2"]
+    assert z1.dtype == torch.float32
+    ref = info_nce(z1, z2, queue, 0.2) if name == "moco" else nt_xent(z1, z2, 0.2)
+    assert abs(out["ssl_loss"].item() - ref.item()) < 1e-5
