@@ -114,3 +114,13 @@ def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     save_atomic({"backbone": {}}, str(tmp_path / "eval-only.pth"))
     _expect_error([*base, "--resume", tmp_path / "eval-only.pth"], capsys, r"not a pretraining checkpoint")
     assert sorted(os.listdir(logdir)) == before
+
+
+def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "cassle-test")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logdir = tmp_path / "run"
+    run(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none", "--print-freq", "1"])
+    runs = list((logdir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))

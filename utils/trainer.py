@@ -3,6 +3,7 @@ framework loss (+ AugSelf) -> optimiser step, with schedule, monitors and checkp
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -221,6 +222,15 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
             e.terminate()
 
 
+def attach_progress_bar(engine: Engine, every: int) -> None:
+    """tqdm bar over each epoch on an interactive console (updated every ``every`` steps, so the GPU
+    is not synchronised each iteration); log files get the plain lines instead."""
+    if sys.stderr.isatty():
+        from ignite.handlers import ProgressBar
+        ProgressBar(persist=False).attach(engine, output_transform=lambda out: {"loss": out["loss"]},
+                                          event_name=Events.ITERATION_COMPLETED(every=every))
+
+
 def training(local_rank: int, args) -> None:
     """Entry of each process (one per GPU, or one on CPU)."""
     device = torch.device(args.device if args.device != "cuda" else f"cuda:{idist.get_local_rank()}")
@@ -232,6 +242,8 @@ def training(local_rank: int, args) -> None:
     engine = Engine(make_step(run, epoch_length * args.max_epochs))
     log = RunLogger(args.logdir, vars(args), enabled=rank == 0)
     attach_handlers(run, engine, log)
+    if rank == 0:
+        attach_progress_bar(engine, args.print_freq)
     if args.resume:
         restore(run, engine, load_checkpoint(args.resume, device))
         run.start_epoch = engine.state.epoch
