@@ -4,7 +4,7 @@
                                       [--md table.md] [--csv table.csv]
 
 Each RUN_DIR holds linear-<dataset>-<metric>-<ckpt>.json files (written by transfer_linear_eval.py
-next to the checkpoint). Values are percentages. With --baseline, a second block gives each run's
+next to the checkpoint). Values are percentages; --analysis adds the predict-aug R^2 (x 100). With --baseline, a second block gives each run's
 difference from the baseline run (rows named by the run folder's name).
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ from datasets.downstream import DOWNSTREAM_DATASETS  # noqa: E402  (the paper's 
 PATTERN = re.compile(r"linear-(?P<dataset>.+)-(?P<metric>top1|class-avg)-(?P<ckpt>.+)\.json$")
 
 
-def collect(run_dirs: list[str], ckpt: str) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
+def collect(run_dirs: list[str], ckpt: str, analysis: bool = False
+            ) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
+    """Percentages by (run, column); with ``analysis``, also predict-aug R^2 x 100 as 'R2 <piece>'."""
     rows, cols, values = [], [], {}
     for d in run_dirs:
         name = os.path.basename(os.path.normpath(d))
@@ -37,6 +39,16 @@ def collect(run_dirs: list[str], ckpt: str) -> tuple[list[str], list[str], dict[
             values[name, m["dataset"]] = 100 * json.load(open(path))["test"]
     order = {d: i for i, d in enumerate(DOWNSTREAM_DATASETS)}
     cols.sort(key=lambda c: order.get(c, len(order)))
+    if analysis:
+        for d, name in zip(run_dirs, rows):
+            path = os.path.join(d, f"analysis-{ckpt}", "predict-aug.json")
+            if not os.path.isfile(path):
+                continue
+            for piece, res in json.load(open(path)).items():
+                if res.get("r2") is not None:
+                    if f"R2 {piece}" not in cols:
+                        cols.append(f"R2 {piece}")
+                    values[name, f"R2 {piece}"] = 100 * res["r2"]
     return rows, cols, values
 
 
@@ -60,13 +72,15 @@ def main(argv=None) -> None:
     p.add_argument("runs", nargs="+", help="run directories holding linear-*.json results")
     p.add_argument("--ckpt", default="ckpt-last", help="which checkpoint's results (file name without .pth)")
     p.add_argument("--baseline", default=None, help="run folder name to subtract in the difference table")
+    p.add_argument("--analysis", action="store_true",
+                   help="add columns 'R2 <piece>' from analysis-<ckpt>/predict-aug.json (scripts/analyze.py)")
     p.add_argument("--md", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None, help="write the CSV table here")
     args = p.parse_args(argv)
     missing = [d for d in args.runs if not os.path.isdir(d)]
     if missing:
         sys.exit(f"error: run directory {missing[0]}: no such directory")
-    rows, cols, values = collect(args.runs, args.ckpt)
+    rows, cols, values = collect(args.runs, args.ckpt, args.analysis)
     if args.baseline and args.baseline not in rows:
         sys.exit(f"error: --baseline {args.baseline} is not one of the runs {rows}")
     table = markdown(rows, cols, values, args.baseline)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Baseline vs AugSelf vs CASSLE on the built-in colordigits data (same framework, epochs, seed),
-# each evaluated linearly on digit labels and on colour labels. Prints a Markdown table.
+# each evaluated linearly on digit labels and on colour labels, plus how well each augmentation
+# parameter can be regressed from the frozen backbone (scripts/analyze.py predict-aug). Prints a table.
 #
 #   bash scripts/colordigits_compare.sh [OUT_DIR]      (env: FRAMEWORK, EPOCHS, SEED, DEVICE, PY)
 #   DRY_RUN=1 bash scripts/colordigits_compare.sh       prints the commands only
@@ -31,6 +32,8 @@ for m in baseline augself cassle; do
     run "$PY" transfer_linear_eval.py --pretrain-data colordigits --ckpt "$dir/ckpt-last.pth" \
       --model mini_resnet --dataset "$ds" --metric top1 --device "$DEVICE" --num-workers 0
   done
+  # How much augmentation information the backbone keeps (the paper's second claim).
+  run "$PY" scripts/analyze.py predict-aug --ckpt "$dir/ckpt-last.pth" --num-images 359 --device "$DEVICE"
 done
-run "$PY" scripts/collect_results.py "$OUT/baseline" "$OUT/augself" "$OUT/cassle" --baseline baseline \
+run "$PY" scripts/collect_results.py "$OUT/baseline" "$OUT/augself" "$OUT/cassle" --baseline baseline --analysis \
   --md "$OUT/table.md" --csv "$OUT/table.csv"

@@ -59,6 +59,7 @@ def test_colordigits_compare_dry_run_parses():
     for argv in commands(out, "transfer_linear_eval.py"):
         transfer_linear_eval.build_parser().parse_args(argv)
     assert len(commands(out, "transfer_linear_eval.py")) == 6
+    assert out.count("analyze.py predict-aug") == 3 and "--analysis" in out
 
 
 def test_eval_sweep_dry_run_metrics_and_skip(colordigits_ckpt):
@@ -88,6 +89,8 @@ def test_real_eval_sweep_then_collector(colordigits_ckpt, tmp_path):
         res = json.load(open(os.path.join(run_dir, f"linear-{ds}-top1-ckpt-last.json")))
         res["test"] += 0.01 if ds == "colordigits" else 0.0
         json.dump(res, open(other / f"linear-{ds}-top1-ckpt-last.json", "w"))
+    (other / "analysis-ckpt-last").mkdir()
+    json.dump({"color": {"r2": 0.5}, "blur": {"r2": None}}, open(other / "analysis-ckpt-last" / "predict-aug.json", "w"))
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
     out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"), run_dir, str(other),
                           "--baseline", "run", "--md", str(md), "--csv", str(csv_path)],
@@ -98,6 +101,10 @@ def test_real_eval_sweep_then_collector(colordigits_ckpt, tmp_path):
     assert f"| run | {100 * base:.2f} |" in out
     assert "| other | +1.00 | +0.00 |" in out
     assert md.read_text().strip() == out.strip() and csv_path.read_text().startswith("run,colordigits,")
+    with_r2 = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"), str(other),
+                              "--analysis"], capture_output=True, text=True, check=True).stdout
+    assert with_r2.splitlines()[0] == "| run | colordigits | colordigits-color | R2 color |"
+    assert with_r2.splitlines()[2].endswith("| 50.00 |")
 
 
 def test_collector_rejects_missing_run(tmp_path):
