@@ -40,7 +40,8 @@ def test_seeded_split_of_a_small_copy_keeps_proportion():
 
 
 def test_table_metrics():
-    assert {k for k, v in METRICS.items() if v == "class-avg"} == {"pets", "flowers", "caltech101", "aircraft"}
+    assert {k for k, v in METRICS.items() if v == "class-avg"} == {
+        "pets", "flowers", "flowers-5shot", "flowers-10shot", "caltech101", "aircraft"}
     assert NUM_CLASSES["sun397"] == 397 and NUM_CLASSES["colordigits-color"] == 10
 
 
