@@ -116,3 +116,30 @@ def test_collector_rejects_missing_run(tmp_path):
 @pytest.mark.parametrize("script", ["launch_single_node.sh", "slurm_pretrain.sbatch"])
 def test_launchers_are_valid_bash(script):
     subprocess.run(["bash", "-n", os.path.join(ROOT, "scripts", script)], check=True)
+
+
+def _stub(bin_dir, name, body):
+    path = bin_dir / name
+    path.write_text("#!/usr/bin/env bash\n" + body + "\n")
+    path.chmod(0o755)
+
+
+def test_slurm_template_runs_torchrun_without_slurm_ranks_and_resumes(tmp_path):
+    """srun / scontrol / torchrun replaced by stubs that record what they receive."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.txt"
+    _stub(bin_dir, "scontrol", 'echo "scontrol $*" >> ' + str(log) + '; [ "$1" = show ] && printf "node1\\nnode2\\n"')
+    _stub(bin_dir, "srun", 'echo "srun $*" >> ' + str(log) + '; while [ "${1#--}" != "$1" ]; do shift; done; exec "$@"')
+    _stub(bin_dir, "torchrun", 'echo "torchrun $* SLURM_JOB_ID=${SLURM_JOB_ID:-unset}" >> ' + str(log))
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    (logdir / "ckpt-last.pth").write_bytes(b"x")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "77", "SLURM_NNODES": "2",
+           "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_GPUS_PER_NODE": "h100:4", "SLURM_SUBMIT_DIR": ROOT}
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "slurm_pretrain.sbatch"), "pretrain_cond.py",
+                    "--logdir", str(logdir), "--distributed"], env=env, check=True)
+    calls = log.read_text().splitlines()
+    tr = next(c for c in calls if c.startswith("torchrun"))
+    assert "--nnodes 2 --nproc_per_node 4" in tr and "--rdzv_endpoint node1:29500 --rdzv_id 77" in tr
+    assert tr.endswith("--distributed --resume last SLURM_JOB_ID=unset")
