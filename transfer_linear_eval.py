@@ -124,11 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         validate(args)
-        backend = nproc = None
-        if args.distributed:
-            backend = "nccl" if args.device == "cuda" else "gloo"
-            launched = "WORLD_SIZE" in os.environ
-            nproc = None if launched else (torch.cuda.device_count() if args.device == "cuda" else 1)
+        from utils.validate import launch_plan
+        backend, nproc = launch_plan(args)
         with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
             parallel.run(evaluate, args)
     except ValueError as e:  # DataError, CheckpointError and flag errors: one line, no traceback

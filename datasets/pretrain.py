@@ -126,15 +126,10 @@ def check_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
 
 def build_pretrain_data(dataset: str, datadir: str | None, download: bool = False) -> PretrainData:
     """Load ``--dataset`` from ``--datadir``; raises DataError with a one-line message if absent."""
-    if dataset not in PRETRAIN_DATASETS:
-        raise DataError(f"--dataset must be one of {PRETRAIN_DATASETS}, got {dataset!r}")
+    check_pretrain_data(dataset, datadir, download)
     if dataset == "colordigits":
         tr, te = make_colordigits("train"), make_colordigits("test")
         return PretrainData(TensorImages(tr[0], tr[1]), TensorImages(tr[0], tr[1]), TensorImages(te[0], te[1]))
-    if not datadir:
-        raise DataError(f"--dataset {dataset} needs --datadir")
-    if not download and not os.path.isdir(datadir):
-        raise DataError(f"--datadir {datadir}: no such directory")
     if dataset in ("cifar10", "cifar100"):
         tr = _cifar(dataset, datadir, download, True)
         return PretrainData(tr, tr, _cifar(dataset, datadir, download, False))

@@ -111,7 +111,7 @@ class Setup:
 
 def _first_images(data, n: int, size: int):
     """uint8 [n, 3, size, size] images and labels: tensor datasets as they are, files resized+cropped."""
-    if hasattr(data, "images"):
+    if not isinstance(data, torch.utils.data.Dataset):  # TensorImages: uint8 tensors in memory
         return data.images[:n], data.labels[:n]
     from torchvision import transforms as T
     tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])

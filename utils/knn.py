@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 
 @torch.no_grad()
@@ -13,13 +13,13 @@ def extract_features(backbone: nn.Module, data, device: torch.device, batch_size
                      channels_last: bool = False) -> tuple[Tensor, Tensor]:
     """Backbone features (eval mode, fp32) of every image in ``data``.
 
-    ``data`` is either an object with uint8 ``images``/``labels`` tensors (normalised here with
-    mean/std, no resize) or a Dataset of (transformed tensor, label).
+    ``data`` is either a Dataset of (transformed tensor, label), or an object holding uint8
+    ``images`` / ``labels`` tensors (normalised here with mean/std, no resize).
     """
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
-    if hasattr(data, "images"):
+    if not isinstance(data, Dataset):
         m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         s = torch.tensor(std, device=device).view(1, 3, 1, 1)
         batches = ((data.images[i:i + batch_size], data.labels[i:i + batch_size])

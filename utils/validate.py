@@ -27,7 +27,7 @@ def world_size_of(args) -> int:
         return int(env["WORLD_SIZE"])
     if int(env.get("SLURM_NTASKS", "1")) > 1:
         return int(env["SLURM_NTASKS"])
-    if args.nproc_per_node:
+    if getattr(args, "nproc_per_node", None):
         return args.nproc_per_node
     return torch.cuda.device_count() if args.device == "cuda" else 1
 
