@@ -97,12 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"run in {args.logdir} already finished at epoch {args.finished} (--max-epochs {args.max_epochs}); "
               "nothing to do. Raise --max-epochs to continue it.")
         return
-    backend, nproc = launch_plan(args)
-    import ignite.distributed as idist
+    from utils.distributed import launch
     from utils.trainer import training
     try:
-        with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
-            parallel.run(training, args)
+        launch(training, args, *launch_plan(args))
     except ValueError as e:  # data that passed the presence check but cannot be read
         die(str(e))
 

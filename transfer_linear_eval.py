@@ -118,16 +118,13 @@ def _log_external(args, path: str, res) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import ignite.distributed as idist
-
     from utils.logging import die
     args = build_parser().parse_args(argv)
     try:
         validate(args)
+        from utils.distributed import launch
         from utils.validate import launch_plan
-        backend, nproc = launch_plan(args)
-        with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
-            parallel.run(evaluate, args)
+        launch(evaluate, args, *launch_plan(args))
     except ValueError as e:  # DataError, CheckpointError and flag errors: one line, no traceback
         die(str(e))
 

@@ -50,3 +50,14 @@ def all_reduce_sum_no_grad(x: Tensor) -> Tensor:
         x = x.clone()
         dist.all_reduce(x)
     return x
+
+
+def launch(fn, args, backend: str | None, nproc: int | None) -> None:
+    """Run ``fn(local_rank, args)`` through ignite.distributed.Parallel (spawned, from torchrun/SLURM,
+    or in this process), with the launcher's per-run INFO lines silenced."""
+    import logging
+
+    import ignite.distributed as idist
+    with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
+        logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
+        parallel.run(fn, args)
