@@ -22,6 +22,11 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=g)
 
 
+def check_batch_fits(n: int, batch_size: int, world: int) -> None:
+    if n < batch_size * world:
+        raise ValueError(f"--batch-size {batch_size * world} is larger than the dataset ({n} images)")
+
+
 def rank_slice(perm: Tensor, batch: int, rank: int, world: int) -> Tensor:
     """Drop the last incomplete global batch; each global batch is split into per-rank slices."""
     steps = len(perm) // (batch * world)
@@ -33,13 +38,11 @@ class DeviceBatches:
 
     def __init__(self, data: TensorImages, batch_size: int, seed: int, device: torch.device | str,
                  rank: int = 0, world: int = 1):
-        if len(data) < batch_size * world:
-            raise ValueError(f"--batch-size {batch_size * world} is larger than the dataset ({len(data)} images)")
+        check_batch_fits(len(data), batch_size, world)
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.epoch = 0
-        self.sampler = None  # epochs are set on the loader itself
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -92,8 +95,7 @@ class TwoCrops(Dataset):
 
 def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num_workers: int,
                        rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
-    if len(base) < batch_size * world:
-        raise ValueError(f"--batch-size {batch_size * world} is larger than the dataset ({len(base)} images)")
+    check_batch_fits(len(base), batch_size, world)
     sampler = EpochIndexSampler(len(base), batch_size, seed, rank, world)
     return DataLoader(TwoCrops(base, size, seed), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
@@ -104,7 +106,7 @@ class DevicePrefetcher:
     """Iterate ``loader`` with batch i+1 already being copied to ``device`` while step i runs.
 
     On CUDA the copies go through a side stream from pinned memory; elsewhere this is a plain
-    ``.to(device)``. Forwards ``sampler`` and ``__len__`` so it drops in for the DataLoader.
+    ``.to(device)``. Forwards ``sampler``, ``set_epoch`` and ``__len__``, like ``DeviceBatches``.
     """
 
     def __init__(self, loader: DataLoader, device: torch.device):
@@ -114,6 +116,9 @@ class DevicePrefetcher:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
 
     def _to_device(self, batch):
         if self.stream is None:

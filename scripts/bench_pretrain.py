@@ -79,7 +79,7 @@ def endless(loader):
     def gen():
         epoch = 0
         while True:
-            (loader.sampler if getattr(loader, "sampler", None) is not None else loader).set_epoch(epoch)
+            (loader.set_epoch if hasattr(loader, "set_epoch") else loader.sampler.set_epoch)(epoch)
             yield from loader
             epoch += 1
     return gen

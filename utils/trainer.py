@@ -45,8 +45,13 @@ def build_model(args, image_size: int) -> Framework:
                            image_size=image_size, torchvision_init=args.torchvision_init)
 
 
+def scaled_lr(args) -> float:
+    """The linear scaling rule of the recipe: lr = base_lr x global batch / 256."""
+    return args.base_lr * args.batch_size / 256
+
+
 def build_optimizer(framework: Framework, args) -> torch.optim.Optimizer:
-    lr = args.base_lr * args.batch_size / 256
+    lr = scaled_lr(args)
     groups = framework.param_groups()
     if framework.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=args.wd)
@@ -72,15 +77,11 @@ class Run:
     generator: torch.Generator
     start_epoch: int = 0
 
-    @property
-    def lr(self) -> float:
-        return self.args.base_lr * self.args.batch_size / 256
-
     def set_epoch(self, epoch: int) -> None:
         """Re-seed data order and augmentation draws from (seed, epoch, rank): resume is exact."""
-        (self.loader.sampler if self.loader.sampler is not None else self.loader).set_epoch(epoch)
+        self.loader.set_epoch(epoch)
         self.generator.manual_seed((self.args.seed * 1_000_003 + epoch) * 8191 + self.rank)
-        set_lr(self.optimizer, self.lr, lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs))
+        set_lr(self.optimizer, scaled_lr(self.args), lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs))
 
 
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
