@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on for CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    g.add_argument("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
+                   help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
+                        "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "
+                        "(the faster one in our measurement), else workers")
     g.add_argument("--proj-hidden", type=int, default=None,
                    help="override the projector hidden width (BYOL paper: 4096; Barlow Twins: all three widths)")
     g.add_argument("--moco-enqueue", default="queries", choices=["queries", "keys"],

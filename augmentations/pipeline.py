@@ -98,15 +98,21 @@ class ViewAugment:
     def __init__(self, cfg: AugConfig):
         self.cfg = cfg
 
-    def sample(self, b: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """Draw every non-crop parameter for b samples."""
+    def sample(self, b: int, generator: torch.Generator,
+               host_generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw every non-crop parameter for b samples.
+
+        The jitter op order (one per batch) is drawn from ``host_generator`` when given, so that
+        applying it needs no device-to-host copy (which would stall the CUDA queue every view).
+        """
         c, g = self.cfg, generator
+        og = host_generator or g
         factors = torch.stack([_uniform(b, lo, hi, g) for lo, hi in c.jitter_ranges], dim=1)
         p = dict(
             flip=_bernoulli(b, c.p_flip, g),
             jitter=_bernoulli(b, c.p_jitter, g),
             jitter_factors=factors,
-            jitter_order=torch.randperm(4, generator=g, device=g.device).repeat(b, 1),
+            jitter_order=torch.randperm(4, generator=og, device=og.device).repeat(b, 1),
             gray=_bernoulli(b, c.p_gray, g),
         )
         blur = _bernoulli(b, c.p_blur, g) & (c.blur_kernel is not None)
@@ -124,6 +130,7 @@ class ViewAugment:
         generator: torch.Generator,
         boxes: Tensor | None = None,
         src_size: Tensor | None = None,
+        host_generator: torch.Generator | None = None,
     ) -> tuple[Tensor, ViewParams]:
         """Augment a batch; returns (normalised views [B, 3, S, S], record).
 
@@ -131,6 +138,7 @@ class ViewAugment:
             images: [B, 3, H, W] uint8 or float in [0, 1], on the generator's device.
             generator: drives every draw, so a seed reproduces the views.
             boxes, src_size: the crops' boxes and source sizes when the crop was done already.
+            host_generator: a CPU generator for the jitter op order (keeps CUDA runs sync-free).
         """
         x = _check_images(images)
         b, dev = x.shape[0], x.device
@@ -140,17 +148,22 @@ class ViewAugment:
             x = resized_crop_batch(x, boxes.to(dev), self.cfg.size)
         elif src_size is None or x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size:
             raise ValueError(f"pre-cropped images must be {self.cfg.size}x{self.cfg.size} and come with src_size")
-        p = {k: v.to(dev) for k, v in self.sample(b, generator).items()}
-        x = self.apply(x, p)
+        p = self.sample(b, generator, host_generator)
+        order = p["jitter_order"][0].tolist() if p["jitter_order"].device.type == "cpu" else None
+        p = {k: v.to(dev, non_blocking=True) for k, v in p.items()}
+        x = self.apply(x, p, order)
         return x, ViewParams(box=boxes.to(dev).float(), src_size=src_size.to(dev).float(), **p)
 
-    def apply(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
-        """Run flip -> jitter -> solarize -> gray -> blur -> rotate -> normalise; fills color_diff."""
+    def apply(self, x: Tensor, p: dict[str, Tensor], order: list[int] | None = None) -> Tensor:
+        """Run flip -> jitter -> solarize -> gray -> blur -> rotate -> normalise; fills color_diff.
+
+        ``order``: the jitter op order as host ints, when known (else read from the record).
+        """
         cfg = self.cfg
         x = AF.hflip(x, p["flip"])
         before = x.mean(dim=(2, 3))
         jit = p["jitter"]
-        x = torch.where(jit.view(-1, 1, 1, 1), AF.color_jitter(x, p["jitter_factors"], p["jitter_order"][0]), x)
+        x = torch.where(jit.view(-1, 1, 1, 1), AF.color_jitter(x, p["jitter_factors"], p["jitter_order"][0] if order is None else order), x)
         p["color_diff"] = torch.where(jit[:, None], before - x.mean(dim=(2, 3)), torch.zeros_like(before))
         if cfg.solarize:
             x = torch.where(p["solarized"].view(-1, 1, 1, 1), AF.solarize(x, p["sol_threshold"]), x)

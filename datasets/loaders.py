@@ -57,6 +57,11 @@ class DeviceBatches:
             yield self.images[chunk], self.labels[chunk]
 
 
+def view_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator for one image's two crop boxes in one epoch: independent of worker and batch."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+
+
 class EpochIndexSampler(Sampler):
     """Yields (epoch, index) so each worker seeds an image's crops from (seed, epoch, index) alone."""
 
@@ -87,7 +92,7 @@ class TwoCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         img, label = self.base[index]
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        g = view_generator(self.seed, epoch, index)
         v1, b1, s1 = crop_pil(img.convert("RGB"), self.size, g)
         v2, b2, s2 = crop_pil(img.convert("RGB"), self.size, g)
         return v1, b1, s1, v2, b2, s2, label

@@ -10,7 +10,11 @@ Pipelines:
   model     pre-made views and descriptors on the device: the ceiling
   upstream  per-image PIL crop in loader workers, then batched colour ops on the device
   ours      the default of pretrain_cond.py (32 px: whole dataset on the device, crop included;
-            224 px: decode+crop in workers, pinned side-stream prefetch, batched ops on the device)
+            224 px, "device decode": workers read bytes, nvJPEG decodes each batch on the device
+            in decoder threads, crops there; "workers decode": PIL decode + crop in workers,
+            pinned side-stream prefetch; the other ops batched on the device)
+  ours-other  224 px only: the --jpeg-decode path the default did not pick (the default is nvJPEG
+            on the device below 8 workers, PIL decode + crop in workers from 8 on)
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON.
 """
 from __future__ import annotations
@@ -38,7 +42,12 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     if a.tiny:
         model = "mini_resnet"
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
-            "--num-workers", str(workers), "--device", a.device, "--precision", a.precision, *CASSLE]
+            "--num-workers", str(workers), "--device", a.device, "--precision", a.precision,
+            "--jpeg-decode", a.jpeg_decode, *CASSLE]
+    if a.channels_last is not None:
+        argv.append("--channels-last" if a.channels_last else "--no-channels-last")
+    if a.compile:
+        argv.append("--compile")
     if datadir:
         argv += ["--datadir", datadir]
     args = pretrain_cond.build_parser().parse_args(argv)
@@ -46,14 +55,20 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     return args
 
 
-def write_jpegs(root: str, n: int, side: int = 320) -> str:
+def _write_jpeg(job: tuple[str, int, int]) -> None:
     import numpy as np
     from PIL import Image
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        os.makedirs(os.path.join(root, f"c{i % 10}"), exist_ok=True)
-        small = rng.integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((side, side), Image.BILINEAR).save(os.path.join(root, f"c{i % 10}", f"{i}.jpg"))
+    root, i, side = job
+    small = np.random.default_rng(i).integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((side, side), Image.BILINEAR).save(os.path.join(root, f"c{i % 10}", f"{i}.jpg"))
+
+
+def write_jpegs(root: str, n: int, side: int = 320) -> str:
+    from concurrent.futures import ThreadPoolExecutor  # PIL's resize and JPEG encoder release the GIL
+    for c in range(10):
+        os.makedirs(os.path.join(root, f"c{c}"), exist_ok=True)
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        list(pool.map(_write_jpeg, [(root, i, side) for i in range(n)]))
     return root
 
 
@@ -90,46 +105,59 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     from augmentations import ViewAugment, build_descriptor
     from datasets import PretrainData, worker_crop_loader
-    from datasets.pretrain import TensorImages  # noqa: F401
-    from utils.trainer import build_run, make_step, make_views
+    from utils.trainer import build_loader, build_run, make_step, make_views
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
     engine.state.iteration = 1
-    step = make_step(run, total_steps=10**6)
+
+    def model_only():
+        """(a) views, records and descriptors made once, reused every step: the ceiling."""
+        x1, p1, x2, p2 = make_views(run, next(iter(endless(run.loader)())), ViewAugment(run.cfg))
+        d1, d2 = (build_descriptor(p, args.aug_cond, run.cfg.jitter_ranges) for p in (p1, p2))
+
+        def model_step(_):
+            with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                out = run.model(x1, x2, d1, d2)
+            run.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            run.optimizer.step()
+            run.framework.on_after_step(1, 10**6)
+        return model_step, lambda: iter(int, 1)
+
+    def upstream():
+        """(b) PIL crops in loader workers, plain copies, colour ops batched on the device."""
+        pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
+        loader = worker_crop_loader(pil, run.cfg.size, a.batch_size, args.seed, workers)
+        up_step = make_step(dataclasses.replace(run, data=PretrainData(pil, None, None), loader=loader), 10**6)
+        return (lambda b: up_step(engine, [t.to(run.device, non_blocking=True) for t in b])), endless(loader)
+
+    def ours():
+        """(c) the default of pretrain_cond.py."""
+        step = make_step(run, 10**6)
+        return (lambda b: step(engine, b)), endless(run.loader)
+
+    other = {"device": "workers", "workers": "device"}[args.jpeg_decode]
+
+    def ours_other():
+        """(d) JPEG folders: the --jpeg-decode path that the default did not pick."""
+        loader = build_loader(args, run.data, run.cfg.size, run.device, jpeg_decode=other)
+        step = make_step(dataclasses.replace(run, loader=loader), 10**6)
+        return (lambda b: step(engine, b)), endless(loader)
+
+    builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other}
+    names = {"ours": f"ours ({args.jpeg_decode} decode)", "ours-other": f"ours ({other} decode)"}
     results = []
-
-    # (a) model only: views, records and descriptors made once, reused every step.
-    batch = next(iter(endless(run.loader)()))
-    x1, p1, x2, p2 = make_views(run, batch, ViewAugment(run.cfg))
-    d1, d2 = (build_descriptor(p, args.aug_cond, run.cfg.jitter_ranges) for p in (p1, p2))
-
-    def model_step(_):
-        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-            out = run.model(x1, x2, d1, d2)
-        run.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        run.optimizer.step()
-        run.framework.on_after_step(1, 10**6)
-    results.append({"pipeline": "model", **timed(model_step, lambda: iter(int, 1), a.warmup, a.steps,
-                                                  a.batch_size, run.device)})
-
-    # (b) upstream style: PIL crops in workers, colour ops batched on the device.
-    pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
-    up_loader = worker_crop_loader(pil, run.cfg.size, a.batch_size, args.seed, workers)
-    up = dataclasses.replace(run, data=PretrainData(pil, None, None), loader=up_loader)
-    up_step = make_step(up, 10**6)
-
-    def upstream(b):
-        up_step(engine, [t.to(run.device, non_blocking=True) for t in b])
-    results.append({"pipeline": "upstream", **timed(upstream, endless(up_loader), a.warmup, a.steps,
-                                                     a.batch_size, run.device)})
-
-    # (c) this project's default.
-    results.append({"pipeline": "ours", **timed(lambda b: step(engine, b), endless(run.loader), a.warmup, a.steps,
-                                                 a.batch_size, run.device)})
+    for name in a.pipelines:
+        if run.data.in_memory and name == "ours-other":
+            continue  # no JPEGs to decode
+        fn, batches = builders[name]()
+        label = names.get(name, name) if not run.data.in_memory else name
+        results.append({"pipeline": label, "default": name == "ours",
+                        **timed(fn, batches, a.warmup, a.steps, a.batch_size, run.device)})
     for r in results:
-        r.update(setting=setting, workers=workers, model=args.model, precision=args.precision)
+        r.update(setting=setting, workers=workers, model=args.model, precision=args.precision,
+                 channels_last=args.channels_last, compile=args.compile)
     return results
 
 
@@ -151,6 +179,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (bf16 on CUDA)")
+    p.add_argument("--jpeg-decode", default="auto", help="default JPEG path for 'ours' (auto = device on CUDA)")
+    p.add_argument("--pipelines", nargs="+", default=["model", "upstream", "ours", "ours-other"],
+                   choices=["model", "upstream", "ours", "ours-other"],
+                   help="what to measure (ours-other: JPEG folders, the decode path the default did not pick)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC (default: pretrain_cond.py's, on for CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
@@ -158,30 +193,38 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (cudnn autotune, workers)")
     p.add_argument("--tiny", action="store_true", help="mini_resnet, for a CPU smoke run")
     p.add_argument("--out", default="bench_pretrain.json", help="JSON output")
+    p.add_argument("--jpeg-dir", default=None, help="reuse/keep the synthetic JPEG folder here (default: temp)")
     a = p.parse_args(argv)
     torch.backends.cudnn.benchmark = True
+    device = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = None
         if "r50-224" in a.settings:
+            jpegs = a.jpeg_dir or os.path.join(tmp, "jpegs")
             n = a.batch_size * (a.steps + a.warmup + 2)
-            jpegs = write_jpegs(os.path.join(tmp, "jpegs"), n, 320 if not a.tiny else 64)
+            if not os.path.isdir(jpegs) or sum(len(f) for _, _, f in os.walk(jpegs)) < n:
+                write_jpegs(jpegs, n, 320 if not a.tiny else 64)
         for setting in a.settings:
             for w in a.workers:
                 rows += bench_setting(setting, a, w, jpegs if setting == "r50-224" else None)
-    device = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
-    print(f"device: {device}")
-    print("| setting | model | workers | pipeline | images/s | vs model | peak GiB |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        ceiling = next(x for x in rows if x["setting"] == r["setting"] and x["workers"] == r["workers"]
-                       and x["pipeline"] == "model")["images_per_s"]
-        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-        print(f"| {r['setting']} | {r['model']} | {r['workers']} | {r['pipeline']} | {r['images_per_s']:.0f} | "
-              f"{r['images_per_s'] / ceiling:.2f} | {peak} |")
-    with open(a.out, "w") as f:
-        json.dump({"device": device, "rows": rows, "args": vars(a)}, f, indent=2)
+                with open(a.out, "w") as f:  # after each setting, so a cut-off run keeps what it measured
+                    json.dump({"device": device, "rows": rows, "args": vars(a)}, f, indent=2)
+    print(table(rows, device))
 
+
+def table(rows: list[dict], device: str) -> str:
+    lines = [f"device: {device}", "| setting | model | precision | NHWC | compile | workers | pipeline | images/s "
+             "| vs model | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ceiling = [x["images_per_s"] for x in rows if x["pipeline"] == "model" and all(
+            x[k] == r[k] for k in ("setting", "workers", "precision", "channels_last", "compile"))]
+        ratio = f"{r['images_per_s'] / ceiling[0]:.2f}" if ceiling else "-"
+        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        lines.append(f"| {r['setting']} | {r['model']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | "
+                     f"{'on' if r['compile'] else 'off'} | {r['workers']} | {r['pipeline']} | "
+                     f"{r['images_per_s']:.0f} | {ratio} | {peak} |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

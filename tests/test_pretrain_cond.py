@@ -124,3 +124,19 @@ def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
     run(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none", "--print-freq", "1"])
     runs = list((logdir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+def test_jpeg_decode_on_the_device_trains_like_worker_decoding(tmp_path):
+    from tests.data_formats import write_jpeg
+    for i in range(16):
+        write_jpeg(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.jpg"), (44 + i, 40), i)
+    common = ["--dataset", "folder", "--datadir", tmp_path / "data", "--model", "mini_resnet", "--batch-size", "8",
+              "--max-epochs", "1", "--proj-hidden", "32", "--eval-freq", "0", "--device", "cpu", "--framework",
+              "simclr", *METHODS["cassle"]]
+    for mode in ("device", "workers"):
+        run(["--logdir", tmp_path / mode, *common, "--jpeg-decode", mode])
+    dev, wrk = (load_checkpoint(str(tmp_path / m / "ckpt-last.pth"))["model"] for m in ("device", "workers"))
+    moved = [k for k in dev if dev[k].is_floating_point() and not torch.equal(dev[k], wrk[k])]
+    assert moved  # pixels differ by rounding only, so the weights are close but not bit-equal
+    for k in dev:
+        assert torch.allclose(dev[k].float(), wrk[k].float(), atol=2e-3, rtol=1e-2), k

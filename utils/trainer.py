@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ignite.distributed as idist
@@ -15,6 +15,7 @@ from torch import nn
 
 from augmentations import AugConfig, ViewAugment, augself_targets, build_descriptor, config_for_dataset
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
+from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
 from models import ConditionSpec, Framework, FrameworkOptions, build_framework
 from models.augself import AUGSELF_OUT
@@ -74,25 +75,36 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
-    generator: torch.Generator
+    generator: torch.Generator  # on the device: every augmentation draw
+    host_generator: torch.Generator = field(default_factory=torch.Generator)  # jitter op order (see ViewAugment)
     start_epoch: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Re-seed data order and augmentation draws from (seed, epoch, rank): resume is exact."""
         self.loader.set_epoch(epoch)
         self.generator.manual_seed((self.args.seed * 1_000_003 + epoch) * 8191 + self.rank)
+        self.host_generator.manual_seed((self.args.seed * 1_000_003 + epoch) * 8191 + self.rank)
         set_lr(self.optimizer, scaled_lr(self.args), lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs))
+
+
+def build_loader(args, data: PretrainData, size: int, device: torch.device, rank: int = 0, world: int = 1,
+                 jpeg_decode: str | None = None):
+    """This rank's batches: the tensor dataset on the device, or a JPEG folder decoded as
+    ``jpeg_decode`` says (default ``args.jpeg_decode``: nvJPEG on the device, or PIL in workers)."""
+    per_rank = args.batch_size // world
+    if data.in_memory:
+        return DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
+    if (jpeg_decode or args.jpeg_decode) == "device":
+        return DeviceDecodePrefetcher(bytes_loader(data.train.samples, per_rank, args.seed, args.num_workers,
+                                                   rank, world), size, device)
+    return DevicePrefetcher(worker_crop_loader(data.train, size, per_rank, args.seed, args.num_workers,
+                                               rank, world, pin_memory=device.type == "cuda"), device)
 
 
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
     cfg = config_for_dataset(args.dataset, args.color_aug)
     data = build_pretrain_data(args.dataset, args.datadir, args.download)
-    per_rank = args.batch_size // world
-    if data.in_memory:
-        loader = DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
-    else:
-        loader = DevicePrefetcher(worker_crop_loader(data.train, cfg.size, per_rank, args.seed, args.num_workers,
-                                                     rank, world, pin_memory=device.type == "cuda"), device)
+    loader = build_loader(args, data, cfg.size, device, rank, world)
     torch.manual_seed(args.seed)  # identical initial weights on every rank
     framework = build_model(args, cfg.size).to(device)
     if args.channels_last:
@@ -113,12 +125,12 @@ def make_views(run: Run, batch, aug: ViewAugment):
     """Batch -> (x1, record1, x2, record2) on the device."""
     if run.data.in_memory:
         images, _ = batch
-        x1, p1 = aug(images, run.generator)
-        x2, p2 = aug(images, run.generator)
+        x1, p1 = aug(images, run.generator, host_generator=run.host_generator)
+        x2, p2 = aug(images, run.generator, host_generator=run.host_generator)
     else:
         v1, b1, s1, v2, b2, s2, _ = batch  # already on the device (DevicePrefetcher)
-        x1, p1 = aug(v1, run.generator, b1, s1)
-        x2, p2 = aug(v2, run.generator, b2, s2)
+        x1, p1 = aug(v1, run.generator, b1, s1, run.host_generator)
+        x2, p2 = aug(v2, run.generator, b2, s2, run.host_generator)
     if run.args.channels_last:
         x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
     return x1, p1, x2, p2

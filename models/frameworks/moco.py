@@ -41,10 +41,10 @@ class MoCo(Framework):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Write keys at the pointer, wrapping around the end of the queue."""
-        size, ptr = self.queue.shape[0], int(self.queue_ptr)
-        idx = (ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        size = self.queue.shape[0]  # pointer arithmetic stays on the device: no host sync per step
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
         self.queue[idx] = keys.to(self.queue.dtype)
-        self.queue_ptr.fill_((ptr + keys.shape[0]) % size)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def on_after_step(self, step, total_steps):
         ema_update(self.backbone, self.target_backbone, self.opts.moco_momentum)

@@ -171,3 +171,32 @@ def test_cuda_views_equal_cpu_views_for_same_record():
     cpu = aug.apply(crops.clone(), dict(pd))
     gpu = aug.apply(crops.cuda(), {k: v.cuda() for k, v in pd.items()})
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+def _drawn_on_device_replays_on_cpu(device: str) -> None:
+    import dataclasses
+
+    from augmentations import build_descriptor
+    from augmentations.descriptor import DESCRIPTOR_DIMS
+    cfg = config_for_dataset("cifar10")
+    imgs = _images(64, 32, 32, 1)
+    x_dev, rec = ViewAugment(cfg)(imgs.to(device), torch.Generator(device).manual_seed(3))
+    cpu = rec.to("cpu")
+    pd = {k: getattr(cpu, k) for k in ("flip", "jitter", "jitter_factors", "jitter_order", "gray",
+                                       "blur_sigma", "solarized", "sol_threshold", "rot_k")}
+    x_cpu = ViewAugment(cfg).apply(resized_crop_batch(imgs, cpu.box, 32), pd)
+    torch.testing.assert_close(x_dev.cpu(), x_cpu, atol=2e-4, rtol=0)
+    keys = sorted(DESCRIPTOR_DIMS)
+    d_dev = build_descriptor(rec, keys, cfg.jitter_ranges)
+    d_cpu = build_descriptor(dataclasses.replace(cpu, color_diff=pd["color_diff"]), keys, cfg.jitter_ranges)
+    assert d_dev.device.type == device and d_dev.shape == (64, sum(DESCRIPTOR_DIMS.values()))
+    torch.testing.assert_close(d_dev.cpu(), d_cpu, atol=1e-5, rtol=0)
+
+
+def test_records_replay_views_and_descriptors():
+    _drawn_on_device_replays_on_cpu("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_drawn_views_and_descriptors_replay_on_cpu():
+    _drawn_on_device_replays_on_cpu("cuda")

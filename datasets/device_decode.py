@@ -1,0 +1,172 @@
+"""JPEG folders decoded on the training device: workers only read bytes, nvJPEG decodes in batches.
+
+Why: at 224 px the per-image CPU work (decode + crop) is what caps a GPU fed by 4-6 loader workers.
+Here a worker reads a file's bytes, reads its size from the JPEG header (no decode) and samples the
+two crop boxes exactly as ``TwoCrops`` does (same seeds, same draws), so both paths give the same
+records. The main process decodes the whole batch with one ``torchvision.io.decode_jpeg`` call on
+the device and crops/resizes each image there (antialiased bilinear, as PIL does).
+
+Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet) are decoded
+by PIL in the worker and shipped as RGB tensors; they join the batch after the device decode.
+"""
+from __future__ import annotations
+
+import io
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+import os
+import warnings
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.functional import pil_to_tensor
+
+from augmentations import sample_crop_boxes
+
+from .loaders import EpochIndexSampler, check_batch_fits, view_generator
+
+
+def _read_bytes(path: str) -> Tensor:
+    """A file's bytes in a torch-allocated tensor (``read_file``'s tensors cannot be sent from a
+    loader worker: their storage cannot be moved to shared memory, and the worker hangs)."""
+    out = torch.empty(os.path.getsize(path), dtype=torch.uint8)
+    with open(path, "rb") as f:
+        f.readinto(out.numpy())
+    return out
+
+
+class JpegBytesTwoBoxes(Dataset):
+    """Item = (encoded bytes or decoded RGB uint8, is_encoded, box1, box2, [h, w], label)."""
+
+    def __init__(self, samples: list[tuple[str, int]], seed: int):
+        self.samples, self.seed = samples, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        path, label = self.samples[index]
+        data = _read_bytes(path)
+        with Image.open(io.BytesIO(data.numpy())) as im:
+            w, h = im.size  # header only: PIL decodes lazily
+            encoded = im.format == "JPEG" and im.mode == "RGB"
+            pixels = data if encoded else pil_to_tensor(im.convert("RGB"))
+        g = view_generator(self.seed, epoch, index)
+        hw = torch.tensor([h, w])
+        b1 = sample_crop_boxes(hw[:1], hw[1:], g)[0]
+        b2 = sample_crop_boxes(hw[:1], hw[1:], g)[0]
+        return pixels, encoded, b1, b2, hw.float(), label
+
+
+def _collate(items):
+    pixels, encoded, b1, b2, hw, labels = zip(*items)
+    return (list(pixels), torch.tensor(encoded), torch.stack(b1), torch.stack(b2), torch.stack(hw),
+            torch.tensor(labels))
+
+
+def bytes_loader(samples: list[tuple[str, int]], batch_size: int, seed: int, num_workers: int,
+                 rank: int = 0, world: int = 1) -> DataLoader:
+    check_batch_fits(len(samples), batch_size, world)
+    sampler = EpochIndexSampler(len(samples), batch_size, seed, rank, world)
+    return DataLoader(JpegBytesTwoBoxes(samples, seed), batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, collate_fn=_collate, drop_last=True,
+                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
+
+
+def decode_batch(pixels: list[Tensor], encoded: Tensor, device: torch.device) -> list[Tensor]:
+    """Decode the encoded items in one batched call on ``device``; move the pre-decoded ones."""
+    idx = encoded.nonzero().flatten().tolist()
+    out: list[Tensor | None] = [None] * len(pixels)
+    if idx:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = decode_jpeg([pixels[i] for i in idx], mode=ImageReadMode.RGB, device=device)
+        for i, img in zip(idx, decoded):
+            out[i] = img
+    for i, p in enumerate(pixels):
+        if out[i] is None:
+            out[i] = p.to(device, non_blocking=True)
+    return out
+
+
+def crop_resize(images: list[Tensor], boxes: Tensor, size: int) -> Tensor:
+    """Each decoded image cropped to its box and resized to ``size`` (antialiased bilinear, uint8).
+
+    One small interpolate per image: the decoded sizes differ, and antialiasing (which PIL applies
+    and ``grid_sample`` cannot) matters when a 300+ px crop is shrunk to 224.
+    """
+    out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=images[0].device)
+    for i, (img, (top, left, h, w)) in enumerate(zip(images, boxes.round().long().tolist())):
+        crop = img[None, :, top:top + h, left:left + w].float()
+        resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i] = resized[0].round_().clamp_(0, 255)
+    return out
+
+
+class DeviceDecodePrefetcher:
+    """Iterate ``bytes_loader`` batches as (v1, box1, hw, v2, box2, hw, labels) on ``device``.
+
+    Each batch is split over ``threads`` decoder threads, each with its own CUDA stream, and up to
+    ``depth`` batches are in flight while the training step runs. Why threads: nvJPEG's batched
+    decode does its Huffman stage on the host and waits for its kernels, which queue behind the
+    model's; on the training thread that wait would stall every step. The layout is the worker-crop
+    path's, so training code is shared; the result does not depend on ``threads`` or ``depth``.
+    """
+
+    def __init__(self, loader: DataLoader, size: int, device: torch.device, threads: int = 4, depth: int = 2):
+        self.loader, self.size, self.device = loader, size, torch.device(device)
+        self.sampler = loader.sampler
+        self.threads, self.depth = max(1, threads), max(1, depth)
+        cuda = self.device.type == "cuda"
+        self.streams = [torch.cuda.Stream(self.device) if cuda else None for _ in range(self.threads)]
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def _chunk(self, batch, idx: list[int], stream):
+        pixels, encoded, b1, b2 = batch[:4]
+        with torch.cuda.stream(stream) if stream is not None else nullcontext():
+            images = decode_batch([pixels[i] for i in idx], encoded[idx], self.device)
+            v1, v2 = crop_resize(images, b1[idx], self.size), crop_resize(images, b2[idx], self.size)
+            done = torch.cuda.Event() if stream is not None else None
+            if done is not None:
+                done.record(stream)
+        return v1, v2, done
+
+    def _submit(self, pool: ThreadPoolExecutor, batch):
+        parts = [c.tolist() for c in torch.arange(len(batch[0])).tensor_split(self.threads) if len(c)]
+        return batch, [pool.submit(self._chunk, batch, idx, self.streams[i]) for i, idx in enumerate(parts)]
+
+    def _collect(self, batch, futures):
+        chunks = [f.result() for f in futures]
+        main = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        for v1, v2, done in chunks:
+            if main is not None:
+                main.wait_event(done)
+                v1.record_stream(main)
+                v2.record_stream(main)
+        v1 = torch.cat([c[0] for c in chunks])
+        v2 = torch.cat([c[1] for c in chunks])
+        b1, b2, hw, labels = (t.to(self.device, non_blocking=True) for t in batch[2:])
+        return v1, b1, hw, v2, b2, hw, labels
+
+    def __iter__(self):
+        it = iter(self.loader)
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="jpeg-decode") as pool:
+            pending = deque(self._submit(pool, b) for b in islice(it, self.depth))
+            while pending:
+                batch, futures = pending.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(self._submit(pool, nxt))
+                yield self._collect(batch, futures)

@@ -1,0 +1,99 @@
+"""Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
+pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale) decoded by workers."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets import worker_crop_loader
+from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize
+from datasets.folders import image_folder
+from tests.data_formats import write_jpeg
+
+
+def _folder(tmp_path, n=6):
+    for i in range(n):
+        write_jpeg(str(tmp_path / f"c{i % 2}" / f"{i}.jpg"), (60 + 7 * i, 44 + 3 * i), i)
+    return image_folder(str(tmp_path))
+
+
+def _both(ds, size=24, batch=3, epoch=1, workers=0):
+    ref = worker_crop_loader(ds, size, batch_size=batch, seed=5, num_workers=0)
+    dev = DeviceDecodePrefetcher(bytes_loader(ds.samples, batch, seed=5, num_workers=workers), size, torch.device("cpu"))
+    ref.sampler.set_epoch(epoch)
+    dev.set_epoch(epoch)
+    return list(ref), list(dev)
+
+
+def test_device_decode_gives_the_worker_path_records_and_pixels(tmp_path):
+    ref, dev = _both(_folder(tmp_path))
+    assert len(ref) == len(dev) == 2
+    for r, d in zip(ref, dev):
+        for k in (1, 2, 4, 5, 6):  # boxes, source sizes, labels: identical
+            assert torch.equal(r[k].to(d[k].dtype), d[k]), k
+        for k in (0, 3):
+            assert d[k].dtype == torch.uint8 and d[k].shape == r[k].shape
+            diff = (d[k].int() - r[k].int()).abs()
+            # decoders and resamplers may round differently by a level or two; never more
+            assert diff.float().mean() < 0.5 and diff.max() <= 2, (diff.float().mean(), diff.max())
+
+
+def test_device_decode_is_deterministic_across_workers_and_changes_with_epoch(tmp_path):
+    ds = _folder(tmp_path)
+    _, a = _both(ds, workers=0)
+    _, b = _both(ds, workers=2)
+    _, c = _both(ds, epoch=2)
+    assert all(torch.equal(x, y) for p, q in zip(a, b) for x, y in zip(p, q))
+    assert not torch.equal(a[0][1], c[0][1])
+
+
+def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "c").mkdir()
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "c" / "a.png")
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).convert("CMYK").save(tmp_path / "c" / "b.jpg")
+    Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8)).save(tmp_path / "c" / "c.jpg")
+    write_jpeg(str(tmp_path / "c" / "d.jpg"), (40, 30), 1)
+    ds = image_folder(str(tmp_path))
+    loader = bytes_loader(ds.samples, 4, seed=0, num_workers=0)
+    pixels, encoded, *_ = next(iter(loader))
+    names = [p.split("/")[-1] for p, _ in ds.samples]
+    order = [int(i) for _, i in loader.sampler]
+    assert {names[i]: bool(e) for i, e in zip(order, encoded)} == {"a.png": False, "b.jpg": False, "c.jpg": False,
+                                                                   "d.jpg": True}
+    ref, dev = _both(ds, size=16, batch=4, epoch=0)
+    diff = (ref[0][0].int() - dev[0][0].int()).abs()
+    assert diff.float().mean() < 0.5 and diff.max() <= 2
+
+
+def test_crop_resize_matches_torchvision_resized_crop_on_tensors():
+    import torchvision.transforms.v2.functional as F2
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.randint(0, 256, (3, 50 + 9 * i, 70 - 5 * i), dtype=torch.uint8, generator=g) for i in range(3)]
+    boxes = torch.tensor([[3., 5., 40., 30.], [0., 0., 59., 65.], [10., 2., 8., 12.]])
+    out = crop_resize(imgs, boxes, 20)
+    for img, box, got in zip(imgs, boxes.long().tolist(), out):
+        ref = F2.resized_crop(img, *box, size=[20, 20], antialias=True)
+        assert (got.int() - ref.int()).abs().max() <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_nvjpeg_batches_match_the_cpu_path(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(6):  # smooth photos-like content: pixel noise would exaggerate chroma-upsampling differences
+        small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
+        small.resize((64 + 8 * i, 48 + 4 * i), Image.BILINEAR).save(tmp_path / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    ds = image_folder(str(tmp_path))
+    loader = bytes_loader(ds.samples, 3, seed=5, num_workers=0)
+    cpu = list(DeviceDecodePrefetcher(loader, 24, torch.device("cpu")))
+    gpu = list(DeviceDecodePrefetcher(loader, 24, torch.device("cuda")))
+    for c, g in zip(cpu, gpu):
+        assert g[0].is_cuda
+        for k in (1, 2, 4, 5, 6):
+            assert torch.equal(c[k].to(g[k].dtype), g[k].cpu()), k
+        for k in (0, 3):
+            diff = (g[k].cpu().int() - c[k].int()).abs().float()
+            print(f"nvjpeg vs libjpeg crops: mean |diff| {diff.mean():.3f}, max {diff.max():.0f}")
+            # nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by a level or two
+            assert diff.mean() < 3.0

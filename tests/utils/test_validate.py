@@ -1,0 +1,27 @@
+"""Defaults that depend on the device: chosen by measurement (README, Speed), resolved before training."""
+import pytest
+import torch
+
+import pretrain_cond
+from utils.validate import _normalise
+
+
+def _args(*extra):
+    return pretrain_cond.build_parser().parse_args(["--logdir", "x", *extra])
+
+
+@pytest.mark.parametrize("workers,decode", [(4, "device"), (7, "device"), (8, "workers"), (16, "workers")])
+def test_cuda_defaults(monkeypatch, workers, decode):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    a = _args("--device", "cuda", "--num-workers", str(workers))
+    _normalise(a)
+    assert (a.precision, a.channels_last, a.compile, a.jpeg_decode) == ("bf16", True, False, decode)
+
+
+def test_cpu_defaults_and_explicit_choices_are_kept():
+    a = _args("--device", "cpu")
+    _normalise(a)
+    assert (a.precision, a.channels_last, a.jpeg_decode) == ("fp32", False, "workers")
+    b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last")
+    _normalise(b)
+    assert (b.precision, b.channels_last, b.jpeg_decode) == ("bf16", True, "device")
