@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     from utils.features import load_backbone, sharded_features
     from utils.few_shot import few_shot_eval
     from utils.logging import die, write_json
+    from utils.validate import resolve_device
 
     args = build_parser().parse_args(argv)
     try:
@@ -52,8 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"--dataset must be one of {FEW_SHOT_DATASETS}, got {args.dataset!r}")
         if min(args.N, args.K, args.Q, args.num_tasks) < 1:
             raise ValueError("--N, --K, --Q and --num-tasks must be positive")
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              "cpu" if args.device == "auto" else args.device)
+        device = torch.device(resolve_device(args.device))
         size = config_for_dataset(args.pretrain_data).size
         nets = [load_backbone(p, args.model, size) for p in args.ckpt]
         pool = few_shot_pool(args.dataset, args.datadir, eval_transform(args.pretrain_data))

@@ -46,6 +46,7 @@ def validate(args) -> None:
     """Every bad input fails here in one line, before any feature is extracted."""
     from datasets.pretrain import check_pretrain_data  # noqa: F401 - import check
     from utils.features import load_backbone
+    from utils.validate import resolve_device
     if args.pretrain_data not in PRETRAIN_DATA:
         raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATA}, got {args.pretrain_data!r}")
     if args.dataset not in DOWNSTREAM_DATASETS:
@@ -55,8 +56,7 @@ def validate(args) -> None:
         raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
     if args.model not in BACKBONES:
         raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = resolve_device(args.device)
     if args.ten_crop is None:
         args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and args.pretrain_data == "imagenet100"
     from augmentations import config_for_dataset

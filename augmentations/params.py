@@ -53,6 +53,12 @@ class ViewParams:
             sol_threshold=torch.ones(b, device=dev), rot_k=torch.zeros(b, dtype=torch.long, device=dev),
         )
 
+    def drawn(self) -> dict[str, Tensor]:
+        """The post-crop draws, as ``ViewAugment.apply`` takes them to replay a view (cloned, so the
+        replay may edit them and fill ``color_diff`` without touching this record)."""
+        return {f.name: getattr(self, f.name).clone() for f in fields(self)
+                if f.name not in ("box", "src_size", "color_diff")}
+
     def to(self, device: torch.device | str) -> "ViewParams":
         return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 

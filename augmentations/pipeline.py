@@ -106,7 +106,7 @@ class ViewAugment:
         applying it needs no device-to-host copy (which would stall the CUDA queue every view).
         """
         c, g = self.cfg, generator
-        og = host_generator or g
+        og = host_generator if host_generator is not None else g
         factors = torch.stack([_uniform(b, lo, hi, g) for lo, hi in c.jitter_ranges], dim=1)
         p = dict(
             flip=_bernoulli(b, c.p_flip, g),
@@ -149,15 +149,15 @@ class ViewAugment:
         elif src_size is None or x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size:
             raise ValueError(f"pre-cropped images must be {self.cfg.size}x{self.cfg.size} and come with src_size")
         p = self.sample(b, generator, host_generator)
-        order = p["jitter_order"][0].tolist() if p["jitter_order"].device.type == "cpu" else None
+        order = p["jitter_order"][0]  # before the move: drawn on the host, it is read without a device sync
         p = {k: v.to(dev, non_blocking=True) for k, v in p.items()}
         x = self.apply(x, p, order)
         return x, ViewParams(box=boxes.to(dev).float(), src_size=src_size.to(dev).float(), **p)
 
-    def apply(self, x: Tensor, p: dict[str, Tensor], order: list[int] | None = None) -> Tensor:
+    def apply(self, x: Tensor, p: dict[str, Tensor], order: Tensor | list[int] | None = None) -> Tensor:
         """Run flip -> jitter -> solarize -> gray -> blur -> rotate -> normalise; fills color_diff.
 
-        ``order``: the jitter op order as host ints, when known (else read from the record).
+        ``order``: the jitter op order, when a host copy is at hand (else read from the record).
         """
         cfg = self.cfg
         x = AF.hflip(x, p["flip"])

@@ -12,12 +12,12 @@ by PIL in the worker and shipped as RGB tensors; they join the batch after the d
 from __future__ import annotations
 
 import io
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 import os
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from itertools import islice
 
 import torch
 import torch.nn.functional as F
@@ -138,8 +138,9 @@ class DeviceDecodePrefetcher:
         with torch.cuda.stream(stream) if stream is not None else nullcontext():
             images = decode_batch([pixels[i] for i in idx], encoded[idx], self.device)
             v1, v2 = crop_resize(images, b1[idx], self.size), crop_resize(images, b2[idx], self.size)
-            done = torch.cuda.Event() if stream is not None else None
-            if done is not None:
+            done = None
+            if stream is not None:
+                done = torch.cuda.Event()
                 done.record(stream)
         return v1, v2, done
 

@@ -14,7 +14,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset, random_split
 from torchvision import datasets as tvd
 
 from .colordigits import NUM_COLORS, make_colordigits
-from .errors import DataError
+from .errors import DataError, from_torchvision
 from .folders import SPLITS_DIR
 
 # name -> (published train size, val size, seed) for seeded splits of the training set
@@ -120,14 +120,6 @@ def _folder(path: str, root: str, transform):
         raise DataError(f"--datadir {root}: {path}: {str(e).splitlines()[0]}") from None
 
 
-def _tv(fn, root: str, name: str):
-    try:
-        return fn()
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DataError(f"--datadir {root}: {name} not found or corrupted in torchvision's layout ({e}); "
-                        "--download fetches it where a network exists") from None
-
-
 def build_downstream(name: str, root: str | None, transform, train_transform=None, download: bool = False) -> Splits:
     """Train / val / test of ``--dataset`` (train set with ``train_transform`` when given)."""
     if name not in NUM_CLASSES:
@@ -140,7 +132,7 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
         return Splits(train, val, PILTensorDataset(te[0], te[pick], transform), NUM_CLASSES[name])
     if not root or not os.path.isdir(root):
         raise DataError(f"--datadir {root}: no such directory")
-    tv = lambda fn: _tv(fn, root, name)  # noqa: E731
+    tv = lambda fn: from_torchvision(fn, root, name)  # noqa: E731
     dl = {"download": download}
     if name in ("cifar10", "cifar100", "stl10"):
         cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}.get(name)

@@ -17,7 +17,7 @@ from torchvision import datasets as tvd
 from torchvision import transforms as T
 
 from .colordigits import make_colordigits
-from .errors import DataError
+from .errors import DataError, from_torchvision
 from .folders import ImageNet100, image_folder
 
 IN_MEMORY = ("cifar10", "cifar100", "stl10", "stl10_rot", "stl10_sol", "colordigits")
@@ -52,27 +52,18 @@ class PretrainData:
         return isinstance(self.train, TensorImages)
 
 
-def _torchvision(kind: str, cls, root: str, download: bool, **kw):
-    try:
-        return cls(root, download=download, **kw)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        name, layout = _TV_LAYOUT[kind]
-        raise DataError(f"--datadir {root}: {name} not found or corrupted (expected {layout} in torchvision's "
-                        f"format); --download fetches it where a network exists") from e
-
-
 def _hwc(data: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
 
 
 def _cifar(name: str, root: str, download: bool, train: bool) -> TensorImages:
     cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-    ds = _torchvision(name, cls, root, download, train=train)
+    ds = from_torchvision(lambda: cls(root, download=download, train=train), root, *_TV_LAYOUT[name])
     return TensorImages(_hwc(ds.data), torch.tensor(ds.targets, dtype=torch.long))
 
 
 def _stl10(root: str, download: bool, split: str) -> TensorImages:
-    ds = _torchvision("stl10", tvd.STL10, root, download, split=split)
+    ds = from_torchvision(lambda: tvd.STL10(root, download=download, split=split), root, *_TV_LAYOUT["stl10"])
     return TensorImages(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
 
 

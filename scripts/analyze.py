@@ -52,12 +52,12 @@ class Setup:
         from datasets.pretrain import build_pretrain_data
         from utils.checkpoint import load_checkpoint
         from utils.trainer import build_model
+        from utils.validate import resolve_device
         ckpt = load_checkpoint(a.ckpt)
         if "args" not in ckpt or "model" not in ckpt:
             raise ValueError(f"--ckpt {a.ckpt}: needs a checkpoint from pretrain_cond.py (keys 'args' and 'model')")
         self.train_args = SimpleNamespace(**ckpt["args"])
-        self.device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                                   "cpu" if a.device == "auto" else a.device)
+        self.device = torch.device(resolve_device(a.device))
         self.cfg = config_for_dataset(self.train_args.dataset, self.train_args.color_aug)
         self.model = build_model(self.train_args, self.cfg.size)
         self.model.load_state_dict(ckpt["model"])
@@ -181,8 +181,7 @@ def cmd_interpolation(s: Setup):
         cfg = isolated(s.cfg, kind)
         aug = ViewAugment(cfg)
         for st in strengths:
-            p = {k: getattr(p0, k).clone() for k in ("flip", "jitter", "jitter_factors", "jitter_order", "gray",
-                                                     "blur_sigma", "solarized", "sol_threshold", "rot_k")}
+            p = p0.drawn()
             if kind == "color":  # every factor at `st` of the way to the edge of the training range
                 p["jitter"][:] = True
                 p["jitter_factors"][:] = torch.tensor([1 + s.cfg.brightness * st, 1 + s.cfg.contrast * st,

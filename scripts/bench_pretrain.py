@@ -141,7 +141,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def ours_other():
         """(d) JPEG folders: the --jpeg-decode path that the default did not pick."""
-        loader = build_loader(args, run.data, run.cfg.size, run.device, jpeg_decode=other)
+        loader = build_loader(argparse.Namespace(**{**vars(args), "jpeg_decode": other}), run.data, run.cfg.size,
+                              run.device)
         step = make_step(dataclasses.replace(run, loader=loader), 10**6)
         return (lambda b: step(engine, b)), endless(loader)
 
@@ -179,7 +180,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (bf16 on CUDA)")
-    p.add_argument("--jpeg-decode", default="auto", help="default JPEG path for 'ours' (auto = device on CUDA)")
+    p.add_argument("--jpeg-decode", default="auto", help="JPEG path for 'ours' (auto: pretrain_cond.py's rule, nvJPEG on CUDA below 8 workers)")
     p.add_argument("--pipelines", nargs="+", default=["model", "upstream", "ours", "ours-other"],
                    choices=["model", "upstream", "ours", "ours-other"],
                    help="what to measure (ours-other: JPEG folders, the decode path the default did not pick)")
@@ -225,6 +226,7 @@ def table(rows: list[dict], device: str) -> str:
                      f"{'on' if r['compile'] else 'off'} | {r['workers']} | {r['pipeline']} | "
                      f"{r['images_per_s']:.0f} | {ratio} | {peak} |")
     return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()

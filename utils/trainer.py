@@ -82,19 +82,19 @@ class Run:
     def set_epoch(self, epoch: int) -> None:
         """Re-seed data order and augmentation draws from (seed, epoch, rank): resume is exact."""
         self.loader.set_epoch(epoch)
-        self.generator.manual_seed((self.args.seed * 1_000_003 + epoch) * 8191 + self.rank)
-        self.host_generator.manual_seed((self.args.seed * 1_000_003 + epoch) * 8191 + self.rank)
+        seed = (self.args.seed * 1_000_003 + epoch) * 8191 + self.rank
+        self.generator.manual_seed(seed)
+        self.host_generator.manual_seed(seed)
         set_lr(self.optimizer, scaled_lr(self.args), lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs))
 
 
-def build_loader(args, data: PretrainData, size: int, device: torch.device, rank: int = 0, world: int = 1,
-                 jpeg_decode: str | None = None):
+def build_loader(args, data: PretrainData, size: int, device: torch.device, rank: int = 0, world: int = 1):
     """This rank's batches: the tensor dataset on the device, or a JPEG folder decoded as
-    ``jpeg_decode`` says (default ``args.jpeg_decode``: nvJPEG on the device, or PIL in workers)."""
+    ``args.jpeg_decode`` says (nvJPEG on the device, or PIL in workers)."""
     per_rank = args.batch_size // world
     if data.in_memory:
         return DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
-    if (jpeg_decode or args.jpeg_decode) == "device":
+    if args.jpeg_decode == "device":
         return DeviceDecodePrefetcher(bytes_loader(data.train.samples, per_rank, args.seed, args.num_workers,
                                                    rank, world), size, device)
     return DevicePrefetcher(worker_crop_loader(data.train, size, per_rank, args.seed, args.num_workers,

@@ -41,13 +41,19 @@ def launch_plan(args) -> tuple[str | None, int | None]:
     return backend, None if launched else world_size_of(args)
 
 
-def _normalise(args) -> None:
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device not in ("cuda", "cpu"):
-        raise ValueError(f"--device must be cuda, cpu or auto, got {args.device!r}")
-    if args.device == "cuda" and not torch.cuda.is_available():
+def resolve_device(device: str) -> str:
+    """``--device`` as 'cuda' or 'cpu' ('auto': cuda when visible); ValueError for anything else."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"--device must be cuda, cpu or auto, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is visible")
+    return device
+
+
+def _normalise(args) -> None:
+    args.device = resolve_device(args.device)
     if args.precision == "auto":
         args.precision = "bf16" if args.device == "cuda" else "fp32"
     if args.channels_last is None:

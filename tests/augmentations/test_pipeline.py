@@ -165,8 +165,7 @@ def test_cuda_views_equal_cpu_views_for_same_record():
     imgs = _images(8, 96, 96, 0)
     _, p = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(0))
     aug = ViewAugment(cfg)
-    pd = {k: getattr(p, k) for k in ("flip", "jitter", "jitter_factors", "jitter_order", "gray",
-                                      "blur_sigma", "solarized", "sol_threshold", "rot_k")}
+    pd = p.drawn()
     crops = resized_crop_batch(imgs, p.box, 96)
     cpu = aug.apply(crops.clone(), dict(pd))
     gpu = aug.apply(crops.cuda(), {k: v.cuda() for k, v in pd.items()})
@@ -182,8 +181,7 @@ def _drawn_on_device_replays_on_cpu(device: str) -> None:
     imgs = _images(64, 32, 32, 1)
     x_dev, rec = ViewAugment(cfg)(imgs.to(device), torch.Generator(device).manual_seed(3))
     cpu = rec.to("cpu")
-    pd = {k: getattr(cpu, k) for k in ("flip", "jitter", "jitter_factors", "jitter_order", "gray",
-                                       "blur_sigma", "solarized", "sol_threshold", "rot_k")}
+    pd = cpu.drawn()
     x_cpu = ViewAugment(cfg).apply(resized_crop_batch(imgs, cpu.box, 32), pd)
     torch.testing.assert_close(x_dev.cpu(), x_cpu, atol=2e-4, rtol=0)
     keys = sorted(DESCRIPTOR_DIMS)

@@ -25,3 +25,13 @@ def test_cpu_defaults_and_explicit_choices_are_kept():
     b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last")
     _normalise(b)
     assert (b.precision, b.channels_last, b.jpeg_decode) == ("bf16", True, "device")
+
+
+def test_resolve_device_shared_by_every_entry_point(monkeypatch):
+    from utils.validate import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="--device must be cuda, cpu or auto, got 'gpu'"):
+        resolve_device("gpu")
