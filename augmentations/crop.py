@@ -14,6 +14,56 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
 
+from .functional import constant
+
+
+CROP_TRIES = 10  # torchvision's number of (area, ratio) proposals per image
+
+
+def crop_uniforms(b: int, generator: torch.Generator, tries: int = CROP_TRIES) -> Tensor:
+    """The random draw behind ``b`` crop boxes: [4, b, tries] float64 uniforms on the generator's
+    device (area, log-ratio, top and left fractions of each proposal)."""
+    return torch.rand(4, b, tries, generator=generator, device=generator.device, dtype=torch.float64)
+
+
+def boxes_from_uniforms(
+    heights: Tensor,
+    widths: Tensor,
+    u: Tensor,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Tensor:
+    """``torchvision.transforms.RandomResizedCrop``'s rule, batched, as a pure function of ``u``.
+
+    Per image, the first of the proposals that fits is placed uniformly; if none fits,
+    torchvision's centre-crop fallback with the aspect ratio clamped into ``ratio``.
+
+    Args:
+        heights, widths: [B] source sizes (any numeric dtype).
+        u: [4, B, tries] uniforms from ``crop_uniforms``.
+    Returns:
+        [B, 4] float tensor (top, left, height, width), integer-valued.
+    """
+    h_src = heights.to(u.device, torch.float64)[:, None]
+    w_src = widths.to(u.device, torch.float64)[:, None]
+    area = (h_src * w_src) * (scale[0] + (scale[1] - scale[0]) * u[0])
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1])
+    w = torch.round(torch.sqrt(area * aspect))
+    h = torch.round(torch.sqrt(area / aspect))
+    ok = (w > 0) & (h > 0) & (w <= w_src) & (h <= h_src)
+    top = torch.floor(u[2] * (h_src - h + 1))
+    left = torch.floor(u[3] * (w_src - w + 1))
+    first = torch.argmax(ok.to(torch.int8), dim=1, keepdim=True)  # [B, 1]
+    proposals = torch.stack([top, left, h, w], dim=2)  # [B, tries, 4]
+    box = proposals.gather(1, first[:, :, None].expand(-1, 1, 4))[:, 0]
+
+    # Fallback (no proposal fit): whole image, with the aspect ratio clamped into `ratio`.
+    in_ratio = w_src / h_src
+    fw = torch.where(in_ratio > ratio[1], torch.round(h_src * ratio[1]), w_src)
+    fh = torch.where(in_ratio < ratio[0], torch.round(w_src / ratio[0]), h_src)
+    fallback = torch.cat([torch.floor((h_src - fh) / 2), torch.floor((w_src - fw) / 2), fh, fw], dim=1)
+    return torch.where(ok.any(dim=1, keepdim=True), box, fallback).float()
+
 
 def sample_crop_boxes(
     heights: Tensor,
@@ -21,52 +71,9 @@ def sample_crop_boxes(
     generator: torch.Generator,
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    tries: int = 10,
 ) -> Tensor:
-    """Sample one crop box per image as ``torchvision.transforms.RandomResizedCrop`` does.
-
-    Ten (area, log-ratio) proposals per image; the first that fits is placed uniformly; if none
-    fits, torchvision's centre-crop fallback with the ratio clamped to ``ratio``.
-
-    Args:
-        heights, widths: [B] source sizes (any numeric dtype).
-        generator: drives every draw; lives on the device the boxes are wanted on.
-    Returns:
-        [B, 4] float tensor (top, left, height, width), integer-valued.
-    """
-    dev = generator.device
-    h_src = heights.to(dev, torch.float64)
-    w_src = widths.to(dev, torch.float64)
-    b = h_src.shape[0]
-    u = torch.rand(4, b, tries, generator=generator, device=dev, dtype=torch.float64)
-    area = (h_src * w_src)[:, None] * (scale[0] + (scale[1] - scale[0]) * u[0])
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1]
-    aspect = torch.exp(log_r)
-    w = torch.round(torch.sqrt(area * aspect))
-    h = torch.round(torch.sqrt(area / aspect))
-    ok = (w > 0) & (h > 0) & (w <= w_src[:, None]) & (h <= h_src[:, None])
-    top = torch.floor(u[2] * (h_src[:, None] - h + 1))
-    left = torch.floor(u[3] * (w_src[:, None] - w + 1))
-    first = torch.argmax(ok.to(torch.int8), dim=1, keepdim=True)
-    pick = lambda t: t.gather(1, first)[:, 0]  # noqa: E731
-    box = torch.stack([pick(top), pick(left), pick(h), pick(w)], dim=1)
-
-    # Fallback (no proposal fit): whole image, with the aspect ratio clamped into `ratio`.
-    in_ratio = w_src / h_src
-    fw = torch.where(in_ratio > ratio[1], torch.round(h_src * ratio[1]), w_src)
-    fh = torch.where(in_ratio < ratio[0], torch.round(w_src / ratio[0]), h_src)
-    fallback = torch.stack([torch.floor((h_src - fh) / 2), torch.floor((w_src - fw) / 2), fh, fw], dim=1)
-    box = torch.where(ok.any(dim=1, keepdim=True), box, fallback)
-    return box.float()
-
-
-def _source_coords(start: Tensor, length: Tensor, out: int, src: int) -> Tensor:
-    """Bilinear (align_corners=False) sample positions of `out` pixels over [start, start+length),
-    clamped to the crop as torch's resize clamps to the edge of its input, in grid_sample units."""
-    o = torch.arange(out, device=start.device, dtype=torch.float32) + 0.5
-    x = start[:, None] + o[None] * (length[:, None] / out) - 0.5
-    x = torch.minimum(torch.maximum(x, start[:, None]), (start + length - 1)[:, None])
-    return (2 * x + 1) / src - 1
+    """Draw one crop box per image (see ``boxes_from_uniforms``); boxes on the generator's device."""
+    return boxes_from_uniforms(heights, widths, crop_uniforms(heights.shape[0], generator), scale, ratio)
 
 
 def resized_crop_batch(images: Tensor, boxes: Tensor, size: int) -> Tensor:
@@ -83,9 +90,15 @@ def resized_crop_batch(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     """
     b, _, h_src, w_src = images.shape
     boxes = boxes.to(images.device, torch.float32)
-    gy = _source_coords(boxes[:, 0], boxes[:, 2], size, h_src)
-    gx = _source_coords(boxes[:, 1], boxes[:, 3], size, w_src)
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+    start, length = boxes[:, :2, None], boxes[:, 2:, None]  # [B, 2, 1], (y, x)
+    # Bilinear (align_corners=False) sample positions over [start, start + length), clamped to the
+    # crop as torch's resize clamps to the edge of its input; then in grid_sample units.
+    o = torch.arange(size, device=images.device, dtype=torch.float32) + 0.5
+    pos = start + o * (length / size) - 0.5
+    pos = torch.minimum(torch.maximum(pos, start), start + length - 1)
+    src = constant((float(h_src), float(w_src)), images.device).view(1, 2, 1)
+    gy, gx = ((2 * pos + 1) / src - 1).unbind(dim=1)
+    grid = torch.stack((gx[:, None, :].expand(b, size, size), gy[:, :, None].expand(b, size, size)), dim=-1)
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 

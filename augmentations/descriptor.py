@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .functional import constant
 from .params import ViewParams
 
 DESCRIPTOR_DIMS: dict[str, int] = {"blur": 1, "color": 4, "color_diff": 3, "crop": 4, "flip": 1, "grayscale": 1}
@@ -46,11 +47,9 @@ def crop_piece(p: ViewParams, flip: Tensor | None = None) -> Tensor:
 
 def color_piece(p: ViewParams, jitter_ranges: tuple[tuple[float, float], ...]) -> Tensor:
     """Jitter factors centred and scaled by their sampling width, into [-0.5, 0.5]; 0 if not jittered."""
-    lo = torch.tensor([r[0] for r in jitter_ranges], device=p.box.device)
-    hi = torch.tensor([r[1] for r in jitter_ranges], device=p.box.device)
-    neutral = torch.tensor([1.0, 1.0, 1.0, 0.0], device=p.box.device)
-    width = (hi - lo).clamp_min(1e-12)
     # Multiplicative factors are centred on 1, hue on 0 (upstream encoding, not the interval middle).
+    neutral = constant((1.0, 1.0, 1.0, 0.0), p.box.device)
+    width = constant(tuple(max(hi - lo, 1e-12) for lo, hi in jitter_ranges), p.box.device)
     enc = (p.jitter_factors - neutral) / width
     return torch.where(p.jitter[:, None], enc, torch.zeros_like(enc))
 

@@ -7,6 +7,8 @@ image and op, which is what makes per-sample augmentation slow. These take a [B]
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,23 +16,41 @@ from torch import Tensor
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision
 
 
+def constant(values: tuple, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A small constant tensor, made once per device and dtype.
+
+    ``torch.tensor(values, device="cuda")`` is a pageable host-to-device copy that PyTorch follows
+    with a stream synchronisation: made every step, it would stop the host from running ahead of
+    the GPU. Callers must not modify the result in place.
+    """
+    if torch.compiler.is_compiling():  # a graph constant there; the cache is for eager runs
+        return torch.tensor(values, dtype=dtype, device=device)
+    return _cached_constant(values, torch.device(device), dtype)
+
+
+@lru_cache(maxsize=None)
+def _cached_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False):  # a cached inference tensor could not be used outside that mode
+        return torch.tensor(values, dtype=dtype).to(device)
+
+
 def _per_sample(f: Tensor, x: Tensor) -> Tensor:
     return f.to(x.dtype).view(-1, 1, 1, 1)
 
 
 def _blend(a: Tensor, b: Tensor, ratio: Tensor) -> Tensor:
-    r = _per_sample(ratio, a)
-    return (r * a + (1.0 - r) * b).clamp(0.0, 1.0)
+    """torchvision's ``ratio * a + (1 - ratio) * b``, clamped; as one lerp (round-off level equal)."""
+    return torch.lerp(b, a, _per_sample(ratio, a)).clamp_(0.0, 1.0)
 
 
 def rgb_to_gray(x: Tensor) -> Tensor:
     """[B, 3, H, W] -> [B, 1, H, W] luma."""
-    r, g, b = x.unbind(dim=1)
-    return (_GRAY_WEIGHTS[0] * r + _GRAY_WEIGHTS[1] * g + _GRAY_WEIGHTS[2] * b).unsqueeze(1)
+    w = constant(_GRAY_WEIGHTS, x.device, x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
 
 
 def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    return _blend(x, torch.zeros_like(x), factor)
+    return (x * _per_sample(factor, x)).clamp_(0.0, 1.0)  # the blend with black, exactly
 
 
 def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
@@ -42,45 +62,33 @@ def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
     return _blend(x, rgb_to_gray(x), factor)
 
 
-def _rgb_to_hsv(x: Tensor) -> Tensor:
-    r, g, b = x.unbind(dim=1)
-    v, _ = x.max(dim=1)
-    mn, _ = x.min(dim=1)
+def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """torchvision's RGB -> HSV: [B, 3, H, W] -> (h, s, v), each [B, H, W], h in [0, 1)."""
+    mn, v = x.aminmax(dim=1)
     chroma = v - mn
     flat = chroma == 0
-    s = chroma / torch.where(flat, torch.ones_like(v), v)
-    c = torch.where(flat, torch.ones_like(chroma), chroma)
-    rc, gc, bc = (v - r) / c, (v - g) / c, (v - b) / c
+    s = chroma / torch.where(flat, 1.0, v)
+    rc, gc, bc = ((v.unsqueeze(1) - x) / torch.where(flat, 1.0, chroma).unsqueeze(1)).unbind(dim=1)
+    r, g, _ = x.unbind(dim=1)
     # Hue sector by which channel holds the maximum (red wins ties, then green), in sixths.
     h = torch.where(v == r, bc - gc, torch.where(v == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(flat, torch.zeros_like(h), h)
-    h = torch.fmod(h / 6.0 + 1.0, 1.0)
-    return torch.stack((h, s, v), dim=1)
+    return torch.fmod(h / 6.0 + 1.0, 1.0), s, v
 
 
-def _hsv_to_rgb(x: Tensor) -> Tensor:
-    h, s, v = x.unbind(dim=1)
-    sector = torch.floor(h * 6.0)
-    f = h * 6.0 - sector
-    sector = sector.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    # (r, g, b) per sector 0..5: (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q)
-    table = torch.stack([
-        torch.stack((v, q, p, p, t, v), dim=1),
-        torch.stack((t, v, v, q, p, p), dim=1),
-        torch.stack((p, p, t, v, v, q), dim=1),
-    ], dim=1)  # [B, 3, 6, H, W]
-    idx = sector[:, None, None].expand(-1, 3, 1, -1, -1)
-    return table.gather(2, idx).squeeze(2)
+def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """HSV -> RGB for all three channels at once: channel n in (5, 3, 1) is v - v s clamp(min(k, 4 - k),
+    0, 1) with k = (n + 6h) mod 6. Equals torchvision's sector table (p, q, t) up to round-off, in a
+    quarter of the ops."""
+    n = constant((5.0, 3.0, 1.0), h.device, h.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return v.unsqueeze(1) - (v * s).unsqueeze(1) * ramp
 
 
 def adjust_hue(x: Tensor, factor: Tensor) -> Tensor:
     """Rotate hue by ``factor`` (fraction of a turn, in [-0.5, 0.5]) per sample."""
-    hsv = _rgb_to_hsv(x)
-    h = torch.remainder(hsv[:, 0] + factor.to(x.dtype).view(-1, 1, 1), 1.0)
-    return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
+    h, s, v = _rgb_to_hsv(x)
+    return _hsv_to_rgb(torch.remainder(h + factor.to(x.dtype).view(-1, 1, 1), 1.0), s, v)
 
 
 COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
@@ -140,6 +148,6 @@ def hflip(x: Tensor, flip: Tensor) -> Tensor:
 
 
 def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    m = constant(tuple(mean), x.device, x.dtype).view(1, -1, 1, 1)
+    s = constant(tuple(std), x.device, x.dtype).view(1, -1, 1, 1)
     return (x - m) / s

@@ -5,13 +5,15 @@ batch) -> [solarize] -> grayscale -> blur -> [rotation] -> normalise.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from . import functional as AF
-from .crop import resized_crop_batch, sample_crop_boxes
+from .crop import boxes_from_uniforms, crop_uniforms, resized_crop_batch
+from .functional import constant
 from .params import ViewParams
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -68,24 +70,74 @@ def config_for_dataset(dataset: str, color_aug: str = "default") -> AugConfig:
     raise ValueError(f"--dataset {dataset!r} has no augmentation recipe")
 
 
-def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g, device=g.device)
+N_UNIFORMS = 13  # columns of the one non-crop draw per view (see params_from_uniforms)
+JITTER_ORDERS = tuple(itertools.permutations(range(4)))
 
 
-def _bernoulli(n: int, p: float, g: torch.Generator) -> Tensor:
-    return torch.rand(n, generator=g, device=g.device) < p
+def params_from_uniforms(u: Tensor, cfg: AugConfig) -> dict[str, Tensor]:
+    """Every non-crop parameter of B views from one [B, N_UNIFORMS] draw, as a pure function.
+
+    Columns: flip, jitter, the four jitter factors, gray, blur on, sigma, solarize on, threshold,
+    rotate on, quarter turns. An op the recipe leaves out has probability 0, so it never fires.
+    """
+    lo = constant(tuple(r[0] for r in cfg.jitter_ranges), u.device)
+    hi = constant(tuple(r[1] for r in cfg.jitter_ranges), u.device)
+    blur = u[:, 7] < (cfg.p_blur if cfg.blur_kernel is not None else 0.0)
+    solarized = u[:, 9] < (cfg.p_solarize if cfg.solarize else 0.0)
+    rotated = u[:, 11] < (cfg.p_rotate if cfg.rotate else 0.0)
+    return dict(
+        flip=u[:, 0] < cfg.p_flip,
+        jitter=u[:, 1] < cfg.p_jitter,
+        jitter_factors=lo + (hi - lo) * u[:, 2:6],
+        gray=u[:, 6] < cfg.p_gray,
+        blur_sigma=torch.where(blur, cfg.sigma[0] + (cfg.sigma[1] - cfg.sigma[0]) * u[:, 8], 0.0),
+        solarized=solarized,
+        sol_threshold=torch.where(solarized, u[:, 10], 1.0),
+        rot_k=torch.where(rotated, (u[:, 12] * 4).long().clamp_(max=3), 0),
+    )
 
 
-def _check_images(images: Tensor) -> Tensor:
+def _as_float(images: Tensor) -> Tensor:
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+def crop_stage(images: Tensor, u: Tensor, cfg: AugConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Equal-size images -> (crops [B, 3, S, S] float, boxes [B, 4], source sizes [B, 2])."""
+    b, dev = images.shape[0], images.device
+    src_size = constant((float(images.shape[2]), float(images.shape[3])), dev).expand(b, 2)
+    boxes = boxes_from_uniforms(src_size[:, 0], src_size[:, 1], u, cfg.crop_scale)
+    return resized_crop_batch(_as_float(images), boxes, cfg.size), boxes, src_size.clone()
+
+
+def pre_jitter(x: Tensor, flip: Tensor) -> tuple[Tensor, Tensor]:
+    """Flip, and the per-channel means that color_diff is measured from."""
+    x = AF.hflip(_as_float(x), flip)
+    return x, x.mean(dim=(2, 3))
+
+
+def post_jitter(x: Tensor, jittered: Tensor, before: Tensor, p: dict[str, Tensor],
+                cfg: AugConfig) -> tuple[Tensor, Tensor]:
+    """Keep the jitter where drawn -> color_diff -> solarize -> gray -> blur -> rotate -> normalise."""
+    jit = p["jitter"]
+    x = torch.where(jit.view(-1, 1, 1, 1), jittered, x)
+    color_diff = torch.where(jit[:, None], before - x.mean(dim=(2, 3)), 0.0)
+    if cfg.solarize:
+        x = torch.where(p["solarized"].view(-1, 1, 1, 1), AF.solarize(x, p["sol_threshold"]), x)
+    x = torch.where(p["gray"].view(-1, 1, 1, 1), AF.grayscale(x), x)
+    if cfg.blur_kernel is not None:
+        x = AF.gaussian_blur(x, p["blur_sigma"], cfg.blur_kernel)
+    if cfg.rotate:
+        x = AF.rotate90(x, p["rot_k"])
+    return AF.normalize(x, cfg.mean, cfg.std), color_diff
+
+
+def _check_images(images: Tensor) -> None:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W] RGB, got shape {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch; expected at least one image")
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    if not images.is_floating_point():
+    if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
-    return images.float()
 
 
 class ViewAugment:
@@ -93,36 +145,35 @@ class ViewAugment:
 
     Call it once per view. With ``boxes`` given, the images are crops already made elsewhere
     (loader workers) at ``cfg.size``, and only the remaining ops run here.
+
+    Each view costs two random draws (crop, everything else); the rest is pure tensor functions
+    of those draws. ``compile_backend`` (e.g. "inductor") wraps each of them in ``torch.compile``,
+    which fuses the ~200 small ops of a view into a few kernels. The jitter ops are compiled one
+    by one, so the 24 possible op orders need no recompilation.
     """
 
-    def __init__(self, cfg: AugConfig):
+    def __init__(self, cfg: AugConfig, compile_backend: str | None = None):
         self.cfg = cfg
+        wrap = (lambda f: f) if compile_backend is None else \
+            (lambda f: torch.compile(f, backend=compile_backend, dynamic=False, fullgraph=True))
+        self._crop, self._params = wrap(crop_stage), wrap(params_from_uniforms)
+        self._pre, self._post = wrap(pre_jitter), wrap(post_jitter)
+        self._color_ops = tuple(wrap(op) for op in AF.COLOR_OPS)
 
     def sample(self, b: int, generator: torch.Generator,
-               host_generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Draw every non-crop parameter for b samples.
+               host_generator: torch.Generator | None = None) -> tuple[dict[str, Tensor], list[int]]:
+        """Draw every non-crop parameter for b samples; returns (params, jitter op order).
 
-        The jitter op order (one per batch) is drawn from ``host_generator`` when given, so that
-        applying it needs no device-to-host copy (which would stall the CUDA queue every view).
+        The op order (one per batch) is drawn from ``host_generator`` when given, so that applying
+        it needs no device-to-host copy (which would stall the CUDA queue every view).
         """
-        c, g = self.cfg, generator
-        og = host_generator if host_generator is not None else g
-        factors = torch.stack([_uniform(b, lo, hi, g) for lo, hi in c.jitter_ranges], dim=1)
-        p = dict(
-            flip=_bernoulli(b, c.p_flip, g),
-            jitter=_bernoulli(b, c.p_jitter, g),
-            jitter_factors=factors,
-            jitter_order=torch.randperm(4, generator=og, device=og.device).repeat(b, 1),
-            gray=_bernoulli(b, c.p_gray, g),
-        )
-        blur = _bernoulli(b, c.p_blur, g) & (c.blur_kernel is not None)
-        p["blur_sigma"] = torch.where(blur, _uniform(b, *c.sigma, g), torch.zeros(b, device=g.device))
-        p["solarized"] = _bernoulli(b, c.p_solarize, g) & c.solarize
-        p["sol_threshold"] = torch.where(p["solarized"], _uniform(b, 0.0, 1.0, g), torch.ones(b, device=g.device))
-        rot = _bernoulli(b, c.p_rotate, g) & c.rotate
-        k = torch.randint(0, 4, (b,), generator=g, device=g.device)
-        p["rot_k"] = torch.where(rot, k, torch.zeros_like(k))
-        return p
+        og = host_generator if host_generator is not None else generator
+        order = torch.randperm(4, generator=og, device=og.device).tolist()
+        u = torch.rand(b, N_UNIFORMS, generator=generator, device=generator.device)
+        p = self._params(u, self.cfg)
+        perms = constant(JITTER_ORDERS, u.device, torch.long)  # all 24 made at once: none is made mid-run
+        p["jitter_order"] = perms[JITTER_ORDERS.index(tuple(order))].repeat(b, 1)
+        return p, order
 
     def __call__(
         self,
@@ -140,36 +191,26 @@ class ViewAugment:
             boxes, src_size: the crops' boxes and source sizes when the crop was done already.
             host_generator: a CPU generator for the jitter op order (keeps CUDA runs sync-free).
         """
-        x = _check_images(images)
-        b, dev = x.shape[0], x.device
+        _check_images(images)
+        x, dev = images, images.device
         if boxes is None:
-            src_size = torch.tensor([x.shape[2], x.shape[3]], device=dev, dtype=torch.float32).repeat(b, 1)
-            boxes = sample_crop_boxes(src_size[:, 0], src_size[:, 1], generator, scale=self.cfg.crop_scale)
-            x = resized_crop_batch(x, boxes.to(dev), self.cfg.size)
+            x, boxes, src_size = self._crop(x, crop_uniforms(x.shape[0], generator), self.cfg)
         elif src_size is None or x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size:
             raise ValueError(f"pre-cropped images must be {self.cfg.size}x{self.cfg.size} and come with src_size")
-        p = self.sample(b, generator, host_generator)
-        order = p["jitter_order"][0]  # before the move: drawn on the host, it is read without a device sync
-        p = {k: v.to(dev, non_blocking=True) for k, v in p.items()}
+        p, order = self.sample(x.shape[0], generator, host_generator)
         x = self.apply(x, p, order)
         return x, ViewParams(box=boxes.to(dev).float(), src_size=src_size.to(dev).float(), **p)
 
-    def apply(self, x: Tensor, p: dict[str, Tensor], order: Tensor | list[int] | None = None) -> Tensor:
+    def apply(self, x: Tensor, p: dict[str, Tensor], order: list[int] | None = None) -> Tensor:
         """Run flip -> jitter -> solarize -> gray -> blur -> rotate -> normalise; fills color_diff.
 
-        ``order``: the jitter op order, when a host copy is at hand (else read from the record).
+        ``x``: crops, uint8 or float in [0, 1]. ``order``: the jitter op order, when a host copy is
+        at hand (else read from the record, which waits for the device).
         """
-        cfg = self.cfg
-        x = AF.hflip(x, p["flip"])
-        before = x.mean(dim=(2, 3))
-        jit = p["jitter"]
-        x = torch.where(jit.view(-1, 1, 1, 1), AF.color_jitter(x, p["jitter_factors"], p["jitter_order"][0] if order is None else order), x)
-        p["color_diff"] = torch.where(jit[:, None], before - x.mean(dim=(2, 3)), torch.zeros_like(before))
-        if cfg.solarize:
-            x = torch.where(p["solarized"].view(-1, 1, 1, 1), AF.solarize(x, p["sol_threshold"]), x)
-        x = torch.where(p["gray"].view(-1, 1, 1, 1), AF.grayscale(x), x)
-        if cfg.blur_kernel is not None:
-            x = AF.gaussian_blur(x, p["blur_sigma"], cfg.blur_kernel)
-        if cfg.rotate:
-            x = AF.rotate90(x, p["rot_k"])
-        return AF.normalize(x, cfg.mean, cfg.std)
+        order = p["jitter_order"][0].tolist() if order is None else order
+        x, before = self._pre(x, p["flip"])
+        y = x
+        for k in order:
+            y = self._color_ops[k](y, p["jitter_factors"][:, k])
+        x, p["color_diff"] = self._post(x, y, before, p, self.cfg)
+        return x

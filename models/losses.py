@@ -30,7 +30,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float, z1_all: Tensor | None = 
     idx = torch.arange(n, device=z1.device) + offset
     self_idx = torch.cat([idx, idx + n_all])
     pos_idx = torch.cat([idx + n_all, idx])
-    logits[torch.arange(2 * n, device=z1.device), self_idx] = float("-inf")
+    self_mask = torch.arange(2 * n_all, device=z1.device)[None] == self_idx[:, None]
+    logits = logits.masked_fill(self_mask, float("-inf"))  # index_put of a Python float would sync a GPU
     return F.cross_entropy(logits, pos_idx)
 
 

@@ -15,6 +15,8 @@ Pipelines:
             pinned side-stream prefetch; the other ops batched on the device)
   ours-other  224 px only: the --jpeg-decode path the default did not pick (the default is nvJPEG
             on the device below 8 workers, PIL decode + crop in workers from 8 on)
+  augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
+            above the model-only figure, the input pipeline can keep up with the model
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON.
 """
 from __future__ import annotations
@@ -46,8 +48,7 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
             "--jpeg-decode", a.jpeg_decode, *CASSLE]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
-    if a.compile:
-        argv.append("--compile")
+    argv += ["--compile"] * a.compile + ["--compile-augment"] * a.compile_augment
     if datadir:
         argv += ["--datadir", datadir]
     args = pretrain_cond.build_parser().parse_args(argv)
@@ -105,7 +106,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     from augmentations import ViewAugment, build_descriptor
     from datasets import PretrainData, worker_crop_loader
-    from utils.trainer import build_loader, build_run, make_step, make_views
+    from utils.trainer import AUGMENT_COMPILE_BACKEND, build_loader, build_run, make_step, make_views
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
@@ -146,7 +147,17 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         step = make_step(dataclasses.replace(run, loader=loader), 10**6)
         return (lambda b: step(engine, b)), endless(loader)
 
-    builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other}
+    def augment_only():
+        """(e) the input side of (c) alone: batches -> views, records, descriptors; no model step."""
+        aug = ViewAugment(run.cfg, AUGMENT_COMPILE_BACKEND if args.compile_augment else None)
+
+        def aug_step(b):
+            for p in make_views(run, b, aug)[1::2]:
+                build_descriptor(p, args.aug_cond, run.cfg.jitter_ranges)
+        return aug_step, endless(run.loader)
+
+    builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
+                "augment": augment_only}
     names = {"ours": f"ours ({args.jpeg_decode} decode)", "ours-other": f"ours ({other} decode)"}
     results = []
     for name in a.pipelines:
@@ -158,8 +169,13 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
                         **timed(fn, batches, a.warmup, a.steps, a.batch_size, run.device)})
     for r in results:
         r.update(setting=setting, workers=workers, model=args.model, precision=args.precision,
-                 channels_last=args.channels_last, compile=args.compile)
+                 channels_last=args.channels_last, compile=_compiled(args))
     return results
+
+
+def _compiled(args) -> str:
+    return {(False, False): "off", (True, False): "backbone", (False, True): "augment", (True, True): "both"}[
+        (bool(args.compile), bool(args.compile_augment))]
 
 
 class _PILView(torch.utils.data.Dataset):
@@ -181,12 +197,14 @@ def main(argv=None):
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (bf16 on CUDA)")
     p.add_argument("--jpeg-decode", default="auto", help="JPEG path for 'ours' (auto: pretrain_cond.py's rule, nvJPEG on CUDA below 8 workers)")
-    p.add_argument("--pipelines", nargs="+", default=["model", "upstream", "ours", "ours-other"],
-                   choices=["model", "upstream", "ours", "ours-other"],
-                   help="what to measure (ours-other: JPEG folders, the decode path the default did not pick)")
+    p.add_argument("--pipelines", nargs="+", default=["model", "upstream", "ours", "ours-other", "augment"],
+                   choices=["model", "upstream", "ours", "ours-other", "augment"],
+                   help="what to measure (ours-other: JPEG folders, the decode path the default did not pick; "
+                        "augment: the default's input side alone, no model step)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC (default: pretrain_cond.py's, on for CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--compile-augment", action="store_true", help="torch.compile the batched augmentation")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
@@ -223,7 +241,7 @@ def table(rows: list[dict], device: str) -> str:
         ratio = f"{r['images_per_s'] / ceiling[0]:.2f}" if ceiling else "-"
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
         lines.append(f"| {r['setting']} | {r['model']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | "
-                     f"{'on' if r['compile'] else 'off'} | {r['workers']} | {r['pipeline']} | "
+                     f"{r['compile']} | {r['workers']} | {r['pipeline']} | "
                      f"{r['images_per_s']:.0f} | {ratio} | {peak} |")
     return "\n".join(lines)
 

@@ -1,56 +1,82 @@
 #!/usr/bin/env bash
-# Every GPU measurement behind README's "Speed" section, in one run (8-9 minutes on one H200).
-#   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt
-# Steps, most important first, each under its own time limit; JSON results go to $OUT as they come.
+# Every GPU check and measurement behind README's "Speed" section, most important first.
+#   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
+#   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
+# Steps: tests bench compile variants sklearn sweep fidelity entry (default: the first five, ~9 min
+# on one H200). Each step has its own time limit; JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 PY=${PYTHON:-python3}
 TMP=${TMPDIR:-/tmp}/cassle-gpu
 mkdir -p "$OUT" "$TMP"
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
-step() { echo "=== $* (t=${SECONDS}s)"; }
 CASSLE=(--aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type proj-cat
         --aug-cond crop color color_diff flip blur grayscale)
+BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --jpeg-dir "$TMP/jpegs")
+
+step() { echo "=== $* (t=${SECONDS}s)"; }
+
+run_tests() {
+  step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
+  timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
+    tests/datasets/test_device_decode.py tests/utils/test_trainer.py -k "cuda" 2>&1 | tail -12
+}
+
+run_bench() {
+  step "pretraining throughput, default settings"
+  timeout 300 $PY "${BENCH[@]}" --workers 4 16 --out "$OUT/bench_pretrain.json" 2>&1 | tail -30
+}
+
+run_compile() {
+  step "pretraining throughput with --compile-augment (4 workers)"
+  timeout 240 $PY "${BENCH[@]}" --workers 4 --compile-augment --pipelines model ours augment \
+    --out "$OUT/bench_compile_augment.json" 2>&1 | grep "^|"
+}
+
+run_variants() {
+  step "precision / memory format / backbone compile, model-only"
+  for v in "--settings r18-32 r50-224 --precision fp32 --no-channels-last" \
+           "--settings r18-32 r50-224 --precision bf16 --no-channels-last" \
+           "--settings r18-32 r50-224 --compile"; do
+    tag=$(echo "$v" | tr -cd 'a-z0-9' | tail -c 24)
+    timeout 150 $PY "${BENCH[@]}" --workers 4 --pipelines model $v --out "$TMP/variant_$tag.json" 2>&1 | grep "^|" | tail -3
+    cat "$TMP/variant_$tag.json" >> "$OUT/variants.jsonl" 2>/dev/null && echo >> "$OUT/variants.jsonl"
+  done
+}
+
+run_sklearn() {
+  step "scikit-learn on this machine's CPU, one penalty, same stopping rule"
+  timeout 200 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 1 \
+    --out "$OUT/bench_linear_eval_sklearn.json" 2>&1 | tail -8
+}
+
+run_sweep() {
+  step "linear evaluation sweep (GPU only)"
+  timeout 120 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 0 \
+    --out "$OUT/bench_linear_eval.json" 2>&1 | tail -8
+}
+
+run_fidelity() {
+  step "bf16 vs fp32 fidelity: SimCLR + CASSLE on colordigits"
+  for prec in fp32 bf16; do for seed in 0 1; do
+    timeout 90 $PY pretrain_cond.py --logdir "$TMP/fid-$prec-$seed" --dataset colordigits --model cifar_resnet18 \
+      --framework simclr --batch-size 256 --max-epochs 30 --base-lr 0.05 --eval-freq 30 --ckpt-freq 30 \
+      --precision $prec --seed $seed "${CASSLE[@]}" > "$TMP/fid-$prec-$seed.log" 2>&1
+    echo "$prec seed $seed: $(cat "$TMP/fid-$prec-$seed/knn.json" 2>/dev/null || tail -2 "$TMP/fid-$prec-$seed.log")"
+  done; done
+}
+
+run_entry() {
+  step "entry point on a JPEG folder with nvJPEG decoding"
+  timeout 90 $PY pretrain_cond.py --logdir "$TMP/folder-run" --dataset folder --datadir "$TMP/jpegs" \
+    --model resnet50 --framework moco --batch-size 256 --max-epochs 1 --eval-freq 0 --num-workers 4 \
+    "${CASSLE[@]}" 2>&1 | tail -3
+}
 
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-
-step "CUDA tests (views, descriptors, nvJPEG vs CPU)"
-timeout 180 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
-  tests/datasets/test_device_decode.py -k "cuda" 2>&1 | tail -12
-
-step "pretraining throughput"
-timeout 300 $PY scripts/bench_pretrain.py --device cuda --workers 4 16 --steps 20 --warmup 8 \
-  --jpeg-dir "$TMP/jpegs" --out "$OUT/bench_pretrain.json" 2>&1 | tail -30
-
-step "linear evaluation sweep (GPU only)"
-timeout 120 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 0 \
-  --out "$OUT/bench_linear_eval.json" 2>&1 | tail -8
-
-step "bf16 vs fp32 fidelity: SimCLR + CASSLE on colordigits"
-for prec in fp32 bf16; do for seed in 0 1; do
-  timeout 90 $PY pretrain_cond.py --logdir "$TMP/fid-$prec-$seed" --dataset colordigits --model cifar_resnet18 \
-    --framework simclr --batch-size 256 --max-epochs 30 --base-lr 0.05 --eval-freq 30 --ckpt-freq 30 \
-    --precision $prec --seed $seed "${CASSLE[@]}" > "$TMP/fid-$prec-$seed.log" 2>&1
-  echo "$prec seed $seed: $(cat "$TMP/fid-$prec-$seed/knn.json" 2>/dev/null || tail -2 "$TMP/fid-$prec-$seed.log")"
-done; done
-
-step "entry point on a JPEG folder with nvJPEG decoding"
-timeout 90 $PY pretrain_cond.py --logdir "$TMP/folder-run" --dataset folder --datadir "$TMP/jpegs" --model resnet50 \
-  --framework moco --batch-size 256 --max-epochs 1 --eval-freq 0 --num-workers 4 "${CASSLE[@]}" 2>&1 | tail -3
-
-step "precision / memory format / compile, model-only"
-for v in "--settings r18-32 r50-224 --precision fp32 --no-channels-last" \
-         "--settings r18-32 r50-224 --precision bf16 --no-channels-last" \
-         "--settings r18-32 --compile" "--settings r50-224 --compile"; do
-  tag=$(echo "$v" | tr -cd 'a-z0-9' | tail -c 24)
-  timeout 150 $PY scripts/bench_pretrain.py --device cuda --workers 4 --pipelines model ours --steps 20 --warmup 8 \
-    --jpeg-dir "$TMP/jpegs" $v --out "$TMP/variant_$tag.json" 2>&1 | grep "^|" | tail -4
-  cat "$TMP/variant_$tag.json" >> "$OUT/variants.jsonl" 2>/dev/null && echo >> "$OUT/variants.jsonl"
+for s in "${@:-tests bench compile variants sklearn}"; do
+  for name in $s; do "run_$name"; done
 done
-
-step "scikit-learn on this machine's CPU, one penalty"
-timeout 200 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 1 \
-  --out "$OUT/bench_linear_eval_sklearn.json" 2>&1 | tail -8
 step "done"

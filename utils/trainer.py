@@ -26,6 +26,7 @@ from .logging import RunLogger, write_json
 from .schedule import lr_factor, set_lr
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUGMENT_COMPILE_BACKEND = "inductor"  # for --compile-augment; tests use "aot_eager" (same graphs, no codegen)
 
 
 def condition_spec(args) -> ConditionSpec:
@@ -137,7 +138,7 @@ def make_views(run: Run, batch, aug: ViewAugment):
 
 
 def make_step(run: Run, total_steps: int):
-    aug = ViewAugment(run.cfg)
+    aug = ViewAugment(run.cfg, AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None)
     cond_active = run.framework.projector.cond.active
     heads = run.framework.augself
     ranges = run.cfg.jitter_ranges

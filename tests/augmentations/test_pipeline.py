@@ -198,3 +198,68 @@ def test_records_replay_views_and_descriptors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_drawn_views_and_descriptors_replay_on_cpu():
     _drawn_on_device_replays_on_cpu("cuda")
+
+
+def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float) -> None:
+    """A compiled ViewAugment traces each stage whole (fullgraph) and gives eager's views and records,
+    on the in-batch crop path and on the pre-cropped (uint8 worker crops) path."""
+    from torch._dynamo.utils import counters
+    cfg = config_for_dataset(dataset)
+    imgs = _images(6, cfg.size + 8, cfg.size + 8, 0).to(device)
+    crops = (_images(6, cfg.size, cfg.size, 1) * 255).to(torch.uint8).to(device)
+    boxes, src = torch.tensor([[0.0, 0.0, 20.0, 20.0]] * 6, device=device), torch.full((6, 2), 40.0, device=device)
+    outs = {}
+    graphs = counters["stats"]["unique_graphs"]
+    for name, backend_or_none in (("eager", None), ("compiled", backend)):
+        aug, g = ViewAugment(cfg, backend_or_none), torch.Generator(device).manual_seed(7)
+        host = torch.Generator().manual_seed(7)
+        outs[name] = [aug(imgs, g, host_generator=host) for _ in range(3)]  # three jitter orders
+        outs[name] += [aug(crops, g, boxes, src, host) for _ in range(2)]
+    assert counters["stats"]["unique_graphs"] > graphs  # the stages did go through torch.compile
+    for (xe, pe), (xc, pc) in zip(outs["eager"], outs["compiled"]):
+        torch.testing.assert_close(xc, xe, atol=atol, rtol=0)
+        for f in ("box", "src_size", "flip", "jitter", "jitter_order", "gray", "solarized", "rot_k"):
+            assert torch.equal(getattr(pc, f), getattr(pe, f)), f
+        for f in ("jitter_factors", "blur_sigma", "sol_threshold", "color_diff"):
+            torch.testing.assert_close(getattr(pc, f), getattr(pe, f), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("dataset", ["stl10_sol", "stl10_rot"])
+def test_compiled_augmentation_equals_eager(dataset):
+    _compiled_equals_eager(dataset, "aot_eager", "cpu", atol=0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet100"])
+def test_cuda_inductor_augmentation_equals_eager(dataset):
+    _compiled_equals_eager(dataset, "inductor", "cuda", atol=1e-4)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "stl10_sol", "stl10_rot"])
+def test_sampled_parameters_follow_the_recipe(dataset):
+    """Rates and ranges of every draw match the recipe; ops the recipe leaves out never fire."""
+    cfg = config_for_dataset(dataset)
+    n = 40000
+    p, order = ViewAugment(cfg).sample(n, torch.Generator().manual_seed(0))
+    rate = lambda m: float(m.float().mean())  # noqa: E731
+    assert rate(p["flip"]) == pytest.approx(cfg.p_flip, abs=0.01)
+    assert rate(p["jitter"]) == pytest.approx(cfg.p_jitter, abs=0.01)
+    assert rate(p["gray"]) == pytest.approx(cfg.p_gray, abs=0.01)
+    for k, (lo, hi) in enumerate(cfg.jitter_ranges):
+        f = p["jitter_factors"][:, k]
+        assert lo <= f.min() < lo + 0.01 and hi - 0.01 < f.max() <= hi
+        assert float(f.mean()) == pytest.approx((lo + hi) / 2, abs=0.01)
+    blurred = p["blur_sigma"] > 0
+    assert rate(blurred) == pytest.approx(cfg.p_blur if cfg.blur_kernel else 0.0, abs=0.01)
+    if blurred.any():
+        s = p["blur_sigma"][blurred]
+        assert cfg.sigma[0] <= s.min() < cfg.sigma[0] + 0.01 and cfg.sigma[1] - 0.01 < s.max() <= cfg.sigma[1]
+    assert rate(p["solarized"]) == pytest.approx(cfg.p_solarize if cfg.solarize else 0.0, abs=0.01)
+    assert bool((p["sol_threshold"][~p["solarized"]] == 1.0).all())
+    turns = torch.bincount(p["rot_k"], minlength=4).float() / n
+    if cfg.rotate:  # no turn with prob. 1 - p/4 (not rotated, or rotated by 0); each other turn p/4
+        torch.testing.assert_close(turns, torch.tensor([1 - 3 * cfg.p_rotate / 4] + [cfg.p_rotate / 4] * 3),
+                                   atol=0.01, rtol=0)
+    else:
+        assert turns[0] == 1.0
+    assert sorted(order) == [0, 1, 2, 3] and bool((p["jitter_order"] == torch.tensor(order)).all())

@@ -18,7 +18,7 @@ def test_bench_pretrain_smoke(tmp_path):
     _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
                                   "--batch-size", "8", "--steps", "1", "--warmup", "1", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours"]
+    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours", "augment"]
     assert all(r["images_per_s"] > 0 for r in rows)
 
 
@@ -28,9 +28,20 @@ def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
                                   "--jpeg-decode", "device", "--batch-size", "4", "--steps", "1", "--warmup", "1",
                                   "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours (device decode)", "ours (workers decode)"]
-    assert [r["default"] for r in rows] == [False, False, True, False]
+    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours (device decode)", "ours (workers decode)",
+                                             "augment"]
+    assert [r["default"] for r in rows] == [False, False, True, False, False]
     assert all(r["images_per_s"] > 0 and r["setting"] == "r50-224" for r in rows)
+
+
+def test_bench_augment_counts_ops_and_times_eager_and_compiled(tmp_path):
+    out = tmp_path / "a.json"
+    _load("bench_augment").main(["--device", "cpu", "--recipes", "cifar10", "--batch-size", "2", "--views", "2",
+                                 "--warmup", "4", "--compile", "aot_eager", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["eager", "aot_eager"]
+    assert 50 < rows[0]["ops_per_view"] < 1000 and rows[1]["ops_per_view"] is None
+    assert all(r["views_per_s"] > 0 for r in rows)
 
 
 def test_bench_linear_eval_smoke(tmp_path):

@@ -1,0 +1,105 @@
+"""The training step of utils.trainer: nothing in it makes the host wait for the device."""
+import traceback
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import pretrain_cond
+from models import FRAMEWORKS
+from utils.trainer import build_run, make_step
+from utils.validate import validate
+
+# Ops that, on a CUDA tensor, block the host until the device has caught up: reading a value back
+# (item, tolist, bool), data-dependent output shapes, and torch.tensor(python data), which is a
+# pageable host-to-device copy followed by a stream synchronisation.
+SYNCING = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "unique", "_unique2",
+           "unique_consecutive", "equal", "allclose", "repeat_interleave", "lift_fresh", "lift_fresh_copy"}
+
+
+class SyncOps(TorchDispatchMode):
+    """Records every dispatched op that would synchronise a CUDA stream.
+
+    The optimiser's own host-side scalars (AdamW's step counts live on the CPU) are not counted.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in SYNCING and not any("torch/optim/" in f.filename for f in traceback.extract_stack()):
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _run(tmp_path, *extra, device="cpu"):
+    args = pretrain_cond.build_parser().parse_args(
+        ["--logdir", str(tmp_path / "run"), "--dataset", "colordigits", "--model", "mini_resnet",
+         "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--device", device, *extra])
+    validate(args)
+    run = build_run(args, torch.device(device))
+    run.set_epoch(0)
+    return run
+
+
+class _Engine:
+    class state:
+        iteration = 1
+
+
+@pytest.mark.parametrize("method", [
+    ["--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
+     "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale"],
+    ["--aug-inj-type", "proj-none", "--ss-crop", "0.5", "--ss-color", "0.5"],
+])
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_training_step_never_waits_for_the_device(tmp_path, framework, method):
+    run = _run(tmp_path, "--framework", framework, *method)
+    step = make_step(run, total_steps=10)
+    batch = next(iter(run.loader))
+    step(_Engine(), batch)  # the first step makes the cached constants
+    with SyncOps() as mode:
+        out = step(_Engine(), batch)
+    assert mode.seen == [], f"{framework}: syncing ops in the step: {sorted(set(mode.seen))}"
+    assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("framework", ["moco", "simclr"])
+def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework):
+    args = ["--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
+            "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5"]
+    run = _run(tmp_path, *args, device="cuda")
+    step = make_step(run, total_steps=10)
+    batch = next(iter(run.loader))
+    step(_Engine(), batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step(_Engine(), batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
+def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path, monkeypatch):
+    import utils.trainer as trainer
+    backends = []
+
+    class Spy(trainer.ViewAugment):
+        def __init__(self, cfg, compile_backend=None):
+            backends.append(compile_backend)
+            super().__init__(cfg, compile_backend)
+
+    monkeypatch.setattr(trainer, "ViewAugment", Spy)
+    monkeypatch.setattr(trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    losses = {}
+    for flag in ([], ["--compile-augment"]):
+        run = _run(tmp_path / str(len(flag)), "--framework", "simclr", "--aug-treatment", "mlp",
+                   "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "flip", *flag)
+        step, batch = make_step(run, total_steps=10), next(iter(run.loader))
+        losses[bool(flag)] = [float(step(_Engine(), batch)["loss"]) for _ in range(2)]
+    assert backends == [None, "aot_eager"]
+    assert losses[True] == losses[False]
