@@ -111,5 +111,6 @@ def crop_pil(img: Image.Image, size: int, generator: torch.Generator) -> tuple[T
     w, h = img.size
     box = sample_crop_boxes(torch.tensor([h]), torch.tensor([w]), generator)[0]
     top, left, bh, bw = (int(v) for v in box.tolist())
-    view = TF.resized_crop(img, top, left, bh, bw, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    view = TF.resized_crop(img, top, left, bh, bw, [size, size], interpolation=TF.InterpolationMode.BILINEAR,
+                           antialias=True)
     return TF.pil_to_tensor(view), box, torch.tensor([float(h), float(w)])

@@ -34,9 +34,9 @@ class SyncOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _run(tmp_path, *extra, device="cpu"):
+def _run(tmp_path, *extra, device="cpu", data=("--dataset", "colordigits")):
     args = pretrain_cond.build_parser().parse_args(
-        ["--logdir", str(tmp_path / "run"), "--dataset", "colordigits", "--model", "mini_resnet",
+        ["--logdir", str(tmp_path / "run"), *data, "--model", "mini_resnet",
          "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--device", device, *extra])
     validate(args)
     run = build_run(args, torch.device(device))
@@ -63,6 +63,23 @@ def test_training_step_never_waits_for_the_device(tmp_path, framework, method):
     with SyncOps() as mode:
         out = step(_Engine(), batch)
     assert mode.seen == [], f"{framework}: syncing ops in the step: {sorted(set(mode.seen))}"
+    assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("decode", ["workers", "device"])
+def test_training_step_on_jpeg_folders_never_waits_for_the_device(tmp_path, decode):
+    """The JPEG path: crops come with their boxes from the loader (PIL in workers, or batched decode)."""
+    from tests.data_formats import write_class_folders
+    root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=4, size=(40, 36))
+    run = _run(tmp_path, "--framework", "moco", "--num-workers", "0", "--jpeg-decode", decode, "--batch-size", "8",
+               "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "blur",
+               data=("--dataset", "folder", "--datadir", root))
+    step = make_step(run, total_steps=10)
+    batch = next(iter(run.loader))
+    step(_Engine(), batch)
+    with SyncOps() as mode:
+        out = step(_Engine(), batch)
+    assert mode.seen == [], f"{decode}: syncing ops in the step: {sorted(set(mode.seen))}"
     assert torch.isfinite(out["loss"])
 
 
