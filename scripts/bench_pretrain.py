@@ -56,20 +56,23 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     return args
 
 
-def _write_jpeg(job: tuple[str, int, int]) -> None:
+def _write_jpeg(job: tuple[str, int, int, bool]) -> None:
     import numpy as np
     from PIL import Image
-    root, i, side = job
+    root, i, side, progressive = job
     small = np.random.default_rng(i).integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((side, side), Image.BILINEAR).save(os.path.join(root, f"c{i % 10}", f"{i}.jpg"))
+    Image.fromarray(small).resize((side, side), Image.BILINEAR).save(os.path.join(root, f"c{i % 10}", f"{i}.jpg"),
+                                                                       progressive=progressive)
 
 
-def write_jpegs(root: str, n: int, side: int = 320) -> str:
+def write_jpegs(root: str, n: int, side: int = 320, progressive: bool = False) -> str:
+    """n smooth random side x side JPEGs (PIL's defaults: quality 75, 4:2:0, baseline unless
+    ``progressive``) in 10 class folders."""
     from concurrent.futures import ThreadPoolExecutor  # PIL's resize and JPEG encoder release the GIL
     for c in range(10):
         os.makedirs(os.path.join(root, f"c{c}"), exist_ok=True)
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
-        list(pool.map(_write_jpeg, [(root, i, side) for i in range(n)]))
+        list(pool.map(_write_jpeg, [(root, i, side, progressive) for i in range(n)]))
     return root
 
 

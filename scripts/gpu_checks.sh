@@ -2,8 +2,8 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests bench compile variants sklearn sweep fidelity entry (default: the first five, ~9 min
-# on one H200). Each step has its own time limit; JSON results go to $OUT as they come.
+# Steps: tests bench compile decode variants sklearn sweep fidelity entry (default: the first six,
+# about 9 minutes on one H200). Each step has its own time limit; JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 PY=${PYTHON:-python3}
@@ -31,6 +31,11 @@ run_compile() {
   step "pretraining throughput with --compile-augment (4 workers)"
   timeout 240 $PY "${BENCH[@]}" --workers 4 --compile-augment --pipelines model ours augment \
     --out "$OUT/bench_compile_augment.json" 2>&1 | grep "^|"
+}
+
+run_decode() {
+  step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), crop + resize, PIL"
+  timeout 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -12
 }
 
 run_variants() {
@@ -76,7 +81,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests bench compile variants sklearn}"; do
+for s in "${@:-tests bench compile decode variants sklearn}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

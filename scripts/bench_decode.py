@@ -1,0 +1,121 @@
+"""Where the time of the JPEG-folder input goes: batched decode, per-image crop + resize, PIL.
+
+    python scripts/bench_decode.py --device cuda                        # GPU (nvJPEG)
+    python scripts/bench_decode.py --device cpu --n 48 --chunks 16      # smoke run on a CPU
+
+images/s of, on synthetic 320 px JPEGs (baseline and progressive):
+  decode        torchvision.io.decode_jpeg on --device, one call per chunk of images, one thread
+  decode xT     the same from T threads at once, each on its own CUDA stream (what
+                DeviceDecodePrefetcher does; torchvision guards its GPU decoder with one lock)
+  crop-resize   datasets.device_decode.crop_resize: both antialiased crops of each decoded image
+  pil           PIL decode + both crops in this one process (one loader worker's rate)
+On GPUs with a hardware JPEG decoder (A100, H100) torchvision sends baseline JPEGs to it in one
+batch and decodes progressive ones one by one with a host Huffman stage; comparing the two rows
+shows which path a machine takes. Prints a table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+
+def _rate(fn, images: int, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up: decoder state, allocator, kernels
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return images * repeats / (time.perf_counter() - t)
+
+
+def _decode(data: list, device: torch.device, stream=None) -> list:
+    from torchvision.io import ImageReadMode, decode_jpeg
+    with warnings.catch_warnings(), (torch.cuda.stream(stream) if stream is not None else nullcontext()):
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def _read(path: str) -> torch.Tensor:
+    from torchvision.io import read_file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return read_file(path)
+
+
+def measure(files: list[str], kind: str, a, device: torch.device) -> list[dict]:
+    from augmentations import crop_pil, sample_crop_boxes
+    from datasets.device_decode import crop_resize
+    data, n, rows = [_read(f) for f in files], len(files), []
+    row = lambda what, r, **kw: rows.append({"jpeg": kind, "what": what, "images_per_s": r, **kw})  # noqa: E731
+    for chunk in a.chunks:
+        row("decode", _rate(lambda: [_decode(data[i:i + chunk], device) for i in range(0, n, chunk)],
+                            n, a.repeats, device), chunk=chunk, threads=1)
+    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in range(a.threads)]
+    parts = [list(range(n))[t::a.threads] for t in range(a.threads)]
+    with ThreadPoolExecutor(a.threads) as pool:
+        def threaded():
+            list(pool.map(lambda t: _decode([data[i] for i in parts[t]], device, streams[t]), range(a.threads)))
+        row("decode", _rate(threaded, n, a.repeats, device), chunk=len(parts[0]), threads=a.threads)
+    if kind != "baseline":
+        return rows
+    images = _decode(data, device)
+    g = torch.Generator().manual_seed(0)
+    hw = torch.tensor([list(im.shape[1:]) for im in images])
+    b1, b2 = (sample_crop_boxes(hw[:, 0], hw[:, 1], g) for _ in range(2))
+    row("crop-resize", _rate(lambda: (crop_resize(images, b1, a.size), crop_resize(images, b2, a.size)),
+                             n, a.repeats, device), chunk=n, threads=1)
+
+    def pil():
+        from PIL import Image
+        for f in files:
+            with Image.open(f) as im:
+                rgb = im.convert("RGB")
+            crop_pil(rgb, a.size, g), crop_pil(rgb, a.size, g)
+    row("pil", _rate(pil, n, 1, torch.device("cpu")), chunk=1, threads=1)
+    return rows
+
+
+def main(argv=None):
+    from bench_pretrain import write_jpegs
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda or cpu")
+    p.add_argument("--n", type=int, default=512, help="JPEGs per measurement")
+    p.add_argument("--side", type=int, default=320, help="JPEG side in pixels")
+    p.add_argument("--size", type=int, default=224, help="crop output size")
+    p.add_argument("--chunks", type=int, nargs="+", default=[32, 128, 512], help="images per decode call")
+    p.add_argument("--threads", type=int, default=4, help="decoder threads for the threaded row")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images")
+    p.add_argument("--out", default="bench_decode.json", help="JSON output")
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("baseline", "progressive"):
+            root = write_jpegs(os.path.join(tmp, kind), a.n, a.side, progressive=kind == "progressive")
+            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+            rows += measure(files, kind, a, device)
+    with open(a.out, "w") as f:
+        json.dump({"device": name, "torch": torch.__version__, "rows": rows, "args": vars(a)}, f, indent=2)
+    print(f"device: {name}, {a.n} JPEGs of {a.side} px\n| JPEG | what | images per call | threads | images/s |"
+          "\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['jpeg']} | {r['what']} | {r['chunk']} | {r['threads']} | {r['images_per_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
