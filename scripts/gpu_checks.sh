@@ -2,8 +2,10 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests bench compile decode variants sklearn sweep fidelity entry (default: the first six,
-# about 9 minutes on one H200). Each step has its own time limit; JSON results go to $OUT as they come.
+# Steps: tests bench compile decode variants sklearn sweep fidelity entry (default: the first six).
+# Each step has its own time limit (the default six: 26 minutes at most); where one command may run
+# 10 minutes, split them, e.g. "tests bench" then "compile decode" then "variants sklearn".
+# JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 PY=${PYTHON:-python3}
