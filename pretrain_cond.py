@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
                         "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "
                         "(the faster one in our measurement), else workers")
+    g.add_argument("--jpeg-worker-fraction", type=float, default=0.0,
+                   help="with --jpeg-decode device: the share of images that loader workers decode and crop with "
+                        "PIL instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")
     g.add_argument("--proj-hidden", type=int, default=None,
                    help="override the projector hidden width (BYOL paper: 4096; Barlow Twins: all three widths)")
     g.add_argument("--moco-enqueue", default="queries", choices=["queries", "keys"],

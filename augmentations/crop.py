@@ -102,6 +102,15 @@ def resized_crop_batch(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def crop_pil_box(img: Image.Image, box: Tensor, size: int) -> Tensor:
+    """The loader-worker crop of a decoded image to ``box`` (top, left, h, w), resized to ``size``
+    x ``size`` with PIL's antialiased bilinear filter; uint8 [3, size, size]."""
+    top, left, bh, bw = (int(v) for v in box.tolist())
+    view = TF.resized_crop(img, top, left, bh, bw, [size, size], interpolation=TF.InterpolationMode.BILINEAR,
+                           antialias=True)
+    return TF.pil_to_tensor(view)
+
+
 def crop_pil(img: Image.Image, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """Loader-worker crop: sample a box for a decoded image and return the resized uint8 crop.
 
@@ -110,7 +119,4 @@ def crop_pil(img: Image.Image, size: int, generator: torch.Generator) -> tuple[T
     """
     w, h = img.size
     box = sample_crop_boxes(torch.tensor([h]), torch.tensor([w]), generator)[0]
-    top, left, bh, bw = (int(v) for v in box.tolist())
-    view = TF.resized_crop(img, top, left, bh, bw, [size, size], interpolation=TF.InterpolationMode.BILINEAR,
-                           antialias=True)
-    return TF.pil_to_tensor(view), box, torch.tensor([float(h), float(w)])
+    return crop_pil_box(img, box, size), box, torch.tensor([float(h), float(w)])

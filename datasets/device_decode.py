@@ -7,7 +7,9 @@ records. The main process decodes the whole batch with one ``torchvision.io.deco
 the device and crops/resizes each image there (antialiased bilinear, as PIL does).
 
 Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet) are decoded
-by PIL in the worker and shipped as RGB tensors; they join the batch after the device decode.
+and cropped by PIL in the worker, exactly as on the worker-crop path. So is a fixed pseudo-random
+share ``worker_fraction`` of all images (``--jpeg-worker-fraction``): the CPU workers and the GPU
+decoder then work on each batch side by side, and their throughputs add up.
 """
 from __future__ import annotations
 
@@ -25,9 +27,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms.functional import pil_to_tensor
 
-from augmentations import sample_crop_boxes
+from augmentations import crop_pil_box, sample_crop_boxes
 
 from .loaders import EpochIndexSampler, check_batch_fits, view_generator
 
@@ -41,11 +42,22 @@ def _read_bytes(path: str) -> Tensor:
     return out
 
 
-class JpegBytesTwoBoxes(Dataset):
-    """Item = (encoded bytes or decoded RGB uint8, is_encoded, box1, box2, [h, w], label)."""
+def decoded_in_worker(index: int, fraction: float) -> bool:
+    """Whether image ``index`` is decoded by a loader worker rather than on the device: a fixed
+    pseudo-random share ``fraction`` of the dataset (Knuth's multiplicative hash spreads it over
+    every batch), the same each epoch and for any number of workers."""
+    return (index * 2654435761) % 2**32 < fraction * 2**32
 
-    def __init__(self, samples: list[tuple[str, int]], seed: int):
-        self.samples, self.seed = samples, seed
+
+class JpegBytesTwoBoxes(Dataset):
+    """Item = (payload, is_encoded, box1, box2, [h, w], label).
+
+    The payload is the file's bytes for the device to decode, or, for files nvJPEG may not take and
+    for the ``worker_fraction`` share, both views already cropped by PIL: uint8 [2, 3, size, size].
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], seed: int, size: int, worker_fraction: float = 0.0):
+        self.samples, self.seed, self.size, self.worker_fraction = samples, seed, size, worker_fraction
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -54,46 +66,40 @@ class JpegBytesTwoBoxes(Dataset):
         epoch, index = key
         path, label = self.samples[index]
         data = _read_bytes(path)
+        g = view_generator(self.seed, epoch, index)
         with Image.open(io.BytesIO(data.numpy())) as im:
             w, h = im.size  # header only: PIL decodes lazily
-            encoded = im.format == "JPEG" and im.mode == "RGB"
-            pixels = data if encoded else pil_to_tensor(im.convert("RGB"))
-        g = view_generator(self.seed, epoch, index)
-        hw = torch.tensor([h, w])
-        b1 = sample_crop_boxes(hw[:1], hw[1:], g)[0]
-        b2 = sample_crop_boxes(hw[:1], hw[1:], g)[0]
-        return pixels, encoded, b1, b2, hw.float(), label
+            hw = torch.tensor([h, w])
+            b1 = sample_crop_boxes(hw[:1], hw[1:], g)[0]
+            b2 = sample_crop_boxes(hw[:1], hw[1:], g)[0]
+            encoded = im.format == "JPEG" and im.mode == "RGB" and not decoded_in_worker(index, self.worker_fraction)
+            if not encoded:
+                rgb = im.convert("RGB")
+                data = torch.stack([crop_pil_box(rgb, b1, self.size), crop_pil_box(rgb, b2, self.size)])
+        return data, encoded, b1, b2, hw.float(), label
 
 
 def _collate(items):
-    pixels, encoded, b1, b2, hw, labels = zip(*items)
-    return (list(pixels), torch.tensor(encoded), torch.stack(b1), torch.stack(b2), torch.stack(hw),
+    payload, encoded, b1, b2, hw, labels = zip(*items)
+    return (list(payload), torch.tensor(encoded), torch.stack(b1), torch.stack(b2), torch.stack(hw),
             torch.tensor(labels))
 
 
 def bytes_loader(samples: list[tuple[str, int]], batch_size: int, seed: int, num_workers: int,
-                 rank: int = 0, world: int = 1) -> DataLoader:
+                 rank: int = 0, world: int = 1, *, size: int, worker_fraction: float = 0.0) -> DataLoader:
+    """Batches of ``JpegBytesTwoBoxes`` items; ``size`` is the crop size of worker-decoded images."""
     check_batch_fits(len(samples), batch_size, world)
     sampler = EpochIndexSampler(len(samples), batch_size, seed, rank, world)
-    return DataLoader(JpegBytesTwoBoxes(samples, seed), batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers, collate_fn=_collate, drop_last=True,
+    return DataLoader(JpegBytesTwoBoxes(samples, seed, size, worker_fraction), batch_size=batch_size,
+                      sampler=sampler, num_workers=num_workers, collate_fn=_collate, drop_last=True,
                       persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
 
-def decode_batch(pixels: list[Tensor], encoded: Tensor, device: torch.device) -> list[Tensor]:
-    """Decode the encoded items in one batched call on ``device``; move the pre-decoded ones."""
-    idx = encoded.nonzero().flatten().tolist()
-    out: list[Tensor | None] = [None] * len(pixels)
-    if idx:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = decode_jpeg([pixels[i] for i in idx], mode=ImageReadMode.RGB, device=device)
-        for i, img in zip(idx, decoded):
-            out[i] = img
-    for i, p in enumerate(pixels):
-        if out[i] is None:
-            out[i] = p.to(device, non_blocking=True)
-    return out
+def decode_batch(encoded: list[Tensor], device: torch.device) -> list[Tensor]:
+    """Decode JPEG bytes in one batched call on ``device`` (nvJPEG on CUDA)."""
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
 
 
 def crop_resize(images: list[Tensor], boxes: Tensor, size: int) -> Tensor:
@@ -134,10 +140,25 @@ class DeviceDecodePrefetcher:
         self.sampler.set_epoch(epoch)
 
     def _chunk(self, batch, idx: list[int], stream):
-        pixels, encoded, b1, b2 = batch[:4]
+        """Both views of the batch items ``idx``, in that order: bytes decoded and cropped here,
+        worker crops moved here."""
+        payload, encoded, b1, b2 = batch[:4]
+        encoded = encoded.tolist()
+        on_device = [i for i in idx if encoded[i]]
+        in_worker = [i for i in idx if not encoded[i]]
+        parts = []
         with torch.cuda.stream(stream) if stream is not None else nullcontext():
-            images = decode_batch([pixels[i] for i in idx], encoded[idx], self.device)
-            v1, v2 = crop_resize(images, b1[idx], self.size), crop_resize(images, b2[idx], self.size)
+            if on_device:
+                images = decode_batch([payload[i] for i in on_device], self.device)
+                parts.append((crop_resize(images, b1[on_device], self.size),
+                              crop_resize(images, b2[on_device], self.size)))
+            if in_worker:
+                crops = torch.stack([payload[i] for i in in_worker]).to(self.device, non_blocking=True)
+                parts.append((crops[:, 0], crops[:, 1]))
+            v1, v2 = parts[0] if len(parts) == 1 else (torch.cat([p[k] for p in parts]) for k in (0, 1))
+            if on_device and in_worker:  # back to batch order
+                back = torch.tensor(on_device + in_worker).argsort().to(self.device, non_blocking=True)
+                v1, v2 = v1[back], v2[back]
             done = None
             if stream is not None:
                 done = torch.cuda.Event()

@@ -45,7 +45,7 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
         model = "mini_resnet"
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
             "--num-workers", str(workers), "--device", a.device, "--precision", a.precision,
-            "--jpeg-decode", a.jpeg_decode, *CASSLE]
+            "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction), *CASSLE]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     argv += ["--compile"] * a.compile + ["--compile-augment"] * a.compile_augment
@@ -161,7 +161,10 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}
-    names = {"ours": f"ours ({args.jpeg_decode} decode)", "ours-other": f"ours ({other} decode)"}
+    def label(decode: str) -> str:
+        share = args.jpeg_worker_fraction if decode == "device" else 0.0
+        return f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
+    names = {"ours": label(args.jpeg_decode), "ours-other": label(other)}
     results = []
     for name in a.pipelines:
         if run.data.in_memory and name == "ours-other":
@@ -199,7 +202,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (bf16 on CUDA)")
-    p.add_argument("--jpeg-decode", default="auto", help="JPEG path for 'ours' (auto: pretrain_cond.py's rule, nvJPEG on CUDA below 8 workers)")
+    p.add_argument("--jpeg-decode", default="auto",
+                   help="JPEG path for 'ours' (auto: pretrain_cond.py's rule, nvJPEG on CUDA below 8 workers)")
+    p.add_argument("--jpeg-worker-fraction", type=float, default=0.0,
+                   help="device decode: share of images the loader workers decode and crop instead")
     p.add_argument("--pipelines", nargs="+", default=["model", "upstream", "ours", "ours-other", "augment"],
                    choices=["model", "upstream", "ours", "ours-other", "augment"],
                    help="what to measure (ours-other: JPEG folders, the decode path the default did not pick; "

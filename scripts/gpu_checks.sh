@@ -2,9 +2,9 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests bench compile decode variants sklearn sweep fidelity entry (default: the first six).
-# Each step has its own time limit (the default six: 26 minutes at most); where one command may run
-# 10 minutes, split them, e.g. "tests bench" then "compile decode" then "variants sklearn".
+# Steps: tests bench compile decode split variants sklearn sweep fidelity entry (default: the first
+# seven). Each step has its own time limit (the default seven: 31 minutes at most); where one command
+# may run 10 minutes, split them, e.g. "tests bench" then "compile decode split" then "variants sklearn".
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -38,6 +38,15 @@ run_compile() {
 run_decode() {
   step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), crop + resize, PIL"
   timeout 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -12
+}
+
+run_split() {
+  step "JPEG decode shared between loader workers (PIL) and nvJPEG, r50-224, 4 workers"
+  for f in 0.25 0.4 0.55; do
+    timeout 100 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --jpeg-decode device --pipelines model ours \
+      --jpeg-worker-fraction $f --out "$TMP/split_$f.json" 2>&1 | grep "^| r50"
+    cat "$TMP/split_$f.json" >> "$OUT/split.jsonl" 2>/dev/null && echo >> "$OUT/split.jsonl"
+  done
 }
 
 run_variants() {
@@ -83,7 +92,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests bench compile decode variants sklearn}"; do
+for s in "${@:-tests bench compile decode split variants sklearn}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

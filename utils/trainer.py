@@ -86,7 +86,8 @@ class Run:
         seed = (self.args.seed * 1_000_003 + epoch) * 8191 + self.rank
         self.generator.manual_seed(seed)
         self.host_generator.manual_seed(seed)
-        set_lr(self.optimizer, scaled_lr(self.args), lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs))
+        factor = lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs)
+        set_lr(self.optimizer, scaled_lr(self.args), factor)
 
 
 def build_loader(args, data: PretrainData, size: int, device: torch.device, rank: int = 0, world: int = 1):
@@ -96,8 +97,9 @@ def build_loader(args, data: PretrainData, size: int, device: torch.device, rank
     if data.in_memory:
         return DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
     if args.jpeg_decode == "device":
-        return DeviceDecodePrefetcher(bytes_loader(data.train.samples, per_rank, args.seed, args.num_workers,
-                                                   rank, world), size, device)
+        loader = bytes_loader(data.train.samples, per_rank, args.seed, args.num_workers, rank, world, size=size,
+                              worker_fraction=args.jpeg_worker_fraction)
+        return DeviceDecodePrefetcher(loader, size, device)
     return DevicePrefetcher(worker_crop_loader(data.train, size, per_rank, args.seed, args.num_workers,
                                                rank, world, pin_memory=device.type == "cuda"), device)
 
@@ -151,7 +153,8 @@ def make_step(run: Run, total_steps: int):
         d2 = build_descriptor(p2, run.args.aug_cond, ranges) if cond_active else None
         targets = None
         if heads is not None:
-            targets = (augself_targets(p1, p2, heads.keys, ranges, quirk), augself_targets(p2, p1, heads.keys, ranges, quirk))
+            targets = (augself_targets(p1, p2, heads.keys, ranges, quirk),
+                       augself_targets(p2, p1, heads.keys, ranges, quirk))
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             out = run.model(x1, x2, d1, d2, targets)
         run.optimizer.zero_grad(set_to_none=True)

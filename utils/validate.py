@@ -74,6 +74,8 @@ def _check_numbers(args) -> None:
         raise ValueError("--distributed: no GPU visible; use --device cpu (gloo) or --nproc-per-node N")
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the world size {world}")
+    if not 0.0 <= args.jpeg_worker_fraction <= 1.0:
+        raise ValueError(f"--jpeg-worker-fraction must be in [0, 1], got {args.jpeg_worker_fraction}")
 
 
 def _check_model(args) -> None:

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from datasets import worker_crop_loader
-from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize
+from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker
 from datasets.folders import image_folder
 from tests.data_formats import write_jpeg
 
@@ -17,12 +17,20 @@ def _folder(tmp_path, n=6):
     return image_folder(str(tmp_path))
 
 
-def _both(ds, size=24, batch=3, epoch=1, workers=0):
+def _both(ds, size=24, batch=3, epoch=1, workers=0, fraction=0.0):
     ref = worker_crop_loader(ds, size, batch_size=batch, seed=5, num_workers=0)
-    dev = DeviceDecodePrefetcher(bytes_loader(ds.samples, batch, seed=5, num_workers=workers), size, torch.device("cpu"))
+    loader = bytes_loader(ds.samples, batch, seed=5, num_workers=workers, size=size, worker_fraction=fraction)
+    dev = DeviceDecodePrefetcher(loader, size, torch.device("cpu"))
     ref.sampler.set_epoch(epoch)
     dev.set_epoch(epoch)
     return list(ref), list(dev)
+
+
+def _order(ds, batch, epoch):
+    """The dataset indices in the order ``_both`` yields them."""
+    sampler = bytes_loader(ds.samples, batch, seed=5, num_workers=0, size=8).sampler
+    sampler.set_epoch(epoch)
+    return [i for _, i in sampler]
 
 
 def test_device_decode_gives_the_worker_path_records_and_pixels(tmp_path):
@@ -55,15 +63,48 @@ def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
     Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8)).save(tmp_path / "c" / "c.jpg")
     write_jpeg(str(tmp_path / "c" / "d.jpg"), (40, 30), 1)
     ds = image_folder(str(tmp_path))
-    loader = bytes_loader(ds.samples, 4, seed=0, num_workers=0)
-    pixels, encoded, *_ = next(iter(loader))
+    loader = bytes_loader(ds.samples, 4, seed=0, num_workers=0, size=16)
+    payload, encoded, *_ = next(iter(loader))
     names = [p.split("/")[-1] for p, _ in ds.samples]
     order = [int(i) for _, i in loader.sampler]
     assert {names[i]: bool(e) for i, e in zip(order, encoded)} == {"a.png": False, "b.jpg": False, "c.jpg": False,
                                                                    "d.jpg": True}
+    assert all(p.shape == (2, 3, 16, 16) for p, e in zip(payload, encoded) if not e)  # both views cropped there
     ref, dev = _both(ds, size=16, batch=4, epoch=0)
-    diff = (ref[0][0].int() - dev[0][0].int()).abs()
-    assert diff.float().mean() < 0.5 and diff.max() <= 2
+    names = [names[i] for i in _order(ds, 4, 0)]
+    for k in (0, 3):  # the worker-decoded files are the worker path's crops exactly
+        same = [torch.equal(r, d) for r, d in zip(ref[0][k], dev[0][k])]
+        assert [s for s, n in zip(same, names) if n != "d.jpg"] == [True, True, True]
+        diff = (ref[0][k].int() - dev[0][k].int()).abs()
+        assert diff.float().mean() < 0.5 and diff.max() <= 2
+
+
+def test_worker_share_is_a_fixed_spread_out_fraction():
+    for f in (0.0, 0.3, 0.5, 1.0):
+        chosen = [decoded_in_worker(i, f) for i in range(4000)]
+        assert abs(sum(chosen) / 4000 - f) < 0.02
+        assert abs(sum(chosen[:40]) / 40 - f) < 0.2  # spread over the index range, not a block
+    assert [decoded_in_worker(i, 0.5) for i in range(50)] == [decoded_in_worker(i, 0.5) for i in range(50)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_split_decode_gives_worker_crops_for_its_share_and_keeps_the_order(tmp_path, workers):
+    """Half the images cropped by PIL in workers, half decoded here: the same records as the worker
+    path, the worker share's pixels exactly, the others within decoder rounding."""
+    ds = _folder(tmp_path, n=12)
+    ref, dev = _both(ds, batch=6, workers=workers, fraction=0.5)
+    _, alldev = _both(ds, batch=6, workers=workers, fraction=1.0)
+    in_worker = [decoded_in_worker(i, 0.5) for i in _order(ds, 6, 1)]
+    assert 0 < sum(in_worker) < 12
+    for b, (r, d, a) in enumerate(zip(ref, dev, alldev)):
+        for k in (1, 2, 4, 5, 6):
+            assert torch.equal(r[k].to(d[k].dtype), d[k]), k
+        for k in (0, 3):
+            assert all(torch.equal(x, y) for x, y in zip(r[k], a[k]))  # all in workers: identical crops
+            same = [torch.equal(x, y) for x, y in zip(r[k], d[k])]
+            assert all(s for s, w in zip(same, in_worker[6 * b:6 * b + 6]) if w)
+            diff = (d[k].int() - r[k].int()).abs()
+            assert diff.float().mean() < 0.5 and diff.max() <= 2
 
 
 def test_crop_resize_matches_torchvision_resized_crop_on_tensors():
@@ -78,14 +119,15 @@ def test_crop_resize_matches_torchvision_resized_crop_on_tensors():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_nvjpeg_batches_match_the_cpu_path(tmp_path):
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_cuda_nvjpeg_batches_match_the_cpu_path(tmp_path, fraction):
     rng = np.random.default_rng(0)
     for i in range(6):  # smooth photos-like content: pixel noise would exaggerate chroma-upsampling differences
         small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
         (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
         small.resize((64 + 8 * i, 48 + 4 * i), Image.BILINEAR).save(tmp_path / f"c{i % 2}" / f"{i}.jpg", quality=90)
     ds = image_folder(str(tmp_path))
-    loader = bytes_loader(ds.samples, 3, seed=5, num_workers=0)
+    loader = bytes_loader(ds.samples, 3, seed=5, num_workers=0, size=24, worker_fraction=fraction)
     cpu = list(DeviceDecodePrefetcher(loader, 24, torch.device("cpu")))
     gpu = list(DeviceDecodePrefetcher(loader, 24, torch.device("cuda")))
     for c, g in zip(cpu, gpu):

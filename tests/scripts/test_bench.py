@@ -25,11 +25,12 @@ def test_bench_pretrain_smoke(tmp_path):
 def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
     out = tmp_path / "b.json"
     _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
-                                  "--jpeg-decode", "device", "--batch-size", "4", "--steps", "1", "--warmup", "1",
+                                  "--jpeg-decode", "device", "--jpeg-worker-fraction", "0.5", "--batch-size", "4",
+                                  "--steps", "1", "--warmup", "1",
                                   "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours (device decode)", "ours (workers decode)",
-                                             "augment"]
+    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours (device decode, 50% in workers)",
+                                             "ours (workers decode)", "augment"]
     assert [r["default"] for r in rows] == [False, False, True, False, False]
     assert all(r["images_per_s"] > 0 and r["setting"] == "r50-224" for r in rows)
 
