@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NHWC memory format (default: on for CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     g.add_argument("--compile-augment", action="store_true",
-                   help="torch.compile the batched augmentation: its ~200 small ops per view become a few fused "
-                        "kernels (the first steps are slower while it compiles)")
+                   help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
+                        "per view become a few fused kernels (the first steps are slower while it compiles)")
     g.add_argument("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
                    help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
                         "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "

@@ -3,10 +3,10 @@ from .crop import crop_pil, crop_pil_box, resized_crop_batch, sample_crop_boxes
 from .descriptor import (AUGSELF_KEYS, DESCRIPTOR_DIMS, augself_targets, build_descriptor, check_keys,
                          descriptor_dim, descriptor_layout)
 from .params import ViewParams
-from .pipeline import AugConfig, ViewAugment, config_for_dataset
+from .pipeline import AugConfig, ViewAugment, compiled, config_for_dataset
 
 __all__ = [
     "AUGSELF_KEYS", "DESCRIPTOR_DIMS", "AugConfig", "ViewAugment", "ViewParams", "augself_targets",
-    "build_descriptor", "check_keys", "config_for_dataset", "crop_pil", "crop_pil_box", "descriptor_dim",
-    "descriptor_layout", "resized_crop_batch", "sample_crop_boxes",
+    "build_descriptor", "check_keys", "compiled", "config_for_dataset", "crop_pil", "crop_pil_box",
+    "descriptor_dim", "descriptor_layout", "resized_crop_batch", "sample_crop_boxes",
 ]

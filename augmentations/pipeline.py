@@ -140,6 +140,11 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
 
 
+def compiled(fn, backend: str | None):
+    """``fn`` under ``torch.compile`` with ``backend`` (whole graph, static shapes); ``fn`` for None."""
+    return fn if backend is None else torch.compile(fn, backend=backend, dynamic=False, fullgraph=True)
+
+
 class ViewAugment:
     """Draws one augmented view per image of a batch and records its parameters.
 
@@ -154,8 +159,7 @@ class ViewAugment:
 
     def __init__(self, cfg: AugConfig, compile_backend: str | None = None):
         self.cfg = cfg
-        wrap = (lambda f: f) if compile_backend is None else \
-            (lambda f: torch.compile(f, backend=compile_backend, dynamic=False, fullgraph=True))
+        wrap = lambda f: compiled(f, compile_backend)  # noqa: E731
         self._crop, self._params = wrap(crop_stage), wrap(params_from_uniforms)
         self._pre, self._post = wrap(pre_jitter), wrap(post_jitter)
         self._color_ops = tuple(wrap(op) for op in AF.COLOR_OPS)

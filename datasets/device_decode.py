@@ -106,14 +106,15 @@ def crop_resize(images: list[Tensor], boxes: Tensor, size: int) -> Tensor:
     """Each decoded image cropped to its box and resized to ``size`` (antialiased bilinear, uint8).
 
     One small interpolate per image: the decoded sizes differ, and antialiasing (which PIL applies
-    and ``grid_sample`` cannot) matters when a 300+ px crop is shrunk to 224.
+    and ``grid_sample`` cannot) matters when a 300+ px crop is shrunk to 224. Rounding to uint8 is
+    done once for the batch, so each image costs three kernels (this runs in decoder threads that
+    share the GIL with the training step, so the per-image op count matters).
     """
-    out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=images[0].device)
+    out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=images[0].device)
     for i, (img, (top, left, h, w)) in enumerate(zip(images, boxes.round().long().tolist())):
         crop = img[None, :, top:top + h, left:left + w].float()
-        resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[i] = resized[0].round_().clamp_(0, 255)
-    return out
+        out[i] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 class DeviceDecodePrefetcher:

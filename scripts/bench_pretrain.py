@@ -107,7 +107,7 @@ def endless(loader):
 def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
     from ignite.engine import Engine
 
-    from augmentations import ViewAugment, build_descriptor
+    from augmentations import ViewAugment, build_descriptor, compiled
     from datasets import PretrainData, worker_crop_loader
     from utils.trainer import AUGMENT_COMPILE_BACKEND, build_loader, build_run, make_step, make_views
     args = make_args(setting, a, datadir, workers)
@@ -152,15 +152,17 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def augment_only():
         """(e) the input side of (c) alone: batches -> views, records, descriptors; no model step."""
-        aug = ViewAugment(run.cfg, AUGMENT_COMPILE_BACKEND if args.compile_augment else None)
+        backend = AUGMENT_COMPILE_BACKEND if args.compile_augment else None
+        aug, describe = ViewAugment(run.cfg, backend), compiled(build_descriptor, backend)
 
         def aug_step(b):
             for p in make_views(run, b, aug)[1::2]:
-                build_descriptor(p, args.aug_cond, run.cfg.jitter_ranges)
+                describe(p, args.aug_cond, run.cfg.jitter_ranges)
         return aug_step, endless(run.loader)
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}
+
     def label(decode: str) -> str:
         share = args.jpeg_worker_fraction if decode == "device" else 0.0
         return f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"

@@ -13,7 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from augmentations import AugConfig, ViewAugment, augself_targets, build_descriptor, config_for_dataset
+from augmentations import AugConfig, ViewAugment, augself_targets, build_descriptor, compiled, config_for_dataset
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
@@ -140,7 +140,9 @@ def make_views(run: Run, batch, aug: ViewAugment):
 
 
 def make_step(run: Run, total_steps: int):
-    aug = ViewAugment(run.cfg, AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None)
+    backend = AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None
+    aug = ViewAugment(run.cfg, backend)
+    describe, targets_of = compiled(build_descriptor, backend), compiled(augself_targets, backend)
     cond_active = run.framework.projector.cond.active
     heads = run.framework.augself
     ranges = run.cfg.jitter_ranges
@@ -149,12 +151,11 @@ def make_step(run: Run, total_steps: int):
     def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
         run.model.train()
         x1, p1, x2, p2 = make_views(run, batch, aug)
-        d1 = build_descriptor(p1, run.args.aug_cond, ranges) if cond_active else None
-        d2 = build_descriptor(p2, run.args.aug_cond, ranges) if cond_active else None
+        d1 = describe(p1, run.args.aug_cond, ranges) if cond_active else None
+        d2 = describe(p2, run.args.aug_cond, ranges) if cond_active else None
         targets = None
         if heads is not None:
-            targets = (augself_targets(p1, p2, heads.keys, ranges, quirk),
-                       augself_targets(p2, p1, heads.keys, ranges, quirk))
+            targets = (targets_of(p1, p2, heads.keys, ranges, quirk), targets_of(p2, p1, heads.keys, ranges, quirk))
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             out = run.model(x1, x2, d1, d2, targets)
         run.optimizer.zero_grad(set_to_none=True)

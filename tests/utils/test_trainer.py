@@ -102,21 +102,28 @@ def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework):
 
 
 def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path, monkeypatch):
+    """--compile-augment: views, descriptors and AugSelf targets go through torch.compile, and the
+    run is the eager run (the aot_eager backend traces the same graphs without generating code)."""
+    import augmentations.pipeline
     import utils.trainer as trainer
-    backends = []
+    seen, real = [], augmentations.pipeline.compiled
 
-    class Spy(trainer.ViewAugment):
-        def __init__(self, cfg, compile_backend=None):
-            backends.append(compile_backend)
-            super().__init__(cfg, compile_backend)
+    def spy(fn, backend):
+        seen.append((fn.__name__, backend))
+        return real(fn, backend)
 
-    monkeypatch.setattr(trainer, "ViewAugment", Spy)
+    monkeypatch.setattr(augmentations.pipeline, "compiled", spy)
+    monkeypatch.setattr(trainer, "compiled", spy)
     monkeypatch.setattr(trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
     losses = {}
     for flag in ([], ["--compile-augment"]):
         run = _run(tmp_path / str(len(flag)), "--framework", "simclr", "--aug-treatment", "mlp",
-                   "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "flip", *flag)
+                   "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "flip",
+                   "--ss-crop", "0.5", "--ss-color", "0.5", *flag)
         step, batch = make_step(run, total_steps=10), next(iter(run.loader))
         losses[bool(flag)] = [float(step(_Engine(), batch)["loss"]) for _ in range(2)]
-    assert backends == [None, "aot_eager"]
+    by_backend = {b: sorted(name for name, bb in seen if bb == b) for b in (None, "aot_eager")}
+    stages = sorted(["crop_stage", "params_from_uniforms", "pre_jitter", "post_jitter", "adjust_brightness",
+                     "adjust_contrast", "adjust_saturation", "adjust_hue", "build_descriptor", "augself_targets"])
+    assert by_backend == {None: stages, "aot_eager": stages}
     assert losses[True] == losses[False]
