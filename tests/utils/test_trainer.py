@@ -49,6 +49,16 @@ class _Engine:
         iteration = 1
 
 
+def test_the_sync_hook_sees_value_reads_and_tensors_made_from_python_data():
+    x = torch.arange(4.0)
+    with SyncOps() as mode:
+        torch.tensor([1.0, 2.0])
+        x.sum().item()
+        x.nonzero()
+        x.tolist()  # reads memory directly on the CPU (on CUDA it is a copy, which this hook cannot see)
+    assert mode.seen == ["lift_fresh", "_local_scalar_dense", "nonzero"]
+
+
 @pytest.mark.parametrize("method", [
     ["--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
      "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale"],
