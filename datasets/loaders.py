@@ -93,8 +93,9 @@ class TwoCrops(Dataset):
         epoch, index = key
         img, label = self.base[index]
         g = view_generator(self.seed, epoch, index)
-        v1, b1, s1 = crop_pil(img.convert("RGB"), self.size, g)
-        v2, b2, s2 = crop_pil(img.convert("RGB"), self.size, g)
+        rgb = img.convert("RGB")
+        v1, b1, s1 = crop_pil(rgb, self.size, g)
+        v2, b2, s2 = crop_pil(rgb, self.size, g)
         return v1, b1, s1, v2, b2, s2, label
 
 
