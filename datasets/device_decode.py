@@ -127,8 +127,9 @@ class DeviceDecodePrefetcher:
     path's, so training code is shared; the result does not depend on ``threads`` or ``depth``.
     """
 
-    def __init__(self, loader: DataLoader, size: int, device: torch.device, threads: int = 4, depth: int = 2):
-        self.loader, self.size, self.device = loader, size, torch.device(device)
+    def __init__(self, loader: DataLoader, device: torch.device, threads: int = 4, depth: int = 2):
+        self.loader, self.device = loader, torch.device(device)
+        self.size = loader.dataset.size  # the workers' crop size is the device crops' size
         self.sampler = loader.sampler
         self.threads, self.depth = max(1, threads), max(1, depth)
         cuda = self.device.type == "cuda"

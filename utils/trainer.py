@@ -99,7 +99,7 @@ def build_loader(args, data: PretrainData, size: int, device: torch.device, rank
     if args.jpeg_decode == "device":
         loader = bytes_loader(data.train.samples, per_rank, args.seed, args.num_workers, rank, world, size=size,
                               worker_fraction=args.jpeg_worker_fraction)
-        return DeviceDecodePrefetcher(loader, size, device)
+        return DeviceDecodePrefetcher(loader, device)
     return DevicePrefetcher(worker_crop_loader(data.train, size, per_rank, args.seed, args.num_workers,
                                                rank, world, pin_memory=device.type == "cuda"), device)
 

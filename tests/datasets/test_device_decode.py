@@ -20,7 +20,7 @@ def _folder(tmp_path, n=6):
 def _both(ds, size=24, batch=3, epoch=1, workers=0, fraction=0.0):
     ref = worker_crop_loader(ds, size, batch_size=batch, seed=5, num_workers=0)
     loader = bytes_loader(ds.samples, batch, seed=5, num_workers=workers, size=size, worker_fraction=fraction)
-    dev = DeviceDecodePrefetcher(loader, size, torch.device("cpu"))
+    dev = DeviceDecodePrefetcher(loader, torch.device("cpu"))
     ref.sampler.set_epoch(epoch)
     dev.set_epoch(epoch)
     return list(ref), list(dev)
@@ -128,8 +128,8 @@ def test_cuda_nvjpeg_batches_match_the_cpu_path(tmp_path, fraction):
         small.resize((64 + 8 * i, 48 + 4 * i), Image.BILINEAR).save(tmp_path / f"c{i % 2}" / f"{i}.jpg", quality=90)
     ds = image_folder(str(tmp_path))
     loader = bytes_loader(ds.samples, 3, seed=5, num_workers=0, size=24, worker_fraction=fraction)
-    cpu = list(DeviceDecodePrefetcher(loader, 24, torch.device("cpu")))
-    gpu = list(DeviceDecodePrefetcher(loader, 24, torch.device("cuda")))
+    cpu = list(DeviceDecodePrefetcher(loader, torch.device("cpu")))
+    gpu = list(DeviceDecodePrefetcher(loader, torch.device("cuda")))
     for c, g in zip(cpu, gpu):
         assert g[0].is_cuda
         for k in (1, 2, 4, 5, 6):
