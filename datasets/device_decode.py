@@ -33,7 +33,7 @@ from augmentations import crop_pil_box, sample_crop_boxes
 from .loaders import EpochIndexSampler, check_batch_fits, view_generator
 
 
-def _read_bytes(path: str) -> Tensor:
+def read_bytes(path: str) -> Tensor:
     """A file's bytes in a torch-allocated tensor (``read_file``'s tensors cannot be sent from a
     loader worker: their storage cannot be moved to shared memory, and the worker hangs)."""
     out = torch.empty(os.path.getsize(path), dtype=torch.uint8)
@@ -65,7 +65,7 @@ class JpegBytesTwoBoxes(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         path, label = self.samples[index]
-        data = _read_bytes(path)
+        data = read_bytes(path)
         g = view_generator(self.seed, epoch, index)
         with Image.open(io.BytesIO(data.numpy())) as im:
             w, h = im.size  # header only: PIL decodes lazily

@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -43,23 +42,15 @@ def _rate(fn, images: int, repeats: int, device: torch.device) -> float:
 
 
 def _decode(data: list, device: torch.device, stream=None) -> list:
-    from torchvision.io import ImageReadMode, decode_jpeg
-    with warnings.catch_warnings(), (torch.cuda.stream(stream) if stream is not None else nullcontext()):
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-
-
-def _read(path: str) -> torch.Tensor:
-    from torchvision.io import read_file
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return read_file(path)
+    from datasets.device_decode import decode_batch
+    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+        return decode_batch(data, device)
 
 
 def measure(files: list[str], kind: str, a, device: torch.device) -> list[dict]:
     from augmentations import crop_pil, sample_crop_boxes
-    from datasets.device_decode import crop_resize
-    data, n, rows = [_read(f) for f in files], len(files), []
+    from datasets.device_decode import crop_resize, read_bytes
+    data, n, rows = [read_bytes(f) for f in files], len(files), []
     row = lambda what, r, **kw: rows.append({"jpeg": kind, "what": what, "images_per_s": r, **kw})  # noqa: E731
     for chunk in a.chunks:
         row("decode", _rate(lambda: [_decode(data[i:i + chunk], device) for i in range(0, n, chunk)],
