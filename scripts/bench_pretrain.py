@@ -107,9 +107,9 @@ def endless(loader):
 def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
     from ignite.engine import Engine
 
-    from augmentations import ViewAugment, build_descriptor, compiled
+    from augmentations import ViewAugment, build_descriptor
     from datasets import PretrainData, worker_crop_loader
-    from utils.trainer import AUGMENT_COMPILE_BACKEND, build_loader, build_run, make_step, make_views
+    from utils.trainer import build_loader, build_run, make_inputs, make_step, make_views
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
@@ -151,14 +151,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         return (lambda b: step(engine, b)), endless(loader)
 
     def augment_only():
-        """(e) the input side of (c) alone: batches -> views, records, descriptors; no model step."""
-        backend = AUGMENT_COMPILE_BACKEND if args.compile_augment else None
-        aug, describe = ViewAugment(run.cfg, backend), compiled(build_descriptor, backend)
-
-        def aug_step(b):
-            for p in make_views(run, b, aug)[1::2]:
-                describe(p, args.aug_cond, run.cfg.jitter_ranges)
-        return aug_step, endless(run.loader)
+        """(e) the input side of (c) alone (utils.trainer.make_inputs): views, descriptors, targets; no model."""
+        return make_inputs(run), endless(run.loader)
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}

@@ -139,7 +139,9 @@ def make_views(run: Run, batch, aug: ViewAugment):
     return x1, p1, x2, p2
 
 
-def make_step(run: Run, total_steps: int):
+def make_inputs(run: Run):
+    """The step's input side: batch -> (x1, x2, d1, d2, AugSelf targets), compiled with
+    ``--compile-augment``; descriptors and targets are None where the method has none."""
     backend = AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None
     aug = ViewAugment(run.cfg, backend)
     describe, targets_of = compiled(build_descriptor, backend), compiled(augself_targets, backend)
@@ -148,14 +150,24 @@ def make_step(run: Run, total_steps: int):
     ranges = run.cfg.jitter_ranges
     quirk = run.args.augself_flip_quirk
 
-    def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
-        run.model.train()
+    def inputs(batch):
         x1, p1, x2, p2 = make_views(run, batch, aug)
         d1 = describe(p1, run.args.aug_cond, ranges) if cond_active else None
         d2 = describe(p2, run.args.aug_cond, ranges) if cond_active else None
         targets = None
         if heads is not None:
             targets = (targets_of(p1, p2, heads.keys, ranges, quirk), targets_of(p2, p1, heads.keys, ranges, quirk))
+        return x1, x2, d1, d2, targets
+
+    return inputs
+
+
+def make_step(run: Run, total_steps: int):
+    inputs = make_inputs(run)
+
+    def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
+        run.model.train()
+        x1, x2, d1, d2, targets = inputs(batch)
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             out = run.model(x1, x2, d1, d2, targets)
         run.optimizer.zero_grad(set_to_none=True)
