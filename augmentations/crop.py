@@ -76,6 +76,24 @@ def sample_crop_boxes(
     return boxes_from_uniforms(heights, widths, crop_uniforms(heights.shape[0], generator), scale, ratio)
 
 
+def pair_uniforms(generator: torch.Generator, tries: int = CROP_TRIES) -> Tensor:
+    """The draw behind one image's two crop boxes: [4, 2, tries], the same numbers as two
+    ``crop_uniforms(1, generator)`` draws made one after the other."""
+    return torch.rand(2, 4, tries, generator=generator, dtype=torch.float64).transpose(0, 1)
+
+
+def sample_box_pairs(sizes: Tensor, generators: list[torch.Generator]) -> Tensor:
+    """Two crop boxes for each image of ``sizes`` [B, 2] (height, width): [B, 2, 4].
+
+    Image i's pair comes from ``generators[i]`` alone, so a loader worker can batch the rule over
+    whatever images it holds: the rule is ~30 tensor ops whatever B is, which per image cost a
+    worker as much as reading the file.
+    """
+    u = torch.cat([pair_uniforms(g) for g in generators], dim=1)
+    hw = sizes.repeat_interleave(2, dim=0)
+    return boxes_from_uniforms(hw[:, 0], hw[:, 1], u).view(-1, 2, 4)
+
+
 def resized_crop_batch(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     """Crop each image to its box and resize to ``size`` x ``size`` (bilinear), in one batch.
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from augmentations import crop_pil
+from augmentations import crop_pil_box, sample_box_pairs
 
 from .pretrain import TensorImages
 
@@ -92,11 +92,11 @@ class TwoCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         img, label = self.base[index]
-        g = view_generator(self.seed, epoch, index)
         rgb = img.convert("RGB")
-        v1, b1, s1 = crop_pil(rgb, self.size, g)
-        v2, b2, s2 = crop_pil(rgb, self.size, g)
-        return v1, b1, s1, v2, b2, s2, label
+        hw = torch.tensor([[rgb.height, rgb.width]])
+        (b1, b2), = sample_box_pairs(hw, [view_generator(self.seed, epoch, index)])
+        src = hw[0].float()
+        return crop_pil_box(rgb, b1, self.size), b1, src, crop_pil_box(rgb, b2, self.size), b2, src, label
 
 
 def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num_workers: int,

@@ -4,7 +4,7 @@ import math
 import torch
 from PIL import Image
 
-from augmentations import crop_pil, sample_crop_boxes
+from augmentations import crop_pil, sample_box_pairs, sample_crop_boxes
 
 
 def test_boxes_are_valid_and_cover_scale_and_ratio():
@@ -46,3 +46,16 @@ def test_crop_pil_returns_uint8_view_and_record():
     assert src.tolist() == [50.0, 70.0]
     assert box[0] + box[2] <= 50 and box[1] + box[3] <= 70
     assert view[0].float().mean() > 190  # the colour survives the crop
+
+
+def test_box_pairs_are_two_draws_in_a_row_and_do_not_depend_on_the_batch():
+    """A loader worker batches the box rule over its images; each image's pair must still be what
+    its own generator gives alone (two draws in a row), whatever else is in the batch."""
+    sizes = torch.randint(8, 900, (300, 2), generator=torch.Generator().manual_seed(0))
+    pairs = sample_box_pairs(sizes, [torch.Generator().manual_seed(i) for i in range(300)])
+    assert pairs.shape == (300, 2, 4)
+    for i in range(300):
+        g = torch.Generator().manual_seed(i)
+        one = [sample_crop_boxes(sizes[i, :1], sizes[i, 1:], g)[0] for _ in range(2)]
+        assert torch.equal(pairs[i], torch.stack(one)), i
+    assert not torch.equal(pairs[:, 0], pairs[:, 1])

@@ -1,12 +1,14 @@
 """Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
 pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale) decoded by workers."""
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from datasets import worker_crop_loader
-from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker
+from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker, read_bytes
 from datasets.folders import image_folder
 from tests.data_formats import write_jpeg
 
@@ -64,12 +66,16 @@ def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
     write_jpeg(str(tmp_path / "c" / "d.jpg"), (40, 30), 1)
     ds = image_folder(str(tmp_path))
     loader = bytes_loader(ds.samples, 4, seed=0, num_workers=0, size=16)
-    payload, encoded, *_ = next(iter(loader))
+    batch = next(iter(loader))
     names = [p.split("/")[-1] for p, _ in ds.samples]
     order = [int(i) for _, i in loader.sampler]
-    assert {names[i]: bool(e) for i, e in zip(order, encoded)} == {"a.png": False, "b.jpg": False, "c.jpg": False,
-                                                                   "d.jpg": True}
-    assert all(p.shape == (2, 3, 16, 16) for p, e in zip(payload, encoded) if not e)  # both views cropped there
+    assert {names[i]: bool(e) for i, e in zip(order, batch.encoded)} == {
+        "a.png": False, "b.jpg": False, "c.jpg": False, "d.jpg": True}
+    assert batch.crops.shape == (3, 2, 3, 16, 16)  # both views cropped there
+    sizes = batch.offsets.diff()  # only the nvJPEG file's bytes travel, and exactly its bytes
+    (d,) = [k for k, i in enumerate(order) if names[i] == "d.jpg"]
+    assert sizes.tolist() == [os.path.getsize(ds.samples[order[d]][0]) if k == d else 0 for k in range(4)]
+    assert torch.equal(batch.data, read_bytes(ds.samples[order[d]][0]))
     ref, dev = _both(ds, size=16, batch=4, epoch=0)
     names = [names[i] for i in _order(ds, 4, 0)]
     for k in (0, 3):  # the worker-decoded files are the worker path's crops exactly
