@@ -48,7 +48,9 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
             "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction), *CASSLE]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
-    argv += ["--compile"] * a.compile + ["--compile-augment"] * a.compile_augment
+    argv += ["--compile"] * a.compile
+    if a.compile_augment is not None:
+        argv.append("--compile-augment" if a.compile_augment else "--no-compile-augment")
     if datadir:
         argv += ["--datadir", datadir]
     args = pretrain_cond.build_parser().parse_args(argv)
@@ -209,7 +211,8 @@ def main(argv=None):
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC (default: pretrain_cond.py's, on for CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    p.add_argument("--compile-augment", action="store_true", help="torch.compile the batched augmentation")
+    p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")

@@ -58,6 +58,8 @@ def _normalise(args) -> None:
         args.precision = "bf16" if args.device == "cuda" else "fp32"
     if args.channels_last is None:
         args.channels_last = args.device == "cuda"
+    if args.compile_augment is None:  # measured on an H200 (README, Speed); on a CPU compiling costs more than it saves
+        args.compile_augment = args.device == "cuda"
     if args.jpeg_decode == "auto":  # crossover measured on an H200 (README, Speed): nvJPEG caps near 1,450 img/s
         args.jpeg_decode = "device" if args.device == "cuda" and args.num_workers < 8 else "workers"
     args.aug_cond = check_keys(args.aug_cond)

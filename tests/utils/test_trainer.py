@@ -94,10 +94,12 @@ def test_training_step_on_jpeg_folders_never_waits_for_the_device(tmp_path, deco
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("compile_augment", ["--compile-augment", "--no-compile-augment"])
 @pytest.mark.parametrize("framework", ["moco", "simclr"])
-def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework):
+def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework, compile_augment):
     args = ["--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
-            "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5"]
+            "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5",
+            compile_augment]
     run = _run(tmp_path, *args, device="cuda")
     step = make_step(run, total_steps=10)
     batch = next(iter(run.loader))

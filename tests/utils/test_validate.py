@@ -15,16 +15,18 @@ def test_cuda_defaults(monkeypatch, workers, decode):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     a = _args("--device", "cuda", "--num-workers", str(workers))
     _normalise(a)
-    assert (a.precision, a.channels_last, a.compile, a.jpeg_decode) == ("bf16", True, False, decode)
+    assert (a.precision, a.channels_last, a.compile, a.compile_augment, a.jpeg_decode) == (
+        "bf16", True, False, True, decode)
 
 
 def test_cpu_defaults_and_explicit_choices_are_kept():
     a = _args("--device", "cpu")
     _normalise(a)
-    assert (a.precision, a.channels_last, a.jpeg_decode) == ("fp32", False, "workers")
-    b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last")
+    assert (a.precision, a.channels_last, a.compile_augment, a.jpeg_decode) == ("fp32", False, False, "workers")
+    b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last",
+              "--compile-augment")
     _normalise(b)
-    assert (b.precision, b.channels_last, b.jpeg_decode) == ("bf16", True, "device")
+    assert (b.precision, b.channels_last, b.compile_augment, b.jpeg_decode) == ("bf16", True, True, "device")
 
 
 def test_resolve_device_shared_by_every_entry_point(monkeypatch):
