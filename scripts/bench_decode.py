@@ -8,7 +8,8 @@ images/s of, on synthetic 320 px JPEGs (baseline and progressive):
   decode xT     the same from T threads at once, each on its own CUDA stream (what
                 DeviceDecodePrefetcher does; 1.98x one thread on an H200 for baseline JPEGs)
   crop-resize   datasets.device_decode.crop_resize: both antialiased crops of each decoded image
-  pil           PIL decode + both crops in this one process (one loader worker's rate)
+  pil           one loader worker's rate on the --jpeg-decode workers path (datasets.loaders.TwoCrops:
+                PIL decode, both boxes, both crops), in this one process
 On GPUs with a hardware JPEG decoder (A100, H100) torchvision sends baseline JPEGs to it in one
 batch and decodes progressive ones one by one with a host Huffman stage; comparing the two rows
 shows which path a machine takes. Prints a table and writes JSON.
@@ -47,9 +48,13 @@ def _decode(data: list, device: torch.device, stream=None) -> list:
         return decode_batch(data, device)
 
 
-def measure(files: list[str], kind: str, a, device: torch.device) -> list[dict]:
-    from augmentations import crop_pil, sample_crop_boxes
+def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
+    from augmentations import sample_crop_boxes
     from datasets.device_decode import crop_resize, read_bytes
+    from datasets.folders import image_folder
+    from datasets.loaders import TwoCrops
+    folder = image_folder(root)
+    files = [path for path, _ in folder.samples]
     data, n, rows = [read_bytes(f) for f in files], len(files), []
     row = lambda what, r, **kw: rows.append({"jpeg": kind, "what": what, "images_per_s": r, **kw})  # noqa: E731
     for chunk in a.chunks:
@@ -69,14 +74,8 @@ def measure(files: list[str], kind: str, a, device: torch.device) -> list[dict]:
     b1, b2 = (sample_crop_boxes(hw[:, 0], hw[:, 1], g) for _ in range(2))
     row("crop-resize", _rate(lambda: (crop_resize(images, b1, a.size), crop_resize(images, b2, a.size)),
                              n, a.repeats, device), chunk=n, threads=1)
-
-    def pil():
-        from PIL import Image
-        for f in files:
-            with Image.open(f) as im:
-                rgb = im.convert("RGB")
-            crop_pil(rgb, a.size, g), crop_pil(rgb, a.size, g)
-    row("pil", _rate(pil, n, 1, torch.device("cpu")), chunk=1, threads=1)
+    two_crops = TwoCrops(folder, a.size, seed=0)
+    row("pil", _rate(lambda: [two_crops[(0, i)] for i in range(n)], n, 1, torch.device("cpu")), chunk=1, threads=1)
     return rows
 
 
@@ -98,8 +97,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("baseline", "progressive"):
             root = write_jpegs(os.path.join(tmp, kind), a.n, a.side, progressive=kind == "progressive")
-            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
-            rows += measure(files, kind, a, device)
+            rows += measure(root, kind, a, device)
     with open(a.out, "w") as f:
         json.dump({"device": name, "torch": torch.__version__, "rows": rows, "args": vars(a)}, f, indent=2)
     print(f"device: {name}, {a.n} JPEGs of {a.side} px\n| JPEG | what | images per call | threads | images/s |"

@@ -2,6 +2,7 @@
 file is written or any process is spawned."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -52,6 +53,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def triton_usable() -> bool:
+    """Whether torch.compile can generate CUDA code here: Inductor's GPU backend is Triton, which
+    needs compute capability 7.0 (Volta) or later."""
+    return importlib.util.find_spec("triton") is not None and torch.cuda.get_device_capability() >= (7, 0)
+
+
 def _normalise(args) -> None:
     args.device = resolve_device(args.device)
     if args.precision == "auto":
@@ -59,8 +66,12 @@ def _normalise(args) -> None:
     if args.channels_last is None:
         args.channels_last = args.device == "cuda"
     if args.compile_augment is None:  # measured on an H200 (README, Speed); on a CPU compiling costs more than it saves
-        args.compile_augment = args.device == "cuda"
-    if args.jpeg_decode == "auto":  # crossover measured on an H200 (README, Speed): nvJPEG caps near 1,450 img/s
+        args.compile_augment = args.device == "cuda" and triton_usable()
+    for flag in ("compile", "compile_augment"):
+        if getattr(args, flag) and args.device == "cuda" and not triton_usable():
+            raise ValueError(f"--{flag.replace('_', '-')} on CUDA needs Triton and a GPU of compute capability "
+                             ">= 7.0; drop the flag")
+    if args.jpeg_decode == "auto":  # crossover measured on an H200 (README, Speed); to re-measure since BytesBatch
         args.jpeg_decode = "device" if args.device == "cuda" and args.num_workers < 8 else "workers"
     args.aug_cond = check_keys(args.aug_cond)
 

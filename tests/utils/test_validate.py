@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import pretrain_cond
+import utils.validate as validate_module
 from utils.validate import _normalise
 
 
@@ -13,10 +14,22 @@ def _args(*extra):
 @pytest.mark.parametrize("workers,decode", [(4, "device"), (7, "device"), (8, "workers"), (16, "workers")])
 def test_cuda_defaults(monkeypatch, workers, decode):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(validate_module, "triton_usable", lambda: True)
     a = _args("--device", "cuda", "--num-workers", str(workers))
     _normalise(a)
     assert (a.precision, a.channels_last, a.compile, a.compile_augment, a.jpeg_decode) == (
         "bf16", True, False, True, decode)
+
+
+def test_compiling_on_a_gpu_without_triton_support_is_off_by_default_and_refused_when_asked(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (6, 1))  # e.g. a P100 or GTX 1080
+    a = _args("--device", "cuda")
+    _normalise(a)
+    assert a.compile_augment is False
+    for flag in ("--compile-augment", "--compile"):
+        with pytest.raises(ValueError, match=f"^{flag} on CUDA needs Triton"):
+            _normalise(_args("--device", "cuda", flag))
 
 
 def test_cpu_defaults_and_explicit_choices_are_kept():
