@@ -10,6 +10,8 @@ images/s of, on synthetic 320 px JPEGs (baseline and progressive):
   crop-resize   datasets.device_decode.crop_resize: both antialiased crops of each decoded image
   pil           one loader worker's rate on the --jpeg-decode workers path (datasets.loaders.TwoCrops:
                 PIL decode, both boxes, both crops), in this one process
+  loader        the nvJPEG path's loader alone (workers read bytes and draw boxes), and the main
+                thread's CPU time per batch spent taking batches in
 On GPUs with a hardware JPEG decoder (A100, H100) torchvision sends baseline JPEGs to it in one
 batch and decodes progressive ones one by one with a host Huffman stage; comparing the two rows
 shows which path a machine takes. Prints a table and writes JSON.
@@ -76,7 +78,26 @@ def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
                              n, a.repeats, device), chunk=n, threads=1)
     two_crops = TwoCrops(folder, a.size, seed=0)
     row("pil", _rate(lambda: [two_crops[(0, i)] for i in range(n)], n, 1, torch.device("cpu")), chunk=1, threads=1)
+    rate, main_ms = _loader_rate(folder.samples, a)
+    row("loader", rate, chunk=min(a.loader_batch, n), threads=a.loader_workers, main_thread_ms_per_batch=main_ms)
     return rows
+
+
+def _loader_rate(samples: list, a) -> tuple[float, float]:
+    """Items/s of the nvJPEG path's loader (bytes and boxes from ``--loader-workers`` workers) and
+    the main thread's CPU time per batch taking them in: time the training step cannot use."""
+    from datasets.device_decode import bytes_loader
+    loader = bytes_loader(samples, min(a.loader_batch, len(samples)), seed=0, num_workers=a.loader_workers,
+                          size=a.size)
+    for _ in loader:  # starts the (persistent) workers
+        pass
+    t, cpu, batches = time.perf_counter(), time.thread_time(), 0
+    for epoch in range(1, 1 + a.repeats):
+        loader.sampler.set_epoch(epoch)
+        for _ in loader:
+            batches += 1
+    wall = time.perf_counter() - t
+    return batches * loader.batch_size / wall, 1e3 * (time.thread_time() - cpu) / batches
 
 
 def main(argv=None):
@@ -89,6 +110,8 @@ def main(argv=None):
     p.add_argument("--chunks", type=int, nargs="+", default=[32, 128, 512], help="images per decode call")
     p.add_argument("--threads", type=int, default=4, help="decoder threads for the threaded row")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the images")
+    p.add_argument("--loader-workers", type=int, default=4, help="loader workers for the loader row")
+    p.add_argument("--loader-batch", type=int, default=256, help="batch size for the loader row")
     p.add_argument("--out", default="bench_decode.json", help="JSON output")
     a = p.parse_args(argv)
     device = torch.device(a.device)
@@ -103,7 +126,8 @@ def main(argv=None):
     print(f"device: {name}, {a.n} JPEGs of {a.side} px\n| JPEG | what | images per call | threads | images/s |"
           "\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['jpeg']} | {r['what']} | {r['chunk']} | {r['threads']} | {r['images_per_s']:.0f} |")
+        main = f" (main thread {r['main_thread_ms_per_batch']:.1f} ms/batch)" if "main_thread_ms_per_batch" in r else ""
+        print(f"| {r['jpeg']} | {r['what']}{main} | {r['chunk']} | {r['threads']} | {r['images_per_s']:.0f} |")
 
 
 if __name__ == "__main__":

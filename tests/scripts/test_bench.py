@@ -48,12 +48,15 @@ def test_bench_augment_counts_ops_and_times_eager_and_compiled(tmp_path):
 def test_bench_decode_measures_each_stage_for_both_jpeg_kinds(tmp_path):
     out = tmp_path / "d.json"
     _load("bench_decode").main(["--device", "cpu", "--n", "12", "--side", "64", "--size", "32", "--chunks", "6",
-                                "--threads", "2", "--repeats", "1", "--out", str(out)])
+                                "--threads", "2", "--repeats", "1", "--loader-workers", "0", "--loader-batch", "6",
+                                "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     seen = [(r["jpeg"], r["what"], r["threads"]) for r in rows]
     assert seen == [("baseline", "decode", 1), ("baseline", "decode", 2), ("baseline", "crop-resize", 1),
-                    ("baseline", "pil", 1), ("progressive", "decode", 1), ("progressive", "decode", 2)]
+                    ("baseline", "pil", 1), ("baseline", "loader", 0), ("progressive", "decode", 1),
+                    ("progressive", "decode", 2)]
     assert all(r["images_per_s"] > 0 for r in rows)
+    assert rows[4]["main_thread_ms_per_batch"] > 0
 
 
 def test_bench_linear_eval_smoke(tmp_path):
