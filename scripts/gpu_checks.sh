@@ -2,9 +2,10 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests bench compile split decode variants sklearn sweep fidelity entry. The default is the
-# first five, which fit one 10-minute call: on an H200 (2026-11-26) they took 290 s, and
-# "sklearn variants" took 280 s (its backbone compile was cut off at 150 s; the limit is now 300 s).
+# Steps: tests bench compile split decode profile variants sklearn sweep fidelity entry. The default is
+# the first six, which fit one 10-minute call: on an H200 (2026-11-26) the first five took 290 s
+# (profile is new), and "sklearn variants" took 280 s (its backbone compile was cut off at 150 s;
+# the limit is now 300 s).
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -47,6 +48,13 @@ run_split() {
       --jpeg-worker-fraction $f --out "$TMP/split_$f.json" 2>&1 | grep "^| r50"
     cat "$TMP/split_$f.json" >> "$OUT/split.jsonl" 2>/dev/null && echo >> "$OUT/split.jsonl"
   done
+}
+
+run_profile() {
+  step "where a step's time goes: host vs device time per region (inputs, forward, backward, optimizer)"
+  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --out "$OUT/profile_r18.json" 2>&1 | tail -7
+  timeout 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
+    --out "$OUT/profile_r50.json" 2>&1 | tail -7
 }
 
 run_variants() {
@@ -92,7 +100,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests bench compile split decode}"; do
+for s in "${@:-tests bench compile split decode profile}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

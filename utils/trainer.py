@@ -12,6 +12,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
+from torch.profiler import record_function
 
 from augmentations import AugConfig, ViewAugment, augself_targets, build_descriptor, compiled, config_for_dataset
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
@@ -167,15 +168,19 @@ def make_step(run: Run, total_steps: int):
 
     def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
         run.model.train()
-        x1, x2, d1, d2, targets = inputs(batch)
-        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        with record_function("inputs"):  # the regions scripts/profile_step.py reports
+            x1, x2, d1, d2, targets = inputs(batch)
+        with record_function("forward"), torch.autocast(run.device.type, dtype=run.amp_dtype,
+                                                        enabled=run.amp_dtype is not None):
             out = run.model(x1, x2, d1, d2, targets)
         run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(out["loss"]).backward()
-        run.framework.on_before_optimizer_step(engine.state.iteration - 1)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.framework.on_after_step(engine.state.iteration, total_steps)
+        with record_function("backward"):
+            run.scaler.scale(out["loss"]).backward()
+        with record_function("optimizer"):
+            run.framework.on_before_optimizer_step(engine.state.iteration - 1)
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.framework.on_after_step(engine.state.iteration, total_steps)
         return {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
 
     return step

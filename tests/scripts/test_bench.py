@@ -65,3 +65,15 @@ def test_bench_linear_eval_smoke(tmp_path):
                                      "--sklearn-points", "1", "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["test_top1"] > 0.5 and res["sweep_seconds"] > 0 and len(res["sklearn_fit_seconds"]) == 1
+
+
+def test_profile_step_times_each_region_of_the_step(tmp_path):
+    out = tmp_path / "p.json"
+    _load("profile_step").main(["--device", "cpu", "--tiny", "--workers", "0", "--batch-size", "8", "--steps", "2",
+                                "--warmup", "1", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert list(res["regions"]) == ["inputs", "forward", "backward", "optimizer"]
+    host = [r["host_ms"] for r in res["regions"].values()]
+    assert all(h > 0 for h in host)
+    assert sum(host) <= res["wall_ms"] * 1.05  # the regions run one after another inside the step
+    assert res["device_busy_ms"] is None  # no kernels on a CPU

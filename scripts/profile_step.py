@@ -1,0 +1,105 @@
+"""Where a training step's time goes: host (CPU) and device time of its regions, and how busy the GPU is.
+
+    python scripts/profile_step.py --device cuda --setting r18-32           # the 32 px step
+    python scripts/profile_step.py --device cuda --setting r50-224 --workers 4
+    python scripts/profile_step.py --device cpu --tiny --steps 2            # smoke run on a CPU
+
+Runs the default step of pretrain_cond.py (the bench_pretrain.py settings) under torch.profiler and
+prints, per region of ``utils.trainer.make_step`` (inputs, forward, backward, optimizer), the host
+time spent issuing it and the device time of the kernels it launched, plus the step's wall time.
+If the kernels' total is well under the wall time, the GPU waits for the host: the step is
+host-bound, and fewer or fused launches (compiling, CUDA graphs) are what helps. Writes JSON and,
+with --trace, a Chrome trace to open in Perfetto.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+REGIONS = ("inputs", "forward", "backward", "optimizer")
+
+
+def profile_steps(step, batches, steps: int, device: torch.device, trace: str | None) -> dict:
+    """Profile ``steps`` calls of ``step`` on ``batches``; per-region host and device milliseconds per step."""
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    sync()
+    with profile(activities=activities) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            step(next(batches))
+        sync()
+        wall = time.perf_counter() - t
+    if trace:
+        prof.export_chrome_trace(trace)
+    events = prof.key_averages()
+    regions = {e.key: e for e in events if e.key in REGIONS}
+    kernels_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") if cuda else 0.0
+    per_step = lambda us: us / 1e3 / steps  # noqa: E731
+    return {
+        "wall_ms": 1e3 * wall / steps,
+        "device_busy_ms": per_step(kernels_us) if cuda else None,
+        "regions": {k: {"host_ms": per_step(regions[k].cpu_time_total),
+                        "device_ms": per_step(regions[k].device_time_total) if cuda else None}
+                    for k in REGIONS if k in regions},
+    }
+
+
+def main(argv=None) -> dict:
+    from bench_pretrain import endless, make_args, write_jpegs
+    from ignite.engine import Engine
+
+    from utils.trainer import build_run, make_step
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda or cpu")
+    p.add_argument("--setting", default="r18-32", choices=["r18-32", "r50-224"], help="as in bench_pretrain.py")
+    p.add_argument("--workers", type=int, default=4, help="loader workers")
+    p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
+    p.add_argument("--steps", type=int, default=10, help="profiled steps")
+    p.add_argument("--warmup", type=int, default=8, help="unprofiled steps first (compiling, cudnn autotune)")
+    p.add_argument("--tiny", action="store_true", help="mini_resnet, for a CPU smoke run")
+    p.add_argument("--jpeg-dir", default=None, help="JPEG folder for r50-224 (written there if missing)")
+    p.add_argument("--trace", default=None, help="also write a Chrome trace here")
+    p.add_argument("--out", default="profile_step.json", help="JSON output")
+    a = p.parse_args(argv)
+    a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0
+    a.channels_last, a.compile, a.compile_augment = None, False, None
+    datadir = None
+    if a.setting == "r50-224":
+        datadir = a.jpeg_dir or "/tmp/cassle-profile-jpegs"
+        if not os.path.isdir(datadir):
+            write_jpegs(datadir, a.batch_size * (a.steps + a.warmup + 2), 320 if not a.tiny else 64)
+    torch.backends.cudnn.benchmark = True
+    args = make_args(a.setting, a, datadir, a.workers)
+    run = build_run(args, torch.device(a.device))
+    engine = Engine(lambda e, b: None)
+    engine.state.iteration = 1
+    step, batches = make_step(run, 10**6), endless(run.loader)()
+    for _ in range(a.warmup):
+        step(engine, next(batches))
+    res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
+    res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
+               device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+    busy = f", kernels {res['device_busy_ms']:.1f} ms" if res["device_busy_ms"] is not None else ""
+    print(f"{res['device']} {a.setting}, {a.workers} workers: step {res['wall_ms']:.1f} ms{busy}")
+    print("| region | host ms/step | device ms/step |\n|---|---|---|")
+    for k, v in res["regions"].items():
+        dev = f"{v['device_ms']:.2f}" if v["device_ms"] is not None else "-"
+        print(f"| {k} | {v['host_ms']:.2f} | {dev} |")
+    return res
+
+
+if __name__ == "__main__":
+    main()
