@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 
 import torch
 
@@ -55,8 +56,10 @@ def resolve_device(device: str) -> str:
 
 def triton_usable() -> bool:
     """Whether torch.compile can generate CUDA code here: Inductor's GPU backend is Triton, which
-    needs compute capability 7.0 (Volta) or later."""
-    return importlib.util.find_spec("triton") is not None and torch.cuda.get_device_capability() >= (7, 0)
+    needs compute capability 7.0 (Volta) or later and a C compiler for its launcher."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    return (importlib.util.find_spec("triton") is not None and compiler is not None
+            and torch.cuda.get_device_capability() >= (7, 0))
 
 
 def _normalise(args) -> None:
@@ -69,8 +72,8 @@ def _normalise(args) -> None:
         args.compile_augment = args.device == "cuda" and triton_usable()
     for flag in ("compile", "compile_augment"):
         if getattr(args, flag) and args.device == "cuda" and not triton_usable():
-            raise ValueError(f"--{flag.replace('_', '-')} on CUDA needs Triton and a GPU of compute capability "
-                             ">= 7.0; drop the flag")
+            raise ValueError(f"--{flag.replace('_', '-')} on CUDA needs Triton, a C compiler and a GPU of compute "
+                             "capability >= 7.0; drop the flag")
     if args.jpeg_decode == "auto":  # crossover measured on an H200 (README, Speed); to re-measure since BytesBatch
         args.jpeg_decode = "device" if args.device == "cuda" and args.num_workers < 8 else "workers"
     args.aug_cond = check_keys(args.aug_cond)

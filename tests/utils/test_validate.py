@@ -21,15 +21,31 @@ def test_cuda_defaults(monkeypatch, workers, decode):
         "bf16", True, False, True, decode)
 
 
-def test_compiling_on_a_gpu_without_triton_support_is_off_by_default_and_refused_when_asked(monkeypatch):
+@pytest.mark.parametrize("gpu,compiler", [((6, 1), "/usr/bin/cc"), ((9, 0), None)])  # a P100; no C compiler
+def test_compiling_where_triton_cannot_run_is_off_by_default_and_refused_when_asked(monkeypatch, gpu, compiler):
+    import importlib.util
+    import shutil
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (6, 1))  # e.g. a P100 or GTX 1080
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: gpu)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else None)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: compiler)
+    assert not validate_module.triton_usable()
     a = _args("--device", "cuda")
     _normalise(a)
     assert a.compile_augment is False
     for flag in ("--compile-augment", "--compile"):
         with pytest.raises(ValueError, match=f"^{flag} on CUDA needs Triton"):
             _normalise(_args("--device", "cuda", flag))
+
+
+def test_triton_usable_on_a_volta_or_later_gpu_with_a_compiler(monkeypatch):
+    import importlib.util
+    import shutil
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 0))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else None)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/gcc" if name == "gcc" else None)
+    assert validate_module.triton_usable()
 
 
 def test_cpu_defaults_and_explicit_choices_are_kept():
