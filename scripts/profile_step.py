@@ -43,8 +43,11 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
     if trace:
         prof.export_chrome_trace(trace)
     events = prof.key_averages()
-    regions = {e.key: e for e in events if e.key in REGIONS}
-    kernels_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") if cuda else 0.0
+    # A region shows up twice: as a host annotation (CPU) and, on CUDA, as its span on the GPU
+    # timeline; the host one carries both its host time and its kernels' device time.
+    regions = {e.key: e for e in events if e.key in REGIONS and e.device_type.name == "CPU"}
+    kernels_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA"
+                     and e.key not in REGIONS and not getattr(e, "is_user_annotation", False))
     per_step = lambda us: us / 1e3 / steps  # noqa: E731
     return {
         "wall_ms": 1e3 * wall / steps,
