@@ -1,5 +1,5 @@
 """Augmentations that return the views *and* the parameters they sampled, and their encodings."""
-from .crop import crop_pil, crop_pil_box, resized_crop_batch, sample_box_pairs, sample_crop_boxes
+from .crop import crop_pil_box, resized_crop_batch, sample_box_pairs, sample_crop_boxes
 from .descriptor import (AUGSELF_KEYS, DESCRIPTOR_DIMS, augself_targets, build_descriptor, check_keys,
                          descriptor_dim, descriptor_layout)
 from .params import ViewParams
@@ -7,7 +7,7 @@ from .pipeline import AugConfig, ViewAugment, compiled, config_for_dataset
 
 __all__ = [
     "AUGSELF_KEYS", "DESCRIPTOR_DIMS", "AugConfig", "ViewAugment", "ViewParams", "augself_targets",
-    "build_descriptor", "check_keys", "compiled", "config_for_dataset", "crop_pil", "crop_pil_box",
+    "build_descriptor", "check_keys", "compiled", "config_for_dataset", "crop_pil_box",
     "descriptor_dim", "descriptor_layout", "resized_crop_batch", "sample_box_pairs",
     "sample_crop_boxes",
 ]

@@ -2,7 +2,7 @@
 
 The box sampler is shared by both crop paths: the GPU path (images held in memory, cropped in a
 batch with ``resized_crop_batch``) and the loader-worker path (variable-size decoded JPEGs cropped
-one at a time with ``crop_pil``). Both therefore give the same record for the same draw.
+one at a time with ``crop_pil_box``). Both therefore give the same record for the same draw.
 """
 from __future__ import annotations
 
@@ -127,14 +127,3 @@ def crop_pil_box(img: Image.Image, box: Tensor, size: int) -> Tensor:
     view = TF.resized_crop(img, top, left, bh, bw, [size, size], interpolation=TF.InterpolationMode.BILINEAR,
                            antialias=True)
     return TF.pil_to_tensor(view)
-
-
-def crop_pil(img: Image.Image, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """Loader-worker crop: sample a box for a decoded image and return the resized uint8 crop.
-
-    Returns:
-        (view [3, size, size] uint8, box [4], src_size [2]).
-    """
-    w, h = img.size
-    box = sample_crop_boxes(torch.tensor([h]), torch.tensor([w]), generator)[0]
-    return crop_pil_box(img, box, size), box, torch.tensor([float(h), float(w)])

@@ -2,9 +2,8 @@
 import math
 
 import torch
-from PIL import Image
 
-from augmentations import crop_pil, sample_box_pairs, sample_crop_boxes
+from augmentations import sample_box_pairs, sample_crop_boxes
 
 
 def test_boxes_are_valid_and_cover_scale_and_ratio():
@@ -37,15 +36,6 @@ def test_distribution_matches_torchvision_sampler():
     ours = sample_crop_boxes(torch.full((3000,), 64.0), torch.full((3000,), 48.0), torch.Generator().manual_seed(1))
     our_area = float((ours[:, 2] * ours[:, 3]).mean() / (64 * 48))
     assert math.isclose(tv_area, our_area, abs_tol=0.02)
-
-
-def test_crop_pil_returns_uint8_view_and_record():
-    img = Image.new("RGB", (70, 50), (200, 30, 10))
-    view, box, src = crop_pil(img, 32, torch.Generator().manual_seed(0))
-    assert view.dtype == torch.uint8 and view.shape == (3, 32, 32)
-    assert src.tolist() == [50.0, 70.0]
-    assert box[0] + box[2] <= 50 and box[1] + box[3] <= 70
-    assert view[0].float().mean() > 190  # the colour survives the crop
 
 
 def test_box_pairs_are_two_draws_in_a_row_and_do_not_depend_on_the_batch():

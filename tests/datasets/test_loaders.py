@@ -1,9 +1,10 @@
 """Batch producers: deterministic per (seed, epoch), disjoint rank shards, worker crops with records."""
 import torch
+from PIL import Image
 
 from datasets import TensorImages, worker_crop_loader
 from datasets.folders import image_folder
-from datasets.loaders import DeviceBatches, rank_slice
+from datasets.loaders import DeviceBatches, TwoCrops, rank_slice
 from tests.data_formats import write_jpeg
 
 
@@ -51,3 +52,14 @@ def test_device_prefetcher_keeps_order_length_and_sampler(tmp_path):
     assert len(got) == 4
     for a, b in zip(got, ref):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_worker_crops_are_uint8_views_with_their_records():
+    img = Image.new("RGB", (70, 50), (200, 30, 10))
+    v1, b1, s1, v2, b2, s2, label = TwoCrops([(img, 7)], 32, seed=0)[(0, 0)]
+    for view, box, src in ((v1, b1, s1), (v2, b2, s2)):
+        assert view.dtype == torch.uint8 and view.shape == (3, 32, 32)
+        assert src.tolist() == [50.0, 70.0]
+        assert box[0] + box[2] <= 50 and box[1] + box[3] <= 70
+        assert view[0].float().mean() > 190  # the colour survives the crop
+    assert label == 7
