@@ -68,10 +68,11 @@ def _normalise(args) -> None:
         args.precision = "bf16" if args.device == "cuda" else "fp32"
     if args.channels_last is None:
         args.channels_last = args.device == "cuda"
+    can_compile = args.device == "cpu" or triton_usable()
     if args.compile_augment is None:  # measured on an H200 (README, Speed); on a CPU compiling costs more than it saves
-        args.compile_augment = args.device == "cuda" and triton_usable()
+        args.compile_augment = args.device == "cuda" and can_compile
     for flag in ("compile", "compile_augment"):
-        if getattr(args, flag) and args.device == "cuda" and not triton_usable():
+        if getattr(args, flag) and not can_compile:
             raise ValueError(f"--{flag.replace('_', '-')} on CUDA needs Triton, a C compiler and a GPU of compute "
                              "capability >= 7.0; drop the flag")
     if args.jpeg_decode == "auto":  # crossover measured on an H200 (README, Speed); to re-measure since BytesBatch
