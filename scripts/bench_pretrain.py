@@ -109,9 +109,8 @@ def endless(loader):
 def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
     from ignite.engine import Engine
 
-    from augmentations import ViewAugment, build_descriptor
     from datasets import PretrainData, worker_crop_loader
-    from utils.trainer import build_loader, build_run, make_inputs, make_step, make_views
+    from utils.trainer import build_loader, build_run, make_inputs, make_step
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
@@ -119,12 +118,11 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def model_only():
         """(a) views, records and descriptors made once, reused every step: the ceiling."""
-        x1, p1, x2, p2 = make_views(run, next(iter(endless(run.loader)())), ViewAugment(run.cfg))
-        d1, d2 = (build_descriptor(p, args.aug_cond, run.cfg.jitter_ranges) for p in (p1, p2))
+        x1, x2, d1, d2, targets = make_inputs(run)(next(iter(endless(run.loader)())))
 
         def model_step(_):
             with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                out = run.model(x1, x2, d1, d2)
+                out = run.model(x1, x2, d1, d2, targets)
             run.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             run.optimizer.step()
