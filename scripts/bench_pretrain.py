@@ -49,8 +49,9 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     argv += ["--compile"] * a.compile
-    if a.compile_augment is not None:
-        argv.append("--compile-augment" if a.compile_augment else "--no-compile-augment")
+    for flag in ("compile_augment", "overlap_augment"):
+        if getattr(a, flag) is not None:
+            argv.append(f"--{'' if getattr(a, flag) else 'no-'}{flag.replace('_', '-')}")
     if datadir:
         argv += ["--datadir", datadir]
     args = pretrain_cond.build_parser().parse_args(argv)
@@ -110,7 +111,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
     from ignite.engine import Engine
 
     from datasets import PretrainData, worker_crop_loader
-    from utils.trainer import build_loader, build_run, make_inputs, make_step
+    from utils.trainer import build_loader, build_run, engine_and_data, make_inputs, make_model_step, make_step
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
@@ -118,16 +119,9 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def model_only():
         """(a) views, records and descriptors made once, reused every step: the ceiling."""
-        x1, x2, d1, d2, targets = make_inputs(run)(next(iter(endless(run.loader)())))
-
-        def model_step(_):
-            with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                out = run.model(x1, x2, d1, d2, targets)
-            run.optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            run.optimizer.step()
-            run.framework.on_after_step(1, 10**6)
-        return model_step, lambda: iter(int, 1)
+        made = make_inputs(run)(next(iter(endless(run.loader)())))
+        model_step = make_model_step(run, 10**6)
+        return (lambda _: model_step(engine, made)), lambda: iter(int, 1)
 
     def upstream():
         """(b) PIL crops in loader workers, plain copies, colour ops batched on the device."""
@@ -138,8 +132,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def ours():
         """(c) the default of pretrain_cond.py."""
-        step = make_step(run, 10**6)
-        return (lambda b: step(engine, b)), endless(run.loader)
+        step, data = engine_and_data(run, 10**6)
+        return (lambda b: step(engine, b)), endless(data)
 
     other = {"device": "workers", "workers": "device"}[args.jpeg_decode]
 
@@ -147,8 +141,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         """(d) JPEG folders: the --jpeg-decode path that the default did not pick."""
         loader = build_loader(argparse.Namespace(**{**vars(args), "jpeg_decode": other}), run.data, run.cfg.size,
                               run.device)
-        step = make_step(dataclasses.replace(run, loader=loader), 10**6)
-        return (lambda b: step(engine, b)), endless(loader)
+        step, data = engine_and_data(dataclasses.replace(run, loader=loader), 10**6)
+        return (lambda b: step(engine, b)), endless(data)
 
     def augment_only():
         """(e) the input side of (c) alone (utils.trainer.make_inputs): views, descriptors, targets; no model."""
@@ -167,11 +161,13 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
             continue  # no JPEGs to decode
         fn, batches = builders[name]()
         label = names.get(name, name) if not run.data.in_memory else name
+        if args.overlap_augment and name in ("ours", "ours-other"):
+            label += " + overlap"
         results.append({"pipeline": label, "default": name == "ours",
                         **timed(fn, batches, a.warmup, a.steps, a.batch_size, run.device)})
     for r in results:
         r.update(setting=setting, workers=workers, model=args.model, precision=args.precision,
-                 channels_last=args.channels_last, compile=_compiled(args))
+                 channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment)
     return results
 
 
@@ -211,6 +207,8 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
+    p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")

@@ -2,10 +2,10 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests bench compile split decode profile variants sklearn sweep fidelity entry. The default is
-# the first six, which fit one 10-minute call: on an H200 (2026-11-26) the first five took 290 s
-# (profile is new), and "sklearn variants" took 280 s (its backbone compile was cut off at 150 s;
-# the limit is now 300 s).
+# Steps: tests bench overlap profile split compile decode variants sklearn sweep fidelity entry. The
+# default is the first five, which fit one 10-minute call: on an H200 (2026-11-26) "tests bench compile
+# split decode" took 290 s, and "sklearn variants" took 280 s (its backbone compile was cut off at
+# 150 s; the limit is now 300 s).
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -22,7 +22,7 @@ step() { echo "=== $* (t=${SECONDS}s)"; }
 run_tests() {
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
   timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
-    tests/datasets/test_device_decode.py tests/utils/test_trainer.py -k "cuda" 2>&1 | tail -12
+    tests/datasets/test_device_decode.py tests/utils/test_trainer.py tests/utils/test_input_stream.py -k "cuda" 2>&1 | tail -12
 }
 
 run_bench() {
@@ -34,6 +34,12 @@ run_compile() {
   step "pretraining throughput with --no-compile-augment (eager augmentation; the default compiles it on CUDA)"
   timeout 240 $PY "${BENCH[@]}" --workers 4 --no-compile-augment --pipelines model ours augment \
     --out "$OUT/bench_eager_augment.json" 2>&1 | grep "^|"
+}
+
+run_overlap() {
+  step "pretraining throughput with --overlap-augment (next batch's inputs on a side stream), 4 workers"
+  timeout 200 $PY "${BENCH[@]}" --workers 4 --overlap-augment --pipelines model ours \
+    --out "$OUT/bench_overlap.json" 2>&1 | grep "^|"
 }
 
 run_decode() {
@@ -53,6 +59,8 @@ run_split() {
 run_profile() {
   step "where a step's time goes: host vs device time per region (inputs, forward, backward, optimizer)"
   timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --out "$OUT/profile_r18.json" 2>&1 | tail -7
+  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --overlap \
+    --out "$OUT/profile_r18_overlap.json" 2>&1 | tail -7
   timeout 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
     --out "$OUT/profile_r50.json" 2>&1 | tail -7
 }
@@ -100,7 +108,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests bench compile split decode profile}"; do
+for s in "${@:-tests bench overlap profile split}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

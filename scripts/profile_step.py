@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     from bench_pretrain import endless, make_args, write_jpegs
     from ignite.engine import Engine
 
-    from utils.trainer import build_run, make_step
+    from utils.trainer import build_run, engine_and_data
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--setting", default="r18-32", choices=["r18-32", "r50-224"], help="as in bench_pretrain.py")
@@ -72,11 +72,14 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=8, help="unprofiled steps first (compiling, cudnn autotune)")
     p.add_argument("--tiny", action="store_true", help="mini_resnet, for a CPU smoke run")
     p.add_argument("--jpeg-dir", default=None, help="JPEG folder for r50-224 (written there if missing)")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="--overlap-augment (default: as pretrain_cond.py)")
     p.add_argument("--trace", default=None, help="also write a Chrome trace here")
     p.add_argument("--out", default="profile_step.json", help="JSON output")
     a = p.parse_args(argv)
     a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0
     a.channels_last, a.compile, a.compile_augment = None, False, None
+    a.overlap_augment = a.overlap
     datadir = None
     if a.setting == "r50-224":
         datadir = a.jpeg_dir or "/tmp/cassle-profile-jpegs"
@@ -87,11 +90,12 @@ def main(argv=None) -> dict:
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
     engine.state.iteration = 1
-    step, batches = make_step(run, 10**6), endless(run.loader)()
+    step, data = engine_and_data(run, 10**6)
+    batches = endless(data)()
     for _ in range(a.warmup):
         step(engine, next(batches))
     res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
-    res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
+    res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment, overlap_augment=args.overlap_augment,
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

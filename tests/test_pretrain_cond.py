@@ -61,8 +61,9 @@ def _state(path):
 
 
 def test_resume_continues_exactly(tmp_path, capsys):
+    """... and the uninterrupted run, with its inputs made a step ahead (--overlap-augment), is the same run."""
     common = ["--framework", "moco", *SMALL, "--max-epochs", "2", *METHODS["cassle"]]
-    run(["--logdir", tmp_path / "a", *common])
+    run(["--logdir", tmp_path / "a", *common, "--overlap-augment"])
     run(["--logdir", tmp_path / "b", *common, "--stop-after", "1"])
     assert load_checkpoint(str(tmp_path / "b" / "ckpt-last.pth"))["epoch"] == 1
     run(["--logdir", tmp_path / "b", *common, "--resume", "last"])

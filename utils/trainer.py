@@ -22,6 +22,7 @@ from models import ConditionSpec, Framework, FrameworkOptions, build_framework
 from models.augself import AUGSELF_OUT
 
 from .checkpoint import load_checkpoint, save_atomic
+from .input_stream import InputStream
 from .knn import extract_features, knn_accuracy
 from .logging import RunLogger, write_json
 from .schedule import lr_factor, set_lr
@@ -163,13 +164,12 @@ def make_inputs(run: Run):
     return inputs
 
 
-def make_step(run: Run, total_steps: int):
-    inputs = make_inputs(run)
+def make_model_step(run: Run, total_steps: int):
+    """The step after the input side: (x1, x2, d1, d2, targets) -> loss, backward, optimiser, hooks."""
 
-    def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
+    def model_step(engine: Engine, inputs) -> dict[str, torch.Tensor]:
+        x1, x2, d1, d2, targets = inputs
         run.model.train()
-        with record_function("inputs"):  # the regions scripts/profile_step.py reports
-            x1, x2, d1, d2, targets = inputs(batch)
         with record_function("forward"), torch.autocast(run.device.type, dtype=run.amp_dtype,
                                                         enabled=run.amp_dtype is not None):
             out = run.model(x1, x2, d1, d2, targets)
@@ -183,7 +183,27 @@ def make_step(run: Run, total_steps: int):
             run.framework.on_after_step(engine.state.iteration, total_steps)
         return {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
 
+    return model_step
+
+
+def make_step(run: Run, total_steps: int):
+    """The whole step on a loader batch: make_inputs, then make_model_step."""
+    inputs, model_step = make_inputs(run), make_model_step(run, total_steps)
+
+    def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
+        with record_function("inputs"):  # the regions scripts/profile_step.py reports
+            made = inputs(batch)
+        return model_step(engine, made)
+
     return step
+
+
+def engine_and_data(run: Run, total_steps: int):
+    """(step function, data) for the Engine: with ``--overlap-augment`` the data is an InputStream that
+    makes each batch's inputs one step ahead on a side stream, and the step is the model step."""
+    if run.args.overlap_augment:
+        return make_model_step(run, total_steps), InputStream(run.loader, make_inputs(run), run.device)
+    return make_step(run, total_steps), run.loader
 
 
 def checkpoint_state(run: Run, engine: Engine) -> dict[str, Any]:
@@ -274,7 +294,8 @@ def training(local_rank: int, args) -> None:
     rank, world = idist.get_rank(), idist.get_world_size()
     run = build_run(args, device, rank, world)
     epoch_length = len(run.loader)
-    engine = Engine(make_step(run, epoch_length * args.max_epochs))
+    step, data = engine_and_data(run, epoch_length * args.max_epochs)
+    engine = Engine(step)
     log = RunLogger(args.logdir, vars(args), enabled=rank == 0)
     attach_handlers(run, engine, log)
     if rank == 0:
@@ -289,7 +310,7 @@ def training(local_rank: int, args) -> None:
         log.info(f"{args.framework} on {args.dataset} ({len(run.data.train)} images), {args.model}, "
                  f"{n / 1e6:.2f}M trainable parameters, {world} process(es) on {device.type}, "
                  f"{epoch_length} steps/epoch, precision {args.precision}")
-    engine.run(run.loader, max_epochs=args.max_epochs, epoch_length=epoch_length)
+    engine.run(data, max_epochs=args.max_epochs, epoch_length=epoch_length)
     if rank == 0:
         log.info(f"done: checkpoint {os.path.join(args.logdir, 'ckpt-last.pth')}")
     log.close()
