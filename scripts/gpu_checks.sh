@@ -37,9 +37,11 @@ run_compile() {
 }
 
 run_overlap() {
-  step "pretraining throughput with --overlap-augment (next batch's inputs on a side stream), 4 workers"
-  timeout 200 $PY "${BENCH[@]}" --workers 4 --overlap-augment --pipelines model ours \
-    --out "$OUT/bench_overlap.json" 2>&1 | grep "^|"
+  step "pretraining throughput without and with --overlap-augment (inputs made ahead in a thread, on a side stream), 4 workers"
+  for o in --no-overlap-augment --overlap-augment; do
+    timeout 200 $PY "${BENCH[@]}" --workers 4 $o --pipelines model ours --out "$TMP/overlap$o.json" 2>&1 | grep "^| r"
+    cat "$TMP/overlap$o.json" >> "$OUT/bench_overlap.jsonl" 2>/dev/null && echo >> "$OUT/bench_overlap.jsonl"
+  done
 }
 
 run_decode() {
