@@ -75,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
                         "per view become a few fused kernels; the first steps are slower while it compiles "
                         "(default: on for CUDA, where it measured faster; off on CPU)")
-    g.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
+    g.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
                    help="make the next batch's views, records and descriptors on a side CUDA stream while this "
-                        "step's model runs (same draws, same run); default: off")
+                        "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "
+                        "in our measurement (README, Speed)")
     g.add_argument("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
                    help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
                         "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "

@@ -1,7 +1,4 @@
-"""utils.input_stream.InputStream: inputs made ahead, in their own thread, change nothing."""
-import threading
-import time
-
+"""utils.input_stream.InputStream: the next batch's inputs made one step ahead change nothing."""
 import pytest
 import torch
 
@@ -26,52 +23,27 @@ def _epochs(run, data, inputs=None, epochs=2):
     return out
 
 
-class _Loader(list):
-    def set_epoch(self, e):
-        self.epoch = e
-
-
-def _threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name == "cassle-inputs"]
-
-
-def test_made_ahead_in_a_thread_in_batch_order():
+def test_made_one_batch_ahead_in_the_order_they_are_used():
     calls = []
 
     def inputs(batch):
         calls.append(batch)
         return batch * 10
 
-    stream = InputStream(_Loader([1, 2, 3, 4]), inputs, torch.device("cpu"), depth=1)
-    assert len(stream) == 4
-    stream.set_epoch(4)
-    assert stream.loader.epoch == 4
+    class Loader(list):
+        def set_epoch(self, e):
+            calls.append(f"epoch {e}")
+
+    stream = InputStream(Loader([1, 2, 3]), inputs, torch.device("cpu"))
+    assert len(stream) == 3
     it = iter(stream)
-    assert calls == [] and _threads() == []  # nothing drawn before the first batch is asked for (after the re-seed)
-    assert next(it) == 10
-    deadline = time.monotonic() + 10
-    while len(calls) < 3 and time.monotonic() < deadline:  # batch 2 queued, batch 3 made, while batch 1 is used
-        time.sleep(0.01)
-    assert calls == [1, 2, 3]
-    assert list(it) == [20, 30, 40] and calls == [1, 2, 3, 4]
-    assert _threads() == []
-
-
-def test_an_error_in_the_input_thread_is_raised_in_the_training_thread_and_closing_stops_it():
-    def inputs(batch):
-        if batch == 3:
-            raise ValueError("bad batch 3")
-        return batch
-
-    it = iter(InputStream(_Loader([1, 2, 3]), inputs, torch.device("cpu")))
-    assert [next(it), next(it)] == [1, 2]
-    with pytest.raises(ValueError, match="bad batch 3"):
-        next(it)
-    assert _threads() == []
-    it = iter(InputStream(_Loader(range(100)), lambda b: b, torch.device("cpu")))
-    assert next(it) == 0
-    it.close()  # the consumer stops early (Engine.terminate): the thread ends
-    assert _threads() == []
+    assert calls == []  # nothing drawn before the first batch is asked for (the epoch's re-seed comes first)
+    assert next(it) == 10 and calls == [1, 2]  # batch 2 made before batch 1's step
+    assert next(it) == 20 and calls == [1, 2, 3]
+    assert next(it) == 30 and calls == [1, 2, 3]  # nothing beyond the epoch's end
+    assert next(it, None) is None
+    stream.set_epoch(4)
+    assert calls[-1] == "epoch 4"
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
