@@ -6,7 +6,8 @@
 
 Runs the default step of pretrain_cond.py (the bench_pretrain.py settings) under torch.profiler and
 prints, per region of ``utils.trainer.make_step`` (inputs, forward, backward, optimizer), the host
-time spent issuing it and the device time of the kernels it launched, plus the step's wall time.
+time spent issuing it and the device time of the kernels it launched, plus the step's wall time,
+the kernel launches per step and the costliest kernels (on a CPU: the costliest ATen ops).
 If the kernels' total is well under the wall time, the GPU waits for the host: the step is
 host-bound, and fewer or fused launches (compiling, CUDA graphs) are what helps. Writes JSON and,
 with --trace, a Chrome trace to open in Perfetto.
@@ -49,13 +50,29 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
     kernels_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA"
                      and e.key not in REGIONS and not getattr(e, "is_user_annotation", False))
     per_step = lambda us: us / 1e3 / steps  # noqa: E731
+    launches = sum(e.count for e in events if "LaunchKernel" in e.key or e.key == "cudaGraphLaunch")
     return {
         "wall_ms": 1e3 * wall / steps,
         "device_busy_ms": per_step(kernels_us) if cuda else None,
+        "kernel_launches": launches / steps if cuda else None,
+        "top": top_ops(events, steps, cuda),
         "regions": {k: {"host_ms": per_step(regions[k].cpu_time_total),
                         "device_ms": per_step(regions[k].device_time_total) if cuda else None}
                     for k in REGIONS if k in regions},
     }
+
+
+def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
+    """The ``n`` costliest ops per step: kernels by device time on CUDA, ATen ops by own host time elsewhere."""
+    if cuda:
+        rows = [e for e in events if e.device_type.name == "CUDA" and e.key not in REGIONS
+                and not getattr(e, "is_user_annotation", False)]
+        cost = lambda e: e.self_device_time_total  # noqa: E731
+    else:
+        rows = [e for e in events if e.key.startswith("aten::")]
+        cost = lambda e: e.self_cpu_time_total  # noqa: E731
+    return [{"name": e.key[:100], "ms": cost(e) / 1e3 / steps, "calls": e.count / steps}
+            for e in sorted(rows, key=cost, reverse=True)[:n]]
 
 
 def main(argv=None) -> dict:
@@ -99,12 +116,16 @@ def main(argv=None) -> dict:
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
-    busy = f", kernels {res['device_busy_ms']:.1f} ms" if res["device_busy_ms"] is not None else ""
+    busy = (f", kernels {res['device_busy_ms']:.1f} ms from {res['kernel_launches']:.0f} launches"
+            if res["device_busy_ms"] is not None else "")
     print(f"{res['device']} {a.setting}, {a.workers} workers: step {res['wall_ms']:.1f} ms{busy}")
     print("| region | host ms/step | device ms/step |\n|---|---|---|")
     for k, v in res["regions"].items():
         dev = f"{v['device_ms']:.2f}" if v["device_ms"] is not None else "-"
         print(f"| {k} | {v['host_ms']:.2f} | {dev} |")
+    print(f"| costliest {'kernels' if res['device_busy_ms'] is not None else 'host ops'} | ms/step | calls/step |")
+    for t in res["top"]:
+        print(f"| {t['name'][:60]} | {t['ms']:.2f} | {t['calls']:.0f} |")
     return res
 
 
