@@ -3,9 +3,8 @@
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
 # Steps: tests bench overlap profile split compile decode variants sklearn sweep fidelity entry. The
-# default is the first five, which fit one 10-minute call: on an H200 (2026-11-26) "tests bench compile
-# split decode" took 290 s, and "sklearn variants" took 280 s (its backbone compile was cut off at
-# 150 s; the limit is now 300 s).
+# default is the first five, which took 336 s on an H100 (2026-11-26); "sweep" took 59 s there, and
+# "sklearn variants" 280 s on an H200 (its backbone compile was cut off at 150 s; the limit is now 300 s).
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}

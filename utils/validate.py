@@ -75,7 +75,7 @@ def _normalise(args) -> None:
         if getattr(args, flag) and not can_compile:
             raise ValueError(f"--{flag.replace('_', '-')} on CUDA needs Triton, a C compiler and a GPU of compute "
                              "capability >= 7.0; drop the flag")
-    if args.jpeg_decode == "auto":  # crossover measured on an H200 (README, Speed); to re-measure since BytesBatch
+    if args.jpeg_decode == "auto":  # crossover measured on an H100 (README, Speed)
         args.jpeg_decode = "device" if args.device == "cuda" and args.num_workers < 8 else "workers"
     args.aug_cond = check_keys(args.aug_cond)
 
