@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
                         "per view become a few fused kernels; the first steps are slower while it compiles "
                         "(default: on for CUDA, where it measured faster; off on CPU)")
+    g.add_argument("--augment-graph", default="stages", choices=["stages", "view"],
+                   help="with --compile-augment: 'stages' compiles each stage of a view on its own (each jitter op "
+                        "too, so the 24 op orders share the graphs); 'view' compiles the whole view as one graph, "
+                        "each jitter slot computing all four ops and keeping the drawn one: one call per view "
+                        "instead of nine, same draws and pixels (default: stages)")
     g.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
                    help="make the next batch's views, records and descriptors on a side CUDA stream while this "
                         "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "

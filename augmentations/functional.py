@@ -101,6 +101,19 @@ def color_jitter(x: Tensor, factors: Tensor, order: list[int] | Tensor) -> Tenso
     return x
 
 
+def jitter_in_order(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
+    """``color_jitter`` with the op order as a [B, 4] tensor: a pure tensor function, so one compiled
+    graph serves all 24 orders. Each of the four slots computes all four ops and keeps the one the
+    order names, which is four times the jitter arithmetic; the pixels are those of ``color_jitter``."""
+    for slot in range(4):
+        k = order[:, slot].view(-1, 1, 1, 1)
+        out = COLOR_OPS[3](x, factors[:, 3])
+        for j in (2, 1, 0):
+            out = torch.where(k == j, COLOR_OPS[j](x, factors[:, j]), out)
+        x = out
+    return x
+
+
 def grayscale(x: Tensor) -> Tensor:
     return rgb_to_gray(x).expand(-1, 3, -1, -1)
 

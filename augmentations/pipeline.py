@@ -131,6 +131,29 @@ def post_jitter(x: Tensor, jittered: Tensor, before: Tensor, p: dict[str, Tensor
     return AF.normalize(x, cfg.mean, cfg.std), color_diff
 
 
+def view_from_draws(images: Tensor, u: Tensor, jitter_order: Tensor, cfg: AugConfig,
+                    u_crop: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor | None, Tensor | None]:
+    """A whole view as one pure function of its draws: the crop (unless ``u_crop`` is None: pre-cropped
+    images), then ``ViewAugment.apply``'s ops with the jitter order as a tensor. Returns (view, params,
+    boxes, source sizes); the boxes are None for pre-cropped images."""
+    boxes = src_size = None
+    x = images
+    if u_crop is not None:
+        x, boxes, src_size = crop_stage(images, u_crop, cfg)
+    p = params_from_uniforms(u, cfg)
+    p["jitter_order"] = jitter_order
+    x, before = pre_jitter(x, p["flip"])
+    jittered = AF.jitter_in_order(x, p["jitter_factors"], jitter_order)
+    x, p["color_diff"] = post_jitter(x, jittered, before, p, cfg)
+    return x, p, boxes, src_size
+
+
+def order_rows(order: list[int], b: int, device: torch.device) -> Tensor:
+    """The jitter op order as the record keeps it: [b, 4], the same row for every sample."""
+    perms = constant(JITTER_ORDERS, device, torch.long)  # all 24 made at once: none is made mid-run
+    return perms[JITTER_ORDERS.index(tuple(order))].repeat(b, 1)
+
+
 def _check_images(images: Tensor) -> None:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W] RGB, got shape {tuple(images.shape)}")
@@ -154,29 +177,36 @@ class ViewAugment:
     Each view costs two random draws (crop, everything else); the rest is pure tensor functions
     of those draws. ``compile_backend`` (e.g. "inductor") wraps each of them in ``torch.compile``,
     which fuses the ~200 small ops of a view into a few kernels. The jitter ops are compiled one
-    by one, so the 24 possible op orders need no recompilation.
+    by one, so the 24 possible op orders need no recompilation. With ``whole_view`` the whole view
+    is one function (``view_from_draws``: one compiled call per view instead of nine, for steps
+    that are bound by the host's launch time), with the same draws and pixels.
     """
 
-    def __init__(self, cfg: AugConfig, compile_backend: str | None = None):
+    def __init__(self, cfg: AugConfig, compile_backend: str | None = None, whole_view: bool = False):
         self.cfg = cfg
         wrap = lambda f: compiled(f, compile_backend)  # noqa: E731
         self._crop, self._params = wrap(crop_stage), wrap(params_from_uniforms)
         self._pre, self._post = wrap(pre_jitter), wrap(post_jitter)
         self._color_ops = tuple(wrap(op) for op in AF.COLOR_OPS)
+        self._view = wrap(view_from_draws) if whole_view else None
 
-    def sample(self, b: int, generator: torch.Generator,
-               host_generator: torch.Generator | None = None) -> tuple[dict[str, Tensor], list[int]]:
-        """Draw every non-crop parameter for b samples; returns (params, jitter op order).
+    def draw(self, b: int, generator: torch.Generator,
+             host_generator: torch.Generator | None = None) -> tuple[list[int], Tensor]:
+        """The non-crop draw of b samples: (jitter op order, [b, N_UNIFORMS] uniforms).
 
         The op order (one per batch) is drawn from ``host_generator`` when given, so that applying
         it needs no device-to-host copy (which would stall the CUDA queue every view).
         """
         og = host_generator if host_generator is not None else generator
         order = torch.randperm(4, generator=og, device=og.device).tolist()
-        u = torch.rand(b, N_UNIFORMS, generator=generator, device=generator.device)
+        return order, torch.rand(b, N_UNIFORMS, generator=generator, device=generator.device)
+
+    def sample(self, b: int, generator: torch.Generator,
+               host_generator: torch.Generator | None = None) -> tuple[dict[str, Tensor], list[int]]:
+        """Draw every non-crop parameter for b samples; returns (params, jitter op order)."""
+        order, u = self.draw(b, generator, host_generator)
         p = self._params(u, self.cfg)
-        perms = constant(JITTER_ORDERS, u.device, torch.long)  # all 24 made at once: none is made mid-run
-        p["jitter_order"] = perms[JITTER_ORDERS.index(tuple(order))].repeat(b, 1)
+        p["jitter_order"] = order_rows(order, b, u.device)
         return p, order
 
     def __call__(
@@ -196,13 +226,19 @@ class ViewAugment:
             host_generator: a CPU generator for the jitter op order (keeps CUDA runs sync-free).
         """
         _check_images(images)
-        x, dev = images, images.device
-        if boxes is None:
-            x, boxes, src_size = self._crop(x, crop_uniforms(x.shape[0], generator), self.cfg)
-        elif src_size is None or x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size:
+        x, dev, b = images, images.device, images.shape[0]
+        if boxes is not None and (src_size is None or x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size):
             raise ValueError(f"pre-cropped images must be {self.cfg.size}x{self.cfg.size} and come with src_size")
-        p, order = self.sample(x.shape[0], generator, host_generator)
-        x = self.apply(x, p, order)
+        u_crop = crop_uniforms(b, generator) if boxes is None else None
+        if self._view is not None:  # one call for the whole view (whole_view)
+            order, u = self.draw(b, generator, host_generator)
+            x, p, drawn, size = self._view(x, u, order_rows(order, b, dev), self.cfg, u_crop)
+            boxes, src_size = (drawn, size) if u_crop is not None else (boxes, src_size)
+        else:
+            if u_crop is not None:
+                x, boxes, src_size = self._crop(x, u_crop, self.cfg)
+            p, order = self.sample(b, generator, host_generator)
+            x = self.apply(x, p, order)
         return x, ViewParams(box=boxes.to(dev).float(), src_size=src_size.to(dev).float(), **p)
 
     def apply(self, x: Tensor, p: dict[str, Tensor], order: list[int] | None = None) -> Tensor:

@@ -45,7 +45,8 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
         model = "mini_resnet"
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
             "--num-workers", str(workers), "--device", a.device, "--precision", a.precision,
-            "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction), *CASSLE]
+            "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction),
+            "--augment-graph", a.augment_graph, *CASSLE]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     argv += ["--compile"] * a.compile
@@ -167,13 +168,15 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
                         **timed(fn, batches, a.warmup, a.steps, a.batch_size, run.device)})
     for r in results:
         r.update(setting=setting, workers=workers, model=args.model, precision=args.precision,
-                 channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment)
+                 channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
+                 augment_graph=args.augment_graph)
     return results
 
 
 def _compiled(args) -> str:
-    return {(False, False): "off", (True, False): "backbone", (False, True): "augment", (True, True): "both"}[
+    what = {(False, False): "off", (True, False): "backbone", (False, True): "augment", (True, True): "both"}[
         (bool(args.compile), bool(args.compile_augment))]
+    return what + (" (whole view)" if args.compile_augment and args.augment_graph == "view" else "")
 
 
 class _PILView(torch.utils.data.Dataset):
@@ -207,6 +210,8 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
+    p.add_argument("--augment-graph", default="stages", choices=["stages", "view"],
+                   help="with compiled augmentation: one graph per stage, or the whole view as one graph")
     p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")

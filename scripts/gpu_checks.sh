@@ -2,9 +2,10 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests bench overlap profile split compile decode variants sklearn sweep fidelity entry. The
-# default is the first five, which took 336 s on an H100 (2026-11-26); "sweep" took 59 s there, and
-# "sklearn variants" 280 s on an H200 (its backbone compile was cut off at 150 s; the limit is now 300 s).
+# Steps: tests graph bench profile split overlap compile decode variants sklearn sweep fidelity entry.
+# The default is the first five. On an H100 (2026-11-26) "tests bench overlap profile split" took
+# 336 s and "sweep" 59 s; "graph" is new (two bench runs of the two settings, about 150 s). On an
+# H200, "sklearn variants" took 280 s (its backbone compile was cut off at 150 s; the limit is now 300 s).
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -35,6 +36,15 @@ run_compile() {
     --out "$OUT/bench_eager_augment.json" 2>&1 | grep "^|"
 }
 
+run_graph() {
+  step "compiled augmentation: each stage its own graph (default) vs the whole view as one graph, 4 workers"
+  for g in stages view; do
+    timeout 200 $PY "${BENCH[@]}" --workers 4 --augment-graph $g --pipelines model ours augment \
+      --out "$TMP/graph_$g.json" 2>&1 | grep "^| r"
+    cat "$TMP/graph_$g.json" >> "$OUT/bench_graph.jsonl" 2>/dev/null && echo >> "$OUT/bench_graph.jsonl"
+  done
+}
+
 run_overlap() {
   step "pretraining throughput without and with --overlap-augment (inputs made ahead in a thread, on a side stream), 4 workers"
   for o in --no-overlap-augment --overlap-augment; do
@@ -59,11 +69,11 @@ run_split() {
 
 run_profile() {
   step "where a step's time goes: host vs device time per region (inputs, forward, backward, optimizer)"
-  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --out "$OUT/profile_r18.json" 2>&1 | tail -7
-  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --overlap \
-    --out "$OUT/profile_r18_overlap.json" 2>&1 | tail -7
+  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --out "$OUT/profile_r18.json" 2>&1 | tail -20
+  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --augment-graph view \
+    --out "$OUT/profile_r18_view.json" 2>&1 | tail -20
   timeout 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
-    --out "$OUT/profile_r50.json" 2>&1 | tail -7
+    --out "$OUT/profile_r50.json" 2>&1 | tail -20
 }
 
 run_variants() {
@@ -109,7 +119,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests bench overlap profile split}"; do
+for s in "${@:-tests graph bench profile split}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

@@ -91,6 +91,7 @@ def main(argv=None) -> dict:
     p.add_argument("--jpeg-dir", default=None, help="JPEG folder for r50-224 (written there if missing)")
     p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="--overlap-augment (default: as pretrain_cond.py)")
+    p.add_argument("--augment-graph", default="stages", choices=["stages", "view"], help="as pretrain_cond.py")
     p.add_argument("--trace", default=None, help="also write a Chrome trace here")
     p.add_argument("--out", default="profile_step.json", help="JSON output")
     a = p.parse_args(argv)
@@ -112,7 +113,8 @@ def main(argv=None) -> dict:
     for _ in range(a.warmup):
         step(engine, next(batches))
     res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
-    res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment, overlap_augment=args.overlap_augment,
+    res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
+               overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

@@ -94,6 +94,7 @@ def _expect_error(argv, capsys, pattern):
     (["--aug-inj-type", "proj-cat", "--aug-cond"], r"needs a descriptor: give --aug-cond"),
     (["--distributed", "--nproc-per-node", "3"], r"--batch-size 256 is not divisible by the world size 3"),
     (["--jpeg-worker-fraction", "1.5"], r"--jpeg-worker-fraction must be in \[0, 1\], got 1.5"),
+    (["--augment-graph", "view"], r"--augment-graph view compiles the whole view: it needs --compile-augment"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, extra, pattern):
     logdir = tmp_path / "run"

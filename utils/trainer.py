@@ -145,7 +145,7 @@ def make_inputs(run: Run):
     """The step's input side: batch -> (x1, x2, d1, d2, AugSelf targets), compiled with
     ``--compile-augment``; descriptors and targets are None where the method has none."""
     backend = AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None
-    aug = ViewAugment(run.cfg, backend)
+    aug = ViewAugment(run.cfg, backend, whole_view=run.args.augment_graph == "view")
     describe, targets_of = compiled(build_descriptor, backend), compiled(augself_targets, backend)
     cond_active = run.framework.projector.cond.active
     heads = run.framework.augself

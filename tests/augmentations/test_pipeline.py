@@ -200,9 +200,10 @@ def test_cuda_drawn_views_and_descriptors_replay_on_cpu():
     _drawn_on_device_replays_on_cpu("cuda")
 
 
-def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float) -> None:
-    """A compiled ViewAugment traces each stage whole (fullgraph) and gives eager's views and records,
-    on the in-batch crop path and on the pre-cropped (uint8 worker crops) path."""
+def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float, whole_view: bool = False) -> None:
+    """A compiled ViewAugment traces each stage (or, ``whole_view``, the whole view) whole (fullgraph)
+    and gives eager's views and records, on the in-batch crop path and on the pre-cropped (uint8
+    worker crops) path."""
     from torch._dynamo.utils import counters
     cfg = config_for_dataset(dataset)
     imgs = _images(6, cfg.size + 8, cfg.size + 8, 0).to(device)
@@ -211,7 +212,8 @@ def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float)
     outs = {}
     graphs = counters["stats"]["unique_graphs"]
     for name, backend_or_none in (("eager", None), ("compiled", backend)):
-        aug, g = ViewAugment(cfg, backend_or_none), torch.Generator(device).manual_seed(7)
+        aug = ViewAugment(cfg, backend_or_none, whole_view=whole_view and backend_or_none is not None)
+        g = torch.Generator(device).manual_seed(7)
         host = torch.Generator().manual_seed(7)
         outs[name] = [aug(imgs, g, host_generator=host) for _ in range(3)]  # three jitter orders
         outs[name] += [aug(crops, g, boxes, src, host) for _ in range(2)]
@@ -224,15 +226,38 @@ def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float)
             torch.testing.assert_close(getattr(pc, f), getattr(pe, f), atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("whole_view", [False, True])
 @pytest.mark.parametrize("dataset", ["stl10_sol", "stl10_rot"])
-def test_compiled_augmentation_equals_eager(dataset):
-    _compiled_equals_eager(dataset, "aot_eager", "cpu", atol=0.0)
+def test_compiled_augmentation_equals_eager(dataset, whole_view):
+    _compiled_equals_eager(dataset, "aot_eager", "cpu", atol=0.0, whole_view=whole_view)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("whole_view", [False, True])
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet100"])
-def test_cuda_inductor_augmentation_equals_eager(dataset):
-    _compiled_equals_eager(dataset, "inductor", "cuda", atol=1e-4)
+def test_cuda_inductor_augmentation_equals_eager(dataset, whole_view):
+    _compiled_equals_eager(dataset, "inductor", "cuda", atol=1e-4, whole_view=whole_view)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet100", "stl10_sol", "stl10_rot"])
+def test_whole_view_gives_the_staged_views_and_records(dataset):
+    """``whole_view`` (one function of the draws, jitter order as a tensor) draws the same numbers in
+    the same order and gives the same pixels, bit for bit, on both crop paths and over several orders."""
+    cfg = config_for_dataset(dataset)
+    imgs = _images(4, cfg.size + 8, cfg.size + 8, 2)
+    crops = (_images(4, cfg.size, cfg.size, 3) * 255).to(torch.uint8)
+    boxes, src = torch.tensor([[1.0, 2.0, 20.0, 24.0]] * 4), torch.full((4, 2), 40.0)
+    outs = {}
+    for whole in (False, True):
+        aug, g, host = ViewAugment(cfg, whole_view=whole), torch.Generator().manual_seed(5), torch.Generator()
+        host.manual_seed(5)
+        outs[whole] = [aug(imgs, g, host_generator=host) for _ in range(4)]
+        outs[whole] += [aug(crops, g, boxes, src, host) for _ in range(2)]
+    assert len({tuple(p.jitter_order[0].tolist()) for _, p in outs[True]}) > 2
+    for (xs, ps), (xw, pw) in zip(outs[False], outs[True]):
+        assert torch.equal(xs, xw)
+        for f in ps.__dataclass_fields__:
+            assert torch.equal(getattr(ps, f), getattr(pw, f)), f
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "stl10_sol", "stl10_rot"])

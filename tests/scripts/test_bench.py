@@ -40,7 +40,8 @@ def test_bench_augment_counts_ops_and_times_eager_and_compiled(tmp_path):
     _load("bench_augment").main(["--device", "cpu", "--recipes", "cifar10", "--batch-size", "2", "--views", "2",
                                  "--warmup", "4", "--compile", "aot_eager", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["backend"] for r in rows] == ["eager", "aot_eager"]
+    assert [(r["backend"], r["graph"]) for r in rows] == [("eager", "stages"), ("aot_eager", "stages"),
+                                                         ("aot_eager", "view")]
     assert 50 < rows[0]["ops_per_view"] < 1000 and rows[1]["ops_per_view"] is None
     assert all(r["views_per_s"] > 0 for r in rows)
 

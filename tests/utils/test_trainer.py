@@ -114,28 +114,41 @@ def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework, compi
 
 
 def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path, monkeypatch):
-    """--compile-augment: views, descriptors and AugSelf targets go through torch.compile, and the
-    run is the eager run (the aot_eager backend traces the same graphs without generating code)."""
+    """--compile-augment: views, descriptors and AugSelf targets go through torch.compile, stage by stage
+    or (--augment-graph view) as one graph per view, and the run is the eager run (the aot_eager
+    backend traces the same graphs without generating code)."""
     import augmentations.pipeline
     import utils.trainer as trainer
-    seen, real = [], augmentations.pipeline.compiled
+    seen, used, real = [], [], augmentations.pipeline.compiled
 
     def spy(fn, backend):
         seen.append((fn.__name__, backend))
-        return real(fn, backend)
+        wrapped = real(fn, backend)
+
+        def call(*args, **kwargs):
+            used.append(fn.__name__)
+            return wrapped(*args, **kwargs)
+        return call
 
     monkeypatch.setattr(augmentations.pipeline, "compiled", spy)
     monkeypatch.setattr(trainer, "compiled", spy)
     monkeypatch.setattr(trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
-    losses = {}
-    for flag in ([], ["--compile-augment"]):
-        run = _run(tmp_path / str(len(flag)), "--framework", "simclr", "--aug-treatment", "mlp",
+    losses, calls = {}, {}
+    for name, flags in {"eager": [], "stages": ["--compile-augment"],
+                        "view": ["--compile-augment", "--augment-graph", "view"]}.items():
+        seen.clear()
+        used.clear()
+        run = _run(tmp_path / name, "--framework", "simclr", "--aug-treatment", "mlp",
                    "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "flip",
-                   "--ss-crop", "0.5", "--ss-color", "0.5", *flag)
+                   "--ss-crop", "0.5", "--ss-color", "0.5", *flags)
         step, batch = make_step(run, total_steps=10), next(iter(run.loader))
-        losses[bool(flag)] = [float(step(_Engine(), batch)["loss"]) for _ in range(2)]
-    by_backend = {b: sorted(name for name, bb in seen if bb == b) for b in (None, "aot_eager")}
-    stages = sorted(["crop_stage", "params_from_uniforms", "pre_jitter", "post_jitter", "adjust_brightness",
-                     "adjust_contrast", "adjust_saturation", "adjust_hue", "build_descriptor", "augself_targets"])
-    assert by_backend == {None: stages, "aot_eager": stages}
-    assert losses[True] == losses[False]
+        losses[name] = [float(step(_Engine(), batch)["loss"]) for _ in range(2)]
+        calls[name] = sorted(set(seen))
+        if name == "view":  # one graph per view; the stage graphs exist but are not called
+            assert set(used) == {"view_from_draws", "build_descriptor", "augself_targets"}
+    stages = ["crop_stage", "params_from_uniforms", "pre_jitter", "post_jitter", "adjust_brightness",
+              "adjust_contrast", "adjust_saturation", "adjust_hue", "build_descriptor", "augself_targets"]
+    assert calls["eager"] == sorted((f, None) for f in stages)
+    assert calls["stages"] == sorted((f, "aot_eager") for f in stages)
+    assert calls["view"] == sorted((f, "aot_eager") for f in [*stages, "view_from_draws"])
+    assert losses["stages"] == losses["eager"] == losses["view"]

@@ -52,10 +52,12 @@ def test_cpu_defaults_and_explicit_choices_are_kept():
     a = _args("--device", "cpu")
     _normalise(a)
     assert (a.precision, a.channels_last, a.compile_augment, a.jpeg_decode) == ("fp32", False, False, "workers")
+    assert (a.augment_graph, a.overlap_augment) == ("stages", False)
     b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last",
-              "--compile-augment")
+              "--compile-augment", "--augment-graph", "view", "--overlap-augment")
     _normalise(b)
     assert (b.precision, b.channels_last, b.compile_augment, b.jpeg_decode) == ("bf16", True, True, "device")
+    assert (b.augment_graph, b.overlap_augment) == ("view", True)
 
 
 def test_resolve_device_shared_by_every_entry_point(monkeypatch):
