@@ -20,10 +20,10 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from itertools import islice
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -137,19 +137,28 @@ def decode_batch(encoded: list[Tensor], device: torch.device) -> list[Tensor]:
         return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
 
 
-def crop_resize(images: list[Tensor], boxes: Tensor, size: int) -> Tensor:
-    """Each decoded image cropped to its box and resized to ``size`` (antialiased bilinear, uint8).
+def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int) -> tuple[Tensor, ...]:
+    """Each decoded image cropped to its box and resized to ``size`` (antialiased bilinear, uint8),
+    once per box set in ``boxes`` (e.g. both views' boxes): a [N, 3, size, size] batch per set.
 
-    One small interpolate per image: the decoded sizes differ, and antialiasing (which PIL applies
-    and ``grid_sample`` cannot) matters when a 300+ px crop is shrunk to 224. Rounding to uint8 is
-    done once for the batch, so each image costs three kernels (this runs in decoder threads that
-    share the GIL with the training step, so the per-image op count matters).
+    One small resize per crop: the decoded sizes differ, and antialiasing (which PIL applies and
+    ``grid_sample`` cannot) matters when a 300+ px crop is shrunk to 224. This runs in decoder
+    threads that share the GIL with the training step, so the launches per image are kept few:
+    each image is made float once for all its crops, each resize writes straight into its batch
+    (``F.interpolate``'s own kernel, called with ``out=``), and rounding to uint8 is done once
+    per batch. That is 1 + len(boxes) kernels per image.
     """
-    out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=images[0].device)
-    for i, (img, (top, left, h, w)) in enumerate(zip(images, boxes.round().long().tolist())):
-        crop = img[None, :, top:top + h, left:left + w].float()
-        out[i] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    n, dev = len(images), images[0].device
+    outs = [torch.empty(n, 3, size, size, dtype=torch.float32, device=dev) for _ in boxes]
+    rows = [b.round().long().tolist() for b in boxes]
+    for i, img in enumerate(images):
+        x = img[None].float()
+        for out, r in zip(outs, rows):
+            top, left, h, w = r[i]
+            # = F.interpolate(crop, (size, size), mode="bilinear", antialias=True, align_corners=False)
+            torch.ops.aten._upsample_bilinear2d_aa.out(x[:, :, top:top + h, left:left + w], [size, size], False,
+                                                       None, None, out=out[i:i + 1])
+    return tuple(o.round_().clamp_(0, 255).to(torch.uint8) for o in outs)
 
 
 class DeviceDecodePrefetcher:
@@ -186,8 +195,7 @@ class DeviceDecodePrefetcher:
         with torch.cuda.stream(stream) if stream is not None else nullcontext():
             if on_device:
                 images = decode_batch(batch.encoded_bytes(on_device, offsets), self.device)
-                parts.append((crop_resize(images, batch.box1[on_device], self.size),
-                              crop_resize(images, batch.box2[on_device], self.size)))
+                parts.append(crop_resize(images, (batch.box1[on_device], batch.box2[on_device]), self.size))
             if in_worker:
                 crops = batch.crops[[rows[i] for i in in_worker]].to(self.device, non_blocking=True)
                 parts.append((crops[:, 0], crops[:, 1]))

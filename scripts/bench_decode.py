@@ -74,7 +74,7 @@ def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     hw = torch.tensor([list(im.shape[1:]) for im in images])
     b1, b2 = (sample_crop_boxes(hw[:, 0], hw[:, 1], g) for _ in range(2))
-    row("crop-resize", _rate(lambda: (crop_resize(images, b1, a.size), crop_resize(images, b2, a.size)),
+    row("crop-resize", _rate(lambda: crop_resize(images, (b1, b2), a.size),
                              n, a.repeats, device), chunk=n, threads=1)
     two_crops = TwoCrops(folder, a.size, seed=0)
     row("pil", _rate(lambda: [two_crops[(0, i)] for i in range(n)], n, 1, torch.device("cpu")), chunk=1, threads=1)

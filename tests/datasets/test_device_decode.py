@@ -118,10 +118,16 @@ def test_crop_resize_matches_torchvision_resized_crop_on_tensors():
     g = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 256, (3, 50 + 9 * i, 70 - 5 * i), dtype=torch.uint8, generator=g) for i in range(3)]
     boxes = torch.tensor([[3., 5., 40., 30.], [0., 0., 59., 65.], [10., 2., 8., 12.]])
-    out = crop_resize(imgs, boxes, 20)
-    for img, box, got in zip(imgs, boxes.long().tolist(), out):
+    other = torch.tensor([[0., 0., 50., 65.], [7., 9., 20., 21.], [1., 1., 66., 10.]])
+    out, out2 = crop_resize(imgs, (boxes, other), 20)
+    for img, box, box2, got, got2 in zip(imgs, boxes.long().tolist(), other.long().tolist(), out, out2):
         ref = F2.resized_crop(img, *box, size=[20, 20], antialias=True)
         assert (got.int() - ref.int()).abs().max() <= 1
+        for b, g in ((box, got), (box2, got2)):  # exactly F.interpolate on each float crop
+            top, left, h, w = b
+            crop = img[None, :, top:top + h, left:left + w].float()
+            same = torch.nn.functional.interpolate(crop, size=(20, 20), mode="bilinear", antialias=True)
+            assert torch.equal(g, same[0].round().clamp(0, 255).to(torch.uint8))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
