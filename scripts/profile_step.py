@@ -9,7 +9,9 @@ prints, per region of ``utils.trainer.make_step`` (inputs, forward, backward, op
 time spent issuing it and the device time of the kernels it launched, plus the step's wall time,
 the kernel launches per step and the costliest kernels (on a CPU: the costliest ATen ops).
 If the kernels' total is well under the wall time, the GPU waits for the host: the step is
-host-bound, and fewer or fused launches (compiling, CUDA graphs) are what helps. Writes JSON and,
+host-bound, and fewer or fused launches (compiling, CUDA graphs) are what helps. The total sums
+kernels over all streams (nvJPEG decoder threads have their own), so near the wall time it does
+not by itself prove the GPU full. Writes JSON and,
 with --trace, a Chrome trace to open in Perfetto.
 """
 from __future__ import annotations
