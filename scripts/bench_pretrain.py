@@ -17,7 +17,9 @@ Pipelines:
             on the device below 8 workers, PIL decode + crop in workers from 8 on)
   augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
             above the model-only figure, the input pipeline can keep up with the model
-Prints a table of images/s (each image = two views) and peak memory, and writes JSON.
+Prints a table of images/s (each image = two views) and peak memory, and writes JSON. Each
+measurement runs at least --steps steps and --min-seconds; with --repeats R the pipelines are
+measured R times round-robin, and the table gives the median with the range in brackets.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -80,21 +83,31 @@ def write_jpegs(root: str, n: int, side: int = 320, progressive: bool = False) -
     return root
 
 
-def timed(step_fn, batches, warmup: int, steps: int, batch_size: int, device: torch.device) -> dict:
-    it = iter(batches())
+def timed(step_fn, it, warmup: int, steps: int, min_seconds: float, batch_size: int, device: torch.device) -> dict:
+    """images/s over at least ``steps`` steps and ``min_seconds`` (a 32 px step takes ~15 ms, so a
+    fixed step count would time a fraction of a second), after ``warmup`` untimed steps."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         step_fn(next(it))
+    sync()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    t = time.perf_counter()
-    for _ in range(steps):
+    n, t = 0, time.perf_counter()
+    while n < steps or time.perf_counter() - t < min_seconds:
         step_fn(next(it))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        n += 1
+    sync()
     dt = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"images_per_s": steps * batch_size / dt, "peak_gib": peak}
+    return {"images_per_s": n * batch_size / dt, "peak_gib": peak}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """The median of repeated measurements, with all of them (their spread is the noise)."""
+    rates = sorted(r["images_per_s"] for r in runs)
+    peaks = [r["peak_gib"] for r in runs if r["peak_gib"] is not None]
+    return {"images_per_s": statistics.median(rates), "images_per_s_all": [r["images_per_s"] for r in runs],
+            "peak_gib": max(peaks) if peaks else None}
 
 
 def endless(loader):
@@ -156,16 +169,21 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         share = args.jpeg_worker_fraction if decode == "device" else 0.0
         return f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
     names = {"ours": label(args.jpeg_decode), "ours-other": label(other)}
+    chosen = [n for n in a.pipelines if not (run.data.in_memory and n == "ours-other")]  # no JPEGs to decode
+    made = {name: builders[name]() for name in chosen}
+    its = {name: iter(batches()) for name, (_, batches) in made.items()}
+    runs = {name: [] for name in chosen}
+    for rep in range(a.repeats):  # round-robin, so slow drifts of the machine hit every pipeline alike
+        warmup = a.warmup if rep == 0 else min(a.warmup, 2)  # compiled and warm by then
+        for name in chosen:
+            runs[name].append(timed(made[name][0], its[name], warmup, a.steps, a.min_seconds, a.batch_size,
+                                    run.device))
     results = []
-    for name in a.pipelines:
-        if run.data.in_memory and name == "ours-other":
-            continue  # no JPEGs to decode
-        fn, batches = builders[name]()
+    for name in chosen:
         label = names.get(name, name) if not run.data.in_memory else name
         if args.overlap_augment and name in ("ours", "ours-other"):
             label += " + overlap"
-        results.append({"pipeline": label, "default": name == "ours",
-                        **timed(fn, batches, a.warmup, a.steps, a.batch_size, run.device)})
+        results.append({"pipeline": label, "default": name == "ours", **summarise(runs[name])})
     for r in results:
         r.update(setting=setting, workers=workers, model=args.model, precision=args.precision,
                  channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
@@ -217,7 +235,10 @@ def main(argv=None):
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement, at least")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per measurement, at least")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measurements per pipeline, taken round-robin; the table gives their median and range")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (cudnn autotune, workers)")
     p.add_argument("--tiny", action="store_true", help="mini_resnet, for a CPU smoke run")
     p.add_argument("--out", default="bench_pretrain.json", help="JSON output")
@@ -249,9 +270,10 @@ def table(rows: list[dict], device: str) -> str:
             x[k] == r[k] for k in ("setting", "workers", "precision", "channels_last", "compile"))]
         ratio = f"{r['images_per_s'] / ceiling[0]:.2f}" if ceiling else "-"
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        every = r.get("images_per_s_all", [])
+        rate = f"{r['images_per_s']:.0f}" + (f" ({min(every):.0f}-{max(every):.0f})" if len(every) > 1 else "")
         lines.append(f"| {r['setting']} | {r['model']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | "
-                     f"{r['compile']} | {r['workers']} | {r['pipeline']} | "
-                     f"{r['images_per_s']:.0f} | {ratio} | {peak} |")
+                     f"{r['compile']} | {r['workers']} | {r['pipeline']} | {rate} | {ratio} | {peak} |")
     return "\n".join(lines)
 
 

@@ -2,11 +2,11 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graph bench profile split decode overlap compile variants sklearn sweep fidelity entry.
-# The default is the first six. On an H100 (2026-11-26) "tests bench overlap profile split" took
-# 336 s and "sweep" 59 s; "graph" is new (two bench runs of the two settings, about 150 s) and
-# "decode" took about 30 s on an H200. On an H200, "sklearn variants" took 280 s (its backbone
-# compile was cut off at 150 s; the limit is now 300 s).
+# Steps: tests graph bench profile decode split overlap compile variants sklearn sweep fidelity entry.
+# The default is the first five. On an H100 (2026-11-26) "tests bench overlap profile split" took
+# 336 s and "sweep" 59 s, with 20 timed steps per measurement; the bench now times at least 1.5 s
+# per measurement, and "graph" (new) measures 3 times round-robin, so expect ~400 s for the
+# default. On an H200, "decode" took about 30 s and "sklearn variants" 280 s.
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -16,7 +16,7 @@ mkdir -p "$OUT" "$TMP"
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 CASSLE=(--aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type proj-cat
         --aug-cond crop color color_diff flip blur grayscale)
-BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --jpeg-dir "$TMP/jpegs")
+BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --min-seconds 1.5 --jpeg-dir "$TMP/jpegs")
 
 step() { echo "=== $* (t=${SECONDS}s)"; }
 
@@ -40,7 +40,7 @@ run_compile() {
 run_graph() {
   step "compiled augmentation: each stage its own graph (default) vs the whole view as one graph, 4 workers"
   for g in stages view; do
-    timeout 200 $PY "${BENCH[@]}" --workers 4 --augment-graph $g --pipelines model ours augment \
+    timeout 200 $PY "${BENCH[@]}" --workers 4 --augment-graph $g --pipelines model ours augment --repeats 3 \
       --out "$TMP/graph_$g.json" 2>&1 | grep "^| r"
     cat "$TMP/graph_$g.json" >> "$OUT/bench_graph.jsonl" 2>/dev/null && echo >> "$OUT/bench_graph.jsonl"
   done
@@ -49,7 +49,8 @@ run_graph() {
 run_overlap() {
   step "pretraining throughput without and with --overlap-augment (inputs made ahead in a thread, on a side stream), 4 workers"
   for o in --no-overlap-augment --overlap-augment; do
-    timeout 200 $PY "${BENCH[@]}" --workers 4 $o --pipelines model ours --out "$TMP/overlap$o.json" 2>&1 | grep "^| r"
+    timeout 200 $PY "${BENCH[@]}" --workers 4 $o --pipelines model ours --repeats 3 --out "$TMP/overlap$o.json" \
+      2>&1 | grep "^| r"
     cat "$TMP/overlap$o.json" >> "$OUT/bench_overlap.jsonl" 2>/dev/null && echo >> "$OUT/bench_overlap.jsonl"
   done
 }
@@ -120,7 +121,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests graph bench profile split decode}"; do
+for s in "${@:-tests graph bench profile decode}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

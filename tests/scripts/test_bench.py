@@ -2,6 +2,9 @@
 import importlib.util
 import json
 import os
+import time
+
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -16,18 +19,30 @@ def _load(name):
 def test_bench_pretrain_smoke(tmp_path):
     out = tmp_path / "b.json"
     _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
-                                  "--batch-size", "8", "--steps", "1", "--warmup", "1", "--out", str(out)])
+                                  "--batch-size", "8", "--steps", "1", "--warmup", "1", "--min-seconds", "0",
+                                  "--repeats", "3", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours", "augment"]
-    assert all(r["images_per_s"] > 0 for r in rows)
+    for r in rows:  # the median of three measurements
+        assert len(r["images_per_s_all"]) == 3 and all(x > 0 for x in r["images_per_s_all"])
+        assert r["images_per_s"] == sorted(r["images_per_s_all"])[1]
+
+
+def test_bench_timed_runs_at_least_the_steps_and_the_seconds():
+    bench, steps = _load("bench_pretrain"), []
+    it = iter(int, 1)
+    res = bench.timed(steps.append, it, 2, 3, 0.0, 10, torch.device("cpu"))
+    assert len(steps) == 2 + 3 and res["images_per_s"] > 0
+    steps.clear()
+    bench.timed(lambda b: (steps.append(b), time.sleep(0.01)), it, 0, 1, 0.1, 10, torch.device("cpu"))
+    assert 2 <= len(steps) <= 10  # until 0.1 s had passed: more than the 1 step asked, at most 0.1 s / 10 ms
 
 
 def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
     out = tmp_path / "b.json"
     _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
                                   "--jpeg-decode", "device", "--jpeg-worker-fraction", "0.5", "--batch-size", "4",
-                                  "--steps", "1", "--warmup", "1",
-                                  "--out", str(out)])
+                                  "--steps", "1", "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours (device decode, 50% in workers)",
                                              "ours (workers decode)", "augment"]
