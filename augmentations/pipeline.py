@@ -233,7 +233,8 @@ class ViewAugment:
         if self._view is not None:  # one call for the whole view (whole_view)
             order, u = self.draw(b, generator, host_generator)
             x, p, drawn, size = self._view(x, u, order_rows(order, b, dev), self.cfg, u_crop)
-            boxes, src_size = (drawn, size) if u_crop is not None else (boxes, src_size)
+            if u_crop is not None:
+                boxes, src_size = drawn, size
         else:
             if u_crop is not None:
                 x, boxes, src_size = self._crop(x, u_crop, self.cfg)

@@ -17,10 +17,10 @@ import io
 import os
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from itertools import islice
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch

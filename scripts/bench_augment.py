@@ -5,8 +5,8 @@
 
 One view = ``ViewAugment`` on an in-memory batch (crop included) + the CASSLE descriptor. At small
 batches on a GPU the time per view is host time (Python + one kernel launch per op), which is why
-the op count matters; ``--compile`` fuses the pure stages into a few kernels; it is measured twice, with each stage
-compiled on its own and with the whole view as one graph (``ViewAugment(whole_view=True)``).
+the op count matters; ``--compile`` fuses the pure stages into a few kernels. It is measured
+twice: each stage compiled on its own, and the whole view as one graph (``whole_view=True``).
 Recipes: cifar10 (32 px from 32 px images) and imagenet100 (224 px from 256 px images, blur 23).
 Prints a table and writes JSON.
 """

@@ -11,8 +11,7 @@ the kernel launches per step and the costliest kernels (on a CPU: the costliest 
 If the kernels' total is well under the wall time, the GPU waits for the host: the step is
 host-bound, and fewer or fused launches (compiling, CUDA graphs) are what helps. The total sums
 kernels over all streams (nvJPEG decoder threads have their own), so near the wall time it does
-not by itself prove the GPU full. Writes JSON and,
-with --trace, a Chrome trace to open in Perfetto.
+not by itself prove the GPU full. Writes JSON and, with --trace, a Chrome trace to open in Perfetto.
 """
 from __future__ import annotations
 
@@ -29,6 +28,12 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 REGIONS = ("inputs", "forward", "backward", "optimizer")
+
+
+def _kernels(events) -> list:
+    """The GPU kernels among profiler events (not the regions' spans on the GPU timeline)."""
+    return [e for e in events if e.device_type.name == "CUDA" and e.key not in REGIONS
+            and not getattr(e, "is_user_annotation", False)]
 
 
 def profile_steps(step, batches, steps: int, device: torch.device, trace: str | None) -> dict:
@@ -49,8 +54,7 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
     # A region shows up twice: as a host annotation (CPU) and, on CUDA, as its span on the GPU
     # timeline; the host one carries both its host time and its kernels' device time.
     regions = {e.key: e for e in events if e.key in REGIONS and e.device_type.name == "CPU"}
-    kernels_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA"
-                     and e.key not in REGIONS and not getattr(e, "is_user_annotation", False))
+    kernels_us = sum(e.self_device_time_total for e in _kernels(events))
     per_step = lambda us: us / 1e3 / steps  # noqa: E731
     launches = sum(e.count for e in events if "LaunchKernel" in e.key or e.key == "cudaGraphLaunch")
     return {
@@ -67,8 +71,7 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
 def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
     """The ``n`` costliest ops per step: kernels by device time on CUDA, ATen ops by own host time elsewhere."""
     if cuda:
-        rows = [e for e in events if e.device_type.name == "CUDA" and e.key not in REGIONS
-                and not getattr(e, "is_user_annotation", False)]
+        rows = _kernels(events)
         cost = lambda e: e.self_device_time_total  # noqa: E731
     else:
         rows = [e for e in events if e.key.startswith("aten::")]

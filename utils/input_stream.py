@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.profiler import record_function
 from torch.utils._pytree import tree_leaves
 
 
@@ -33,11 +32,10 @@ class InputStream:
 
     def _launch(self, batch, stream):
         if stream is None:
-            with record_function("inputs"):
-                return self.inputs(batch), None
+            return self.inputs(batch), None
         # the batch was made on the main stream, behind the previous step: start after both
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream), record_function("inputs"):
+        with torch.cuda.stream(stream):
             out = self.inputs(batch)
             done = torch.cuda.Event()
             done.record(stream)

@@ -152,6 +152,7 @@ def make_inputs(run: Run):
     ranges = run.cfg.jitter_ranges
     quirk = run.args.augself_flip_quirk
 
+    @record_function("inputs")  # the regions scripts/profile_step.py reports
     def inputs(batch):
         x1, p1, x2, p2 = make_views(run, batch, aug)
         d1 = describe(p1, run.args.aug_cond, ranges) if cond_active else None
@@ -191,9 +192,7 @@ def make_step(run: Run, total_steps: int):
     inputs, model_step = make_inputs(run), make_model_step(run, total_steps)
 
     def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
-        with record_function("inputs"):  # the regions scripts/profile_step.py reports
-            made = inputs(batch)
-        return model_step(engine, made)
+        return model_step(engine, inputs(batch))
 
     return step
 
