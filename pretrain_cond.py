@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "too, so the 24 op orders share the graphs); 'view' compiles the whole view as one graph, "
                         "each jitter slot computing all four ops and keeping the drawn one: one call per view "
                         "instead of nine, same draws and pixels (default: stages)")
+    g.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"],
+                   help="Gaussian blur as two grouped convolutions ('conv') or as sums of shifted slices, which "
+                        "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
+                        "(auto: conv)")
     g.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
                    help="make the next batch's views, records and descriptors on a side CUDA stream while this "
                         "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "

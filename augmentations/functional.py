@@ -129,19 +129,38 @@ def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
     return torch.where(sigma[:, None] > 0, k, delta)
 
 
-def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, impl: str = "conv") -> Tensor:
     """Per-sample Gaussian blur with reflect padding, as ``torchvision...gaussian_blur``.
 
-    Separable: two grouped 1-D convolutions (one group per image channel), so a whole batch with
-    different sigmas is two kernel launches; the 2-D kernel is the outer product of the 1-D ones.
+    Separable; the 2-D kernel is the outer product of the 1-D ones. ``impl="conv"``: two grouped
+    1-D convolutions (one group per image channel), two kernel launches for a whole batch with
+    different sigmas, the fastest eager form. ``impl="shift"``: each pass is a weighted sum of
+    ``kernel_size`` shifted slices; eager that is many launches, but Inductor fuses it (padding
+    included) into one stencil kernel per pass, where it cannot fuse a convolution.
     """
+    if impl not in ("conv", "shift"):
+        raise ValueError(f"blur impl must be 'conv' or 'shift', got {impl!r}")
     b, c, h, w = x.shape
-    k = gaussian_kernels(sigma, kernel_size).to(x.dtype).repeat_interleave(c, dim=0)  # [B*C, k]
+    k = gaussian_kernels(sigma, kernel_size).to(x.dtype)  # [B, k]
     pad = kernel_size // 2
+    if impl == "shift":
+        y = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        y = _shifted_sum(y, k, dim=2, size=h)
+        return _shifted_sum(y, k, dim=3, size=w)
+    k = k.repeat_interleave(c, dim=0)  # [B*C, k]
     y = F.pad(x.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
     y = F.conv2d(y, k[:, None, :, None], groups=b * c)
     y = F.conv2d(y, k[:, None, None, :], groups=b * c)
     return y.reshape(b, c, h, w)
+
+
+def _shifted_sum(y: Tensor, k: Tensor, dim: int, size: int) -> Tensor:
+    """sum_i k[:, i] * y.narrow(dim, i, size): a per-sample 1-D correlation along ``dim``."""
+    taps = k.view(k.shape[0], k.shape[1], 1, 1, 1)
+    out = y.narrow(dim, 0, size) * taps[:, 0]
+    for i in range(1, k.shape[1]):
+        out = out + y.narrow(dim, i, size) * taps[:, i]
+    return out
 
 
 def solarize(x: Tensor, threshold: Tensor) -> Tensor:

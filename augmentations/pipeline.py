@@ -44,6 +44,7 @@ class AugConfig:
     p_solarize: float = 0.5
     rotate: bool = False
     p_rotate: float = 0.5
+    blur_impl: str = "conv"  # how, not what: "conv" or "shift" (AF.gaussian_blur); same pixels to float rounding
 
     @property
     def jitter_ranges(self) -> tuple[tuple[float, float], ...]:
@@ -125,7 +126,7 @@ def post_jitter(x: Tensor, jittered: Tensor, before: Tensor, p: dict[str, Tensor
         x = torch.where(p["solarized"].view(-1, 1, 1, 1), AF.solarize(x, p["sol_threshold"]), x)
     x = torch.where(p["gray"].view(-1, 1, 1, 1), AF.grayscale(x), x)
     if cfg.blur_kernel is not None:
-        x = AF.gaussian_blur(x, p["blur_sigma"], cfg.blur_kernel)
+        x = AF.gaussian_blur(x, p["blur_sigma"], cfg.blur_kernel, cfg.blur_impl)
     if cfg.rotate:
         x = AF.rotate90(x, p["rot_k"])
     return AF.normalize(x, cfg.mean, cfg.std), color_diff

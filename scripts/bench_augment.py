@@ -13,6 +13,7 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -44,9 +45,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(recipe: str, backend: str | None, a, device: torch.device, whole_view: bool = False) -> dict:
+def measure(recipe: str, backend: str | None, a, device: torch.device, whole_view: bool = False,
+            blur_impl: str = "conv") -> dict:
     from augmentations import ViewAugment, build_descriptor, compiled, config_for_dataset
-    cfg = config_for_dataset(recipe)
+    cfg = dataclasses.replace(config_for_dataset(recipe), blur_impl=blur_impl)
     side = SOURCE[recipe]
     images = torch.randint(0, 256, (a.batch_size, 3, side, side), dtype=torch.uint8, device=device)
     aug, describe = ViewAugment(cfg, backend, whole_view), compiled(build_descriptor, backend)
@@ -72,6 +74,7 @@ def measure(recipe: str, backend: str | None, a, device: torch.device, whole_vie
     _sync(device)
     per_view = (time.perf_counter() - t) / a.views
     return {"recipe": recipe, "backend": backend or "eager", "graph": "view" if whole_view else "stages",
+            "blur_impl": blur_impl if cfg.blur_kernel is not None else None,
             "batch_size": a.batch_size, "ops_per_view": ops,
             "ms_per_view": per_view * 1e3, "views_per_s": a.batch_size / per_view, "warmup_s": warm}
 
@@ -84,21 +87,27 @@ def main(argv=None):
     p.add_argument("--views", type=int, default=50, help="timed views")
     p.add_argument("--warmup", type=int, default=30, help="untimed views first (compilation, caches)")
     p.add_argument("--compile", default=None, help="also measure torch.compile with this backend (e.g. inductor)")
+    p.add_argument("--blur-impls", nargs="+", default=["conv"], choices=["conv", "shift"],
+                   help="Gaussian blur implementations to measure (recipes with blur)")
+    p.add_argument("--graphs", nargs="+", default=["stages", "view"], choices=["stages", "view"],
+                   help="compiled graphs to measure: each stage its own graph, and/or the whole view as one")
     p.add_argument("--out", default="bench_augment.json", help="JSON output")
     a = p.parse_args(argv)
+    from augmentations import config_for_dataset
     device = torch.device(a.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    runs = [(None, False)] + ([(a.compile, False), (a.compile, True)] if a.compile else [])
-    rows = [measure(r, b, a, device, whole) for r in a.recipes for b, whole in runs]
+    runs = [(None, False)] + ([(a.compile, g == "view") for g in a.graphs] if a.compile else [])
+    rows = [measure(r, b, a, device, whole, impl) for r in a.recipes for impl in a.blur_impls for b, whole in runs
+            if impl == a.blur_impls[0] or config_for_dataset(r).blur_kernel is not None]
     with open(a.out, "w") as f:
         json.dump({"device": name, "torch": torch.__version__, "rows": rows, "args": vars(a)}, f, indent=2)
-    print(f"device: {name}, batch {a.batch_size}\n| recipe | augmentation | ATen ops / view | ms / view | views/s |"
-          "\n|---|---|---|---|---|")
+    print(f"device: {name}, batch {a.batch_size}\n| recipe | augmentation | blur | ATen ops / view | ms / view | views/s |"
+          "\n|---|---|---|---|---|---|")
     graph = {"stages": "", "view": ", whole view"}
     for r in rows:
         ops = r["ops_per_view"] if r["ops_per_view"] is not None else "-"
         how = r["backend"] + (graph[r["graph"]] if r["backend"] != "eager" else "")
-        print(f"| {r['recipe']} | {how} | {ops} | {r['ms_per_view']:.3f} | {r['views_per_s']:.0f} |")
+        print(f"| {r['recipe']} | {how} | {r['blur_impl'] or '-'} | {ops} | {r['ms_per_view']:.3f} | {r['views_per_s']:.0f} |")
 
 
 if __name__ == "__main__":

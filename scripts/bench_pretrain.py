@@ -49,7 +49,7 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
             "--num-workers", str(workers), "--device", a.device, "--precision", a.precision,
             "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction),
-            "--augment-graph", a.augment_graph, *CASSLE]
+            "--augment-graph", a.augment_graph, "--blur-impl", a.blur_impl, *CASSLE]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     argv += ["--compile"] * a.compile
@@ -187,7 +187,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
     for r in results:
         r.update(setting=setting, workers=workers, model=args.model, precision=args.precision,
                  channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
-                 augment_graph=args.augment_graph)
+                 augment_graph=args.augment_graph, blur_impl=args.blur_impl)
     return results
 
 
@@ -230,6 +230,8 @@ def main(argv=None):
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
     p.add_argument("--augment-graph", default="stages", choices=["stages", "view"],
                    help="with compiled augmentation: one graph per stage, or the whole view as one graph")
+    p.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"],
+                   help="Gaussian blur implementation (r50-224; default: as pretrain_cond.py)")
     p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")

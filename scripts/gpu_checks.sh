@@ -2,8 +2,8 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graph bench profile decode split overlap compile variants sklearn sweep fidelity entry.
-# The default is the first five. On an H100 (2026-11-26) "tests bench overlap profile split" took
+# Steps: tests graph blur profile bench decode split overlap compile variants sklearn sweep fidelity entry.
+# The default is the first four. On an H100 (2026-11-26) "tests bench overlap profile split" took
 # 336 s and "sweep" 59 s, with 20 timed steps per measurement; the bench now times at least 1.5 s
 # per measurement, and "graph" (new) measures 3 times round-robin, so expect ~400 s for the
 # default. On an H200, "decode" took about 30 s and "sklearn variants" 280 s.
@@ -37,12 +37,23 @@ run_compile() {
     --out "$OUT/bench_eager_augment.json" 2>&1 | grep "^|"
 }
 
-run_graph() {
-  step "compiled augmentation: each stage its own graph (default) vs the whole view as one graph, 4 workers"
+run_graph() {  # r18-32 only: its step is bound by the host's launch time, which the whole view cuts
+  step "compiled augmentation: each stage its own graph (default) vs the whole view as one graph, r18-32, 4 workers"
   for g in stages view; do
-    timeout 200 $PY "${BENCH[@]}" --workers 4 --augment-graph $g --pipelines model ours augment --repeats 3 \
+    timeout 150 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --augment-graph $g --pipelines model ours augment --repeats 3 \
       --out "$TMP/graph_$g.json" 2>&1 | grep "^| r"
     cat "$TMP/graph_$g.json" >> "$OUT/bench_graph.jsonl" 2>/dev/null && echo >> "$OUT/bench_graph.jsonl"
+  done
+}
+
+run_blur() {  # r50-224: its augmentation kernels take ~15 ms a step on the training stream (H100 profile)
+  step "Gaussian blur as grouped convolutions (default) vs sums of shifted slices, compiled: one view, then r50-224"
+  timeout 150 $PY scripts/bench_augment.py --device cuda --recipes imagenet100 --compile inductor --graphs stages \
+    --blur-impls conv shift --out "$OUT/bench_augment_blur.json" 2>&1 | grep "^|"
+  for b in conv shift; do
+    timeout 150 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --blur-impl $b --pipelines model ours augment \
+      --repeats 2 --out "$TMP/blur_$b.json" 2>&1 | grep "^| r"
+    cat "$TMP/blur_$b.json" >> "$OUT/bench_blur.jsonl" 2>/dev/null && echo >> "$OUT/bench_blur.jsonl"
   done
 }
 
@@ -72,8 +83,6 @@ run_split() {
 run_profile() {
   step "where a step's time goes: host vs device time per region (inputs, forward, backward, optimizer)"
   timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --out "$OUT/profile_r18.json" 2>&1 | tail -20
-  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --augment-graph view \
-    --out "$OUT/profile_r18_view.json" 2>&1 | tail -20
   timeout 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
     --out "$OUT/profile_r50.json" 2>&1 | tail -20
 }
@@ -121,7 +130,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests graph bench profile decode}"; do
+for s in "${@:-tests graph blur profile}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

@@ -97,6 +97,7 @@ def main(argv=None) -> dict:
     p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="--overlap-augment (default: as pretrain_cond.py)")
     p.add_argument("--augment-graph", default="stages", choices=["stages", "view"], help="as pretrain_cond.py")
+    p.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"], help="as pretrain_cond.py")
     p.add_argument("--trace", default=None, help="also write a Chrome trace here")
     p.add_argument("--out", default="profile_step.json", help="JSON output")
     a = p.parse_args(argv)
@@ -119,7 +120,7 @@ def main(argv=None) -> dict:
         step(engine, next(batches))
     res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
     res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
-               overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
+               overlap_augment=args.overlap_augment, augment_graph=args.augment_graph, blur_impl=args.blur_impl,
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

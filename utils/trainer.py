@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ignite.distributed as idist
@@ -107,7 +107,7 @@ def build_loader(args, data: PretrainData, size: int, device: torch.device, rank
 
 
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
-    cfg = config_for_dataset(args.dataset, args.color_aug)
+    cfg = replace(config_for_dataset(args.dataset, args.color_aug), blur_impl=args.blur_impl)
     data = build_pretrain_data(args.dataset, args.datadir, args.download)
     loader = build_loader(args, data, cfg.size, device, rank, world)
     torch.manual_seed(args.seed)  # identical initial weights on every rank

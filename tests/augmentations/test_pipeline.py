@@ -1,4 +1,6 @@
 """Batched augmentation == torchvision's functional ops replaying the recorded parameters."""
+import dataclasses
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -86,15 +88,21 @@ def test_large_crop_without_antialias_matches_interpolate():
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("impl", ["conv", "shift"])
 @pytest.mark.parametrize("ksize", [9, 23])
-def test_batched_blur_matches_torchvision(ksize):
-    imgs = _images(5, 48, 48, 1)
+def test_batched_blur_matches_torchvision(ksize, impl):
+    imgs = _images(5, 48, 40, 1)
     sigma = torch.tensor([0.1, 0.7, 1.3, 2.0, 0.0])
-    out = AF.gaussian_blur(imgs, sigma, ksize)
+    out = AF.gaussian_blur(imgs, sigma, ksize, impl)
     for i in range(4):
         ref = TF.gaussian_blur(imgs[i], [ksize, ksize], [float(sigma[i])] * 2)
         torch.testing.assert_close(out[i], ref, atol=ATOL, rtol=0)
     assert torch.equal(out[4], imgs[4])  # sigma 0 = not blurred, bit-exact
+
+
+def test_blur_impl_is_checked():
+    with pytest.raises(ValueError, match="blur impl must be 'conv' or 'shift', got 'fft'"):
+        AF.gaussian_blur(_images(1, 8, 8, 0), torch.ones(1), 3, "fft")
 
 
 def test_hue_matches_torchvision_on_edge_colours():
@@ -200,10 +208,11 @@ def test_cuda_drawn_views_and_descriptors_replay_on_cpu():
     _drawn_on_device_replays_on_cpu("cuda")
 
 
-def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float, whole_view: bool = False) -> None:
+def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float, whole_view: bool = False,
+                           blur_impl: str = "conv") -> None:
     """A compiled ViewAugment traces each stage (or, ``whole_view``, the whole view) whole (fullgraph)
     and gives eager's views and records, on the in-batch crop path and on the pre-cropped (uint8
-    worker crops) path."""
+    worker crops) path. ``blur_impl`` is the compiled one's; eager blurs with "conv"."""
     from torch._dynamo.utils import counters
     cfg = config_for_dataset(dataset)
     imgs = _images(6, cfg.size + 8, cfg.size + 8, 0).to(device)
@@ -212,7 +221,9 @@ def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float,
     outs = {}
     graphs = counters["stats"]["unique_graphs"]
     for name, backend_or_none in (("eager", None), ("compiled", backend)):
-        aug = ViewAugment(cfg, backend_or_none, whole_view=whole_view and backend_or_none is not None)
+        compiled_cfg = dataclasses.replace(cfg, blur_impl=blur_impl)
+        aug = ViewAugment(compiled_cfg if backend_or_none else cfg, backend_or_none,
+                          whole_view=whole_view and backend_or_none is not None)
         g = torch.Generator(device).manual_seed(7)
         host = torch.Generator().manual_seed(7)
         outs[name] = [aug(imgs, g, host_generator=host) for _ in range(3)]  # three jitter orders
@@ -237,6 +248,16 @@ def test_compiled_augmentation_equals_eager(dataset, whole_view):
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet100"])
 def test_cuda_inductor_augmentation_equals_eager(dataset, whole_view):
     _compiled_equals_eager(dataset, "inductor", "cuda", atol=1e-4, whole_view=whole_view)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_inductor_shifted_sum_blur_equals_eager_convolution():
+    _compiled_equals_eager("imagenet100", "inductor", "cuda", atol=1e-4, blur_impl="shift")
+
+
+def test_compiled_shifted_sum_blur_equals_eager_convolution():
+    """The "shift" blur traced whole gives the eager "conv" views (to float rounding) and the same records."""
+    _compiled_equals_eager("stl10", "aot_eager", "cpu", atol=1e-5, blur_impl="shift")
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet100", "stl10_sol", "stl10_rot"])
