@@ -17,6 +17,9 @@ Pipelines:
             on the device below 8 workers, PIL decode + crop in workers from 8 on)
   augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
             above the model-only figure, the input pipeline can keep up with the model
+  --variants FLAG=VALUE ...  "ours" again with an input-side flag changed (augment_graph,
+            blur_impl, overlap_augment), in the same process and round-robin with the rest: the
+            ceiling moved by up to 28 % between processes of the same code on one H100 host
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON. Each
 measurement runs at least --steps steps and --min-seconds; with --repeats R the pipelines are
 measured R times round-robin, and the table gives the median with the range in brackets.
@@ -164,12 +167,15 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}
+    for spec in a.variants:
+        builders[f"ours [{spec}]"] = _variant_builder(run, engine, spec, setting, a, datadir, workers)
 
     def label(decode: str) -> str:
         share = args.jpeg_worker_fraction if decode == "device" else 0.0
         return f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
     names = {"ours": label(args.jpeg_decode), "ours-other": label(other)}
     chosen = [n for n in a.pipelines if not (run.data.in_memory and n == "ours-other")]  # no JPEGs to decode
+    chosen += [f"ours [{spec}]" for spec in a.variants]
     made = {name: builders[name]() for name in chosen}
     its = {name: iter(batches()) for name, (_, batches) in made.items()}
     runs = {name: [] for name in chosen}
@@ -184,11 +190,42 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         if args.overlap_augment and name in ("ours", "ours-other"):
             label += " + overlap"
         results.append({"pipeline": label, "default": name == "ours", **summarise(runs[name])})
-    for r in results:
-        r.update(setting=setting, workers=workers, model=args.model, precision=args.precision,
-                 channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
-                 augment_graph=args.augment_graph, blur_impl=args.blur_impl)
+        results[-1].update(setting=setting, workers=workers, model=args.model, precision=args.precision,
+                           channels_last=args.channels_last, compile=_compiled(args),
+                           overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
+                           blur_impl=args.blur_impl)
+        if name.startswith("ours ["):
+            flag, value = parse_variant(name[len("ours ["):-1])
+            results[-1].update({flag: value, "variant": name[len("ours ["):-1]})
     return results
+
+
+VARIANT_FLAGS = {"augment_graph": ("stages", "view"), "blur_impl": ("auto", "conv", "shift"),
+                 "overlap_augment": ("true", "false")}
+
+
+def parse_variant(spec: str) -> tuple[str, object]:
+    """"flag=value" -> (flag, value) for an input-side flag that --variants may change."""
+    flag, eq, value = spec.partition("=")
+    flag = flag.replace("-", "_")
+    if not eq or flag not in VARIANT_FLAGS or value not in VARIANT_FLAGS[flag]:
+        allowed = "; ".join(f"{k}={'|'.join(v)}" for k, v in VARIANT_FLAGS.items())
+        raise ValueError(f"--variants {spec!r}: expected one of {allowed}")
+    return flag, (value == "true") if flag == "overlap_augment" else value
+
+
+def _variant_builder(run, engine, spec: str, setting: str, a, datadir: str | None, workers: int):
+    """The default pipeline with one input-side flag changed, sharing the run's model and loader;
+    the flags are checked by pretrain_cond.py's parser, as on its command line."""
+    from utils.trainer import engine_and_data
+    flag, value = parse_variant(spec)
+    args = make_args(setting, argparse.Namespace(**{**vars(a), flag: value}), datadir, workers)
+    vrun = dataclasses.replace(run, args=args, cfg=dataclasses.replace(run.cfg, blur_impl=args.blur_impl))
+
+    def build():
+        step, data = engine_and_data(vrun, 10**6)
+        return (lambda b: step(engine, b)), endless(data)
+    return build
 
 
 def _compiled(args) -> str:
@@ -234,6 +271,9 @@ def main(argv=None):
                    help="Gaussian blur implementation (r50-224; default: as pretrain_cond.py)")
     p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")
+    p.add_argument("--variants", nargs="+", default=[], metavar="FLAG=VALUE",
+                   help="also measure 'ours' with an input-side flag changed, in the same process "
+                        f"(flags: {', '.join(VARIANT_FLAGS)}; e.g. augment_graph=view blur_impl=conv)")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
@@ -246,6 +286,13 @@ def main(argv=None):
     p.add_argument("--out", default="bench_pretrain.json", help="JSON output")
     p.add_argument("--jpeg-dir", default=None, help="reuse/keep the synthetic JPEG folder here (default: temp)")
     a = p.parse_args(argv)
+    for spec in a.variants:  # every variant must be a valid run before anything is measured
+        try:
+            flag, value = parse_variant(spec)
+            for setting in a.settings:
+                make_args(setting, argparse.Namespace(**{**vars(a), flag: value}), None, 0)
+        except ValueError as e:
+            p.error(str(e) if str(e).startswith("--variants") else f"--variants {spec}: {e}")
     torch.backends.cudnn.benchmark = True
     device = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     rows = []

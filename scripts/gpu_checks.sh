@@ -2,11 +2,9 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graph blur profile bench decode split overlap compile variants sklearn sweep fidelity entry.
-# The default is the first four. On an H100 (2026-11-26) "tests bench overlap profile split" took
-# 336 s and "sweep" 59 s, with 20 timed steps per measurement; the bench now times at least 1.5 s
-# per measurement, and "graph" (new) measures 3 times round-robin, so expect ~400 s for the
-# default. On an H200, "decode" took about 30 s and "sklearn variants" 280 s.
+# Steps: tests graph profile decode bench blur split overlap compile variants sklearn sweep fidelity entry.
+# The default is the first four, ~250 s. Times on an H100: tests 77 s, graph ~100 s, blur 132 s,
+# profile 69 s, bench 99 s, entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s.
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -39,31 +37,22 @@ run_compile() {
 
 run_graph() {  # r18-32 only: its step is bound by the host's launch time, which the whole view cuts
   step "compiled augmentation: each stage its own graph (default) vs the whole view as one graph, r18-32, 4 workers"
-  for g in stages view; do
-    timeout 150 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --augment-graph $g --pipelines model ours augment --repeats 3 \
-      --out "$TMP/graph_$g.json" 2>&1 | grep "^| r"
-    cat "$TMP/graph_$g.json" >> "$OUT/bench_graph.jsonl" 2>/dev/null && echo >> "$OUT/bench_graph.jsonl"
-  done
+  timeout 150 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours --variants augment_graph=view \
+    --repeats 5 --out "$OUT/bench_graph.json" 2>&1 | grep "^| r"
 }
 
-run_blur() {  # r50-224: its augmentation kernels take ~15 ms a step on the training stream (H100 profile)
-  step "Gaussian blur as grouped convolutions (default) vs sums of shifted slices, compiled: one view, then r50-224"
+run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H100 profile)
+  step "Gaussian blur as sums of shifted slices (default, compiled) vs grouped convolutions: one view, then r50-224"
   timeout 150 $PY scripts/bench_augment.py --device cuda --recipes imagenet100 --compile inductor --graphs stages \
     --blur-impls conv shift --out "$OUT/bench_augment_blur.json" 2>&1 | grep "^|"
-  for b in conv shift; do
-    timeout 150 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --blur-impl $b --pipelines model ours augment \
-      --repeats 2 --out "$TMP/blur_$b.json" 2>&1 | grep "^| r"
-    cat "$TMP/blur_$b.json" >> "$OUT/bench_blur.jsonl" 2>/dev/null && echo >> "$OUT/bench_blur.jsonl"
-  done
+  timeout 200 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --pipelines model ours --variants blur_impl=conv \
+    --repeats 3 --out "$OUT/bench_blur.json" 2>&1 | grep "^| r"
 }
 
 run_overlap() {
-  step "pretraining throughput without and with --overlap-augment (inputs made ahead in a thread, on a side stream), 4 workers"
-  for o in --no-overlap-augment --overlap-augment; do
-    timeout 200 $PY "${BENCH[@]}" --workers 4 $o --pipelines model ours --repeats 3 --out "$TMP/overlap$o.json" \
-      2>&1 | grep "^| r"
-    cat "$TMP/overlap$o.json" >> "$OUT/bench_overlap.jsonl" 2>/dev/null && echo >> "$OUT/bench_overlap.jsonl"
-  done
+  step "pretraining throughput without and with --overlap-augment (inputs made a step ahead, on a side stream), 4 workers"
+  timeout 300 $PY "${BENCH[@]}" --workers 4 --pipelines model ours --variants overlap_augment=true --repeats 3 \
+    --out "$OUT/bench_overlap.json" 2>&1 | grep "^| r"
 }
 
 run_decode() {
@@ -130,7 +119,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests graph blur profile}"; do
+for s in "${@:-tests graph profile decode}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,3 +97,27 @@ def test_profile_step_times_each_region_of_the_step(tmp_path):
     assert res["kernel_launches"] is None and len(res["top"]) == 12
     assert all(t["name"].startswith("aten::") and t["ms"] > 0 for t in res["top"])
     assert [t["ms"] for t in res["top"]] == sorted((t["ms"] for t in res["top"]), reverse=True)
+
+
+def test_bench_pretrain_variants_run_in_the_same_process(tmp_path):
+    """--variants adds "ours" with an input-side flag changed, measured beside the default."""
+    out = tmp_path / "b.json"
+    _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
+                                  "--jpeg-dir", str(tmp_path / "jpegs"), "--pipelines", "model", "ours",
+                                  "--variants", "blur_impl=shift", "--batch-size", "4", "--steps", "1",
+                                  "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["pipeline"] for r in rows] == ["model", "ours (workers decode)", "ours [blur_impl=shift]"]
+    assert [r["blur_impl"] for r in rows] == ["conv", "conv", "shift"]  # CPU default: eager, so conv
+    assert rows[2]["variant"] == "blur_impl=shift" and rows[2]["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("blur_impl=fft", "--variants 'blur_impl=fft': expected one of augment_graph=stages|view"),
+    ("jpeg_decode=device", "--variants 'jpeg_decode=device': expected one of"),
+    ("augment_graph=view", "--variants augment_graph=view: --augment-graph view compiles the whole view"),
+])
+def test_bench_pretrain_rejects_bad_variants_before_measuring(spec, message, capsys):
+    with pytest.raises(SystemExit):
+        _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--variants", spec])
+    assert message in capsys.readouterr().err

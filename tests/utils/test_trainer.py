@@ -152,3 +152,9 @@ def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path,
     assert calls["stages"] == sorted((f, "aot_eager") for f in stages)
     assert calls["view"] == sorted((f, "aot_eager") for f in [*stages, "view_from_draws"])
     assert losses["stages"] == losses["eager"] == losses["view"]
+
+
+def test_blur_impl_reaches_the_augmentation_recipe(tmp_path):
+    base = ("--aug-inj-type", "proj-none")
+    assert _run(tmp_path / "a", *base, "--blur-impl", "shift").cfg.blur_impl == "shift"
+    assert _run(tmp_path / "b", *base).cfg.blur_impl == "conv"  # CPU: eager augmentation, so the convolution

@@ -60,6 +60,16 @@ def test_cpu_defaults_and_explicit_choices_are_kept():
     assert (b.augment_graph, b.overlap_augment) == ("view", True)
 
 
+def test_blur_impl_follows_compile_augment_unless_chosen():
+    """auto: the shifted-sum blur where the augmentation is compiled (Inductor fuses it), the
+    grouped convolution where it runs eager; an explicit choice is kept."""
+    for flags, impl in [((), "conv"), (("--compile-augment",), "shift"), (("--no-compile-augment",), "conv"),
+                        (("--compile-augment", "--blur-impl", "conv"), "conv"), (("--blur-impl", "shift"), "shift")]:
+        a = _args("--device", "cpu", *flags)
+        _normalise(a)
+        assert a.blur_impl == impl, flags
+
+
 def test_resolve_device_shared_by_every_entry_point(monkeypatch):
     from utils.validate import resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
