@@ -71,7 +71,8 @@ run_split() {
 
 run_profile() {
   step "where a step's time goes: host vs device time per region (inputs, forward, backward, optimizer)"
-  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --out "$OUT/profile_r18.json" 2>&1 | tail -20
+  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --host-profile 15 \
+    --out "$OUT/profile_r18.json" 2>&1 | tail -37
   timeout 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
     --out "$OUT/profile_r50.json" 2>&1 | tail -20
 }

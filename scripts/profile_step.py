@@ -12,10 +12,15 @@ If the kernels' total is well under the wall time, the GPU waits for the host: t
 host-bound, and fewer or fused launches (compiling, CUDA graphs) are what helps. The total sums
 kernels over all streams (nvJPEG decoder threads have their own), so near the wall time it does
 not by itself prove the GPU full. Writes JSON and, with --trace, a Chrome trace to open in Perfetto.
+
+``--host-profile N`` also runs the input side alone (what the bench's ``augment`` row times) without
+the torch profiler, then under cProfile: its host ms per step, which a host-bound step pays in full,
+and the N Python functions that spend most of it.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import sys
@@ -68,6 +73,30 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
     }
 
 
+def host_profile(inputs, batches, steps: int, device: torch.device, n: int) -> dict:
+    """The input side alone: host ms per step unprofiled, and the ``n`` Python functions with the most
+    own time under cProfile (ms per step, calls per step)."""
+    import pstats
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        inputs(next(batches))
+    sync()
+    ms = 1e3 * (time.perf_counter() - t) / steps
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        inputs(next(batches))
+    sync()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # {(file, line, function): (primitive calls, calls, own s, cumulative s, callers)}
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    return {"inputs_ms": ms, "functions": [
+        {"name": f"{os.path.basename(f)}:{line}({fn})", "self_ms": 1e3 * tt / steps, "calls": nc / steps}
+        for (f, line, fn), (_, nc, tt, _, _) in rows]}
+
+
 def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
     """The ``n`` costliest ops per step: kernels by device time on CUDA, ATen ops by own host time elsewhere."""
     if cuda:
@@ -84,7 +113,7 @@ def main(argv=None) -> dict:
     from bench_pretrain import endless, make_args, write_jpegs
     from ignite.engine import Engine
 
-    from utils.trainer import build_run, engine_and_data
+    from utils.trainer import build_run, engine_and_data, make_inputs
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--setting", default="r18-32", choices=["r18-32", "r50-224"], help="as in bench_pretrain.py")
@@ -98,6 +127,8 @@ def main(argv=None) -> dict:
                    help="--overlap-augment (default: as pretrain_cond.py)")
     p.add_argument("--augment-graph", default="stages", choices=["stages", "view"], help="as pretrain_cond.py")
     p.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"], help="as pretrain_cond.py")
+    p.add_argument("--host-profile", type=int, default=0, metavar="N",
+                   help="also time the input side alone and list its N costliest Python functions (cProfile)")
     p.add_argument("--trace", default=None, help="also write a Chrome trace here")
     p.add_argument("--out", default="profile_step.json", help="JSON output")
     a = p.parse_args(argv)
@@ -119,6 +150,8 @@ def main(argv=None) -> dict:
     for _ in range(a.warmup):
         step(engine, next(batches))
     res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
+    if a.host_profile:
+        res["host"] = host_profile(make_inputs(run), endless(run.loader)(), a.steps, run.device, a.host_profile)
     res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
                overlap_augment=args.overlap_augment, augment_graph=args.augment_graph, blur_impl=args.blur_impl,
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
@@ -134,6 +167,11 @@ def main(argv=None) -> dict:
     print(f"| costliest {'kernels' if res['device_busy_ms'] is not None else 'host ops'} | ms/step | calls/step |")
     for t in res["top"]:
         print(f"| {t['name'][:60]} | {t['ms']:.2f} | {t['calls']:.0f} |")
+    if "host" in res:
+        print(f"input side alone, no profiler: {res['host']['inputs_ms']:.2f} ms/step\n"
+              "| Python function (cProfile) | own ms/step | calls/step |\n|---|---|---|")
+        for t in res["host"]["functions"]:
+            print(f"| {t['name'][:60]} | {t['self_ms']:.3f} | {t['calls']:.0f} |")
     return res
 
 

@@ -87,7 +87,7 @@ def test_bench_linear_eval_smoke(tmp_path):
 def test_profile_step_times_each_region_of_the_step(tmp_path):
     out = tmp_path / "p.json"
     _load("profile_step").main(["--device", "cpu", "--tiny", "--workers", "0", "--batch-size", "8", "--steps", "2",
-                                "--warmup", "1", "--out", str(out)])
+                                "--warmup", "1", "--host-profile", "5", "--out", str(out)])
     res = json.loads(out.read_text())
     assert list(res["regions"]) == ["inputs", "forward", "backward", "optimizer"]
     host = [r["host_ms"] for r in res["regions"].values()]
@@ -97,6 +97,11 @@ def test_profile_step_times_each_region_of_the_step(tmp_path):
     assert res["kernel_launches"] is None and len(res["top"]) == 12
     assert all(t["name"].startswith("aten::") and t["ms"] > 0 for t in res["top"])
     assert [t["ms"] for t in res["top"]] == sorted((t["ms"] for t in res["top"]), reverse=True)
+    host = res["host"]  # the input side alone: its host time, and the Python functions that spend it
+    assert 0 < host["inputs_ms"] < res["wall_ms"] and len(host["functions"]) == 5
+    own = [f["self_ms"] for f in host["functions"]]
+    assert own == sorted(own, reverse=True) and all(f["calls"] > 0 for f in host["functions"])
+    assert any(f["name"].startswith(("pipeline.py", "crop.py", "functional.py")) for f in host["functions"])
 
 
 def test_bench_pretrain_variants_run_in_the_same_process(tmp_path):
