@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"],
                    help="Gaussian blur as two grouped convolutions ('conv') or as sums of shifted slices, which "
                         "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
-                        "(auto: shift with --compile-augment, 5x faster there on an H100; conv otherwise, 2.4x faster eager)")
+                        "(auto: shift with --compile-augment, 5x faster there on an H100; conv otherwise, "
+                        "2.4x faster eager)")
     g.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
                    help="make the next batch's views, records and descriptors on a side CUDA stream while this "
                         "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "

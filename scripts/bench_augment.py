@@ -101,13 +101,14 @@ def main(argv=None):
             if impl == a.blur_impls[0] or config_for_dataset(r).blur_kernel is not None]
     with open(a.out, "w") as f:
         json.dump({"device": name, "torch": torch.__version__, "rows": rows, "args": vars(a)}, f, indent=2)
-    print(f"device: {name}, batch {a.batch_size}\n| recipe | augmentation | blur | ATen ops / view | ms / view | views/s |"
-          "\n|---|---|---|---|---|---|")
+    print(f"device: {name}, batch {a.batch_size}\n"
+          "| recipe | augmentation | blur | ATen ops / view | ms / view | views/s |\n|---|---|---|---|---|---|")
     graph = {"stages": "", "view": ", whole view"}
     for r in rows:
         ops = r["ops_per_view"] if r["ops_per_view"] is not None else "-"
         how = r["backend"] + (graph[r["graph"]] if r["backend"] != "eager" else "")
-        print(f"| {r['recipe']} | {how} | {r['blur_impl'] or '-'} | {ops} | {r['ms_per_view']:.3f} | {r['views_per_s']:.0f} |")
+        print(f"| {r['recipe']} | {how} | {r['blur_impl'] or '-'} | {ops} | {r['ms_per_view']:.3f} "
+              f"| {r['views_per_s']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ Pipelines:
             on the device below 8 workers, PIL decode + crop in workers from 8 on)
   augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
             above the model-only figure, the input pipeline can keep up with the model
-  --variants FLAG=VALUE ...  "ours" again with an input-side flag changed (augment_graph,
-            blur_impl, overlap_augment), in the same process and round-robin with the rest: the
-            ceiling moved by up to 28 % between processes of the same code on one H100 host
+  --variants FLAG=VALUE ...  "ours" and "augment" again (those of them chosen) with an input-side
+            flag changed (augment_graph, blur_impl, overlap_augment), in the same process and
+            round-robin with the rest: the ceiling moved by up to 28 % between processes of the
+            same code on one H100 host
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON. Each
 measurement runs at least --steps steps and --min-seconds; with --repeats R the pipelines are
 measured R times round-robin, and the table gives the median with the range in brackets.
@@ -167,15 +168,16 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}
-    for spec in a.variants:
-        builders[f"ours [{spec}]"] = _variant_builder(run, engine, spec, setting, a, datadir, workers)
+    varied = [(kind, spec) for spec in a.variants for kind in ("ours", "augment") if kind in a.pipelines]
+    for kind, spec in varied:
+        builders[f"{kind} [{spec}]"] = _variant_builder(run, engine, kind, spec, setting, a, datadir, workers)
 
     def label(decode: str) -> str:
         share = args.jpeg_worker_fraction if decode == "device" else 0.0
         return f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
     names = {"ours": label(args.jpeg_decode), "ours-other": label(other)}
     chosen = [n for n in a.pipelines if not (run.data.in_memory and n == "ours-other")]  # no JPEGs to decode
-    chosen += [f"ours [{spec}]" for spec in a.variants]
+    chosen += [f"{kind} [{spec}]" for kind, spec in varied]
     made = {name: builders[name]() for name in chosen}
     its = {name: iter(batches()) for name, (_, batches) in made.items()}
     runs = {name: [] for name in chosen}
@@ -194,9 +196,10 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
                            channels_last=args.channels_last, compile=_compiled(args),
                            overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
                            blur_impl=args.blur_impl)
-        if name.startswith("ours ["):
-            flag, value = parse_variant(name[len("ours ["):-1])
-            results[-1].update({flag: value, "variant": name[len("ours ["):-1]})
+        if name.endswith("]"):
+            spec = name[name.index("[") + 1:-1]
+            flag, value = parse_variant(spec)
+            results[-1].update({flag: value, "variant": spec})
     return results
 
 
@@ -214,15 +217,17 @@ def parse_variant(spec: str) -> tuple[str, object]:
     return flag, (value == "true") if flag == "overlap_augment" else value
 
 
-def _variant_builder(run, engine, spec: str, setting: str, a, datadir: str | None, workers: int):
-    """The default pipeline with one input-side flag changed, sharing the run's model and loader;
+def _variant_builder(run, engine, kind: str, spec: str, setting: str, a, datadir: str | None, workers: int):
+    """"ours" or "augment" with one input-side flag changed, sharing the run's model and loader;
     the flags are checked by pretrain_cond.py's parser, as on its command line."""
-    from utils.trainer import engine_and_data
+    from utils.trainer import engine_and_data, make_inputs
     flag, value = parse_variant(spec)
     args = make_args(setting, argparse.Namespace(**{**vars(a), flag: value}), datadir, workers)
     vrun = dataclasses.replace(run, args=args, cfg=dataclasses.replace(run.cfg, blur_impl=args.blur_impl))
 
     def build():
+        if kind == "augment":  # as augment_only: the input side alone, no model step
+            return make_inputs(vrun), endless(vrun.loader)
         step, data = engine_and_data(vrun, 10**6)
         return (lambda b: step(engine, b)), endless(data)
     return build
