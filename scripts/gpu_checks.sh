@@ -37,7 +37,7 @@ run_compile() {
 
 run_graph() {  # r18-32 only: its step is bound by the host's launch time, which the whole view cuts
   step "compiled augmentation: each stage its own graph (default) vs the whole view as one graph, r18-32, 4 workers"
-  timeout 150 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours --variants augment_graph=view \
+  timeout 150 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours augment --variants augment_graph=view \
     --repeats 5 --out "$OUT/bench_graph.json" 2>&1 | grep "^| r"
 }
 
