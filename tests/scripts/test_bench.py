@@ -119,6 +119,18 @@ def test_bench_pretrain_variants_run_in_the_same_process(tmp_path):
     assert all(r["images_per_s"] > 0 for r in rows)
 
 
+def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
+    """The input side alone has nothing to overlap with, so --variants overlap_augment=true adds no augment row."""
+    out = tmp_path / "b.json"
+    _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
+                                  "--pipelines", "ours", "augment", "--variants", "overlap_augment=true",
+                                  "--batch-size", "8", "--steps", "1", "--warmup", "1", "--min-seconds", "0",
+                                  "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["pipeline"] for r in rows] == ["ours", "augment", "ours [overlap_augment=true]"]
+    assert [r["overlap_augment"] for r in rows] == [False, False, True]
+
+
 @pytest.mark.parametrize("spec, message", [
     ("blur_impl=fft", "--variants 'blur_impl=fft': expected one of augment_graph=stages|view"),
     ("jpeg_decode=device", "--variants 'jpeg_decode=device': expected one of"),
