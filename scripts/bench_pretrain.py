@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -87,10 +88,15 @@ def write_jpegs(root: str, n: int, side: int = 320, progressive: bool = False) -
     return root
 
 
+def synchronizer(device: torch.device):
+    """A function that waits for ``device``'s queued work (nothing to wait for on a CPU)."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
 def timed(step_fn, it, warmup: int, steps: int, min_seconds: float, batch_size: int, device: torch.device) -> dict:
     """images/s over at least ``steps`` steps and ``min_seconds`` (a 32 px step takes ~15 ms, so a
     fixed step count would time a fraction of a second), after ``warmup`` untimed steps."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     for _ in range(warmup):
         step_fn(next(it))
     sync()
@@ -148,9 +154,9 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         up_step = make_step(dataclasses.replace(run, data=PretrainData(pil, None, None), loader=loader), 10**6)
         return (lambda b: up_step(engine, [t.to(run.device, non_blocking=True) for t in b])), endless(loader)
 
-    def ours():
-        """(c) the default of pretrain_cond.py."""
-        step, data = engine_and_data(run, 10**6)
+    def ours(r=run):
+        """(c) the default of pretrain_cond.py (or ``r``: the run of another JPEG path or a --variants flag)."""
+        step, data = engine_and_data(r, 10**6)
         return (lambda b: step(engine, b)), endless(data)
 
     other = {"device": "workers", "workers": "device"}[args.jpeg_decode]
@@ -159,26 +165,30 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         """(d) JPEG folders: the --jpeg-decode path that the default did not pick."""
         loader = build_loader(argparse.Namespace(**{**vars(args), "jpeg_decode": other}), run.data, run.cfg.size,
                               run.device)
-        step, data = engine_and_data(dataclasses.replace(run, loader=loader), 10**6)
-        return (lambda b: step(engine, b)), endless(data)
+        return ours(dataclasses.replace(run, loader=loader))
 
-    def augment_only():
+    def augment_only(r=run):
         """(e) the input side of (c) alone (utils.trainer.make_inputs): views, descriptors, targets; no model."""
-        return make_inputs(run), endless(run.loader)
+        return make_inputs(r), endless(r.loader)
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}
-    varied = [(kind, spec) for spec in a.variants for kind in ("ours", "augment") if kind in a.pipelines
-              and not (kind == "augment" and spec.startswith("overlap"))]  # the input side alone has no overlap
-    for kind, spec in varied:
-        builders[f"{kind} [{spec}]"] = _variant_builder(run, engine, kind, spec, setting, a, datadir, workers)
+    variants = {}  # pipeline name -> (flag, value, spec) of "ours"/"augment" with a --variants flag changed
+    for spec in a.variants:
+        flag, value = parse_variant(spec)
+        vargs = variant_args(setting, a, flag, value, datadir, workers)
+        vrun = dataclasses.replace(run, args=vargs, cfg=dataclasses.replace(run.cfg, blur_impl=vargs.blur_impl))
+        for kind in ("ours", "augment"):
+            if kind in a.pipelines and not (kind == "augment" and flag == "overlap_augment"):  # no overlap alone
+                builders[f"{kind} [{spec}]"] = functools.partial(builders[kind], vrun)
+                variants[f"{kind} [{spec}]"] = (flag, value, spec)
 
     def label(decode: str) -> str:
         share = args.jpeg_worker_fraction if decode == "device" else 0.0
         return f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
     names = {"ours": label(args.jpeg_decode), "ours-other": label(other)}
     chosen = [n for n in a.pipelines if not (run.data.in_memory and n == "ours-other")]  # no JPEGs to decode
-    chosen += [f"{kind} [{spec}]" for kind, spec in varied]
+    chosen += list(variants)
     made = {name: builders[name]() for name in chosen}
     its = {name: iter(batches()) for name, (_, batches) in made.items()}
     runs = {name: [] for name in chosen}
@@ -197,9 +207,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
                            channels_last=args.channels_last, compile=_compiled(args),
                            overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
                            blur_impl=args.blur_impl)
-        if name.endswith("]"):
-            spec = name[name.index("[") + 1:-1]
-            flag, value = parse_variant(spec)
+        if name in variants:
+            flag, value, spec = variants[name]
             results[-1].update({flag: value, "variant": spec})
     return results
 
@@ -218,20 +227,10 @@ def parse_variant(spec: str) -> tuple[str, object]:
     return flag, (value == "true") if flag == "overlap_augment" else value
 
 
-def _variant_builder(run, engine, kind: str, spec: str, setting: str, a, datadir: str | None, workers: int):
-    """"ours" or "augment" with one input-side flag changed, sharing the run's model and loader;
-    the flags are checked by pretrain_cond.py's parser, as on its command line."""
-    from utils.trainer import engine_and_data, make_inputs
-    flag, value = parse_variant(spec)
-    args = make_args(setting, argparse.Namespace(**{**vars(a), flag: value}), datadir, workers)
-    vrun = dataclasses.replace(run, args=args, cfg=dataclasses.replace(run.cfg, blur_impl=args.blur_impl))
-
-    def build():
-        if kind == "augment":  # as augment_only: the input side alone, no model step
-            return make_inputs(vrun), endless(vrun.loader)
-        step, data = engine_and_data(vrun, 10**6)
-        return (lambda b: step(engine, b)), endless(data)
-    return build
+def variant_args(setting: str, a, flag: str, value, datadir: str | None, workers: int):
+    """pretrain_cond.py's arguments with one --variants flag changed, checked by its parser and
+    validation as on its command line."""
+    return make_args(setting, argparse.Namespace(**{**vars(a), flag: value}), datadir, workers)
 
 
 def _compiled(args) -> str:
@@ -278,7 +277,7 @@ def main(argv=None):
     p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")
     p.add_argument("--variants", nargs="+", default=[], metavar="FLAG=VALUE",
-                   help="also measure 'ours' with an input-side flag changed, in the same process "
+                   help="also measure 'ours' and 'augment' with an input-side flag changed, in the same process "
                         f"(flags: {', '.join(VARIANT_FLAGS)}; e.g. augment_graph=view blur_impl=conv)")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
@@ -296,7 +295,7 @@ def main(argv=None):
         try:
             flag, value = parse_variant(spec)
             for setting in a.settings:
-                make_args(setting, argparse.Namespace(**{**vars(a), flag: value}), None, 0)
+                variant_args(setting, a, flag, value, None, 0)
         except ValueError as e:
             p.error(str(e) if str(e).startswith("--variants") else f"--variants {spec}: {e}")
     torch.backends.cudnn.benchmark = True

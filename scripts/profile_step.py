@@ -23,6 +23,7 @@ import argparse
 import cProfile
 import json
 import os
+import pstats
 import sys
 import time
 
@@ -31,6 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from bench_pretrain import endless, make_args, synchronizer, write_jpegs  # noqa: E402
 
 REGIONS = ("inputs", "forward", "backward", "optimizer")
 
@@ -45,7 +48,7 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
     """Profile ``steps`` calls of ``step`` on ``batches``; per-region host and device milliseconds per step."""
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    sync = synchronizer(device)
     sync()
     with profile(activities=activities) as prof:
         t = time.perf_counter()
@@ -76,19 +79,19 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
 def host_profile(inputs, batches, steps: int, device: torch.device, n: int) -> dict:
     """The input side alone: host ms per step unprofiled, and the ``n`` Python functions with the most
     own time under cProfile (ms per step, calls per step)."""
-    import pstats
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
+
+    def run_steps():
+        for _ in range(steps):
+            inputs(next(batches))
+        sync()
     sync()
     t = time.perf_counter()
-    for _ in range(steps):
-        inputs(next(batches))
-    sync()
+    run_steps()
     ms = 1e3 * (time.perf_counter() - t) / steps
     prof = cProfile.Profile()
     prof.enable()
-    for _ in range(steps):
-        inputs(next(batches))
-    sync()
+    run_steps()
     prof.disable()
     stats = pstats.Stats(prof).stats  # {(file, line, function): (primitive calls, calls, own s, cumulative s, callers)}
     rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
@@ -110,7 +113,6 @@ def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-    from bench_pretrain import endless, make_args, write_jpegs
     from ignite.engine import Engine
 
     from utils.trainer import build_run, engine_and_data, make_inputs
