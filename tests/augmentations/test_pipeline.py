@@ -220,8 +220,8 @@ def _compiled_equals_eager(dataset: str, backend: str, device: str, atol: float,
     boxes, src = torch.tensor([[0.0, 0.0, 20.0, 20.0]] * 6, device=device), torch.full((6, 2), 40.0, device=device)
     outs = {}
     graphs = counters["stats"]["unique_graphs"]
+    compiled_cfg = dataclasses.replace(cfg, blur_impl=blur_impl)
     for name, backend_or_none in (("eager", None), ("compiled", backend)):
-        compiled_cfg = dataclasses.replace(cfg, blur_impl=blur_impl)
         aug = ViewAugment(compiled_cfg if backend_or_none else cfg, backend_or_none,
                           whole_view=whole_view and backend_or_none is not None)
         g = torch.Generator(device).manual_seed(7)
