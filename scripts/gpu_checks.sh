@@ -3,8 +3,9 @@
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
 # Steps: tests graph profile decode bench blur split overlap compile variants sklearn sweep fidelity entry.
-# The default is the first four, ~250 s. Times on an H100: tests 77 s, graph ~100 s, blur 132 s,
-# profile 69 s, bench 99 s, entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s.
+# The default is the first four, an estimated 250 s. Measured on an H100: tests 77 s, graph 97 s
+# (then as two processes), blur 132 s, profile 69 s, bench 99 s, entry 28 s, sweep 59 s; on an H200,
+# decode ~30 s and "sklearn variants" 280 s.
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
