@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from augmentations import DESCRIPTOR_DIMS
+from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, VIEW_GRAPHS
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES, FRAMEWORKS
 
@@ -75,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
                         "per view become a few fused kernels; the first steps are slower while it compiles "
                         "(default: on for CUDA, where it measured faster; off on CPU)")
-    g.add_argument("--augment-graph", default="stages", choices=["stages", "view"],
+    g.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS,
                    help="with --compile-augment: 'stages' compiles each stage of a view on its own (each jitter op "
                         "too, so the 24 op orders share the graphs); 'view' compiles the whole view as one graph, "
                         "each jitter slot computing all four ops and keeping the drawn one: one call per view "
                         "instead of nine, same draws and pixels (default: stages)")
-    g.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"],
+    g.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
                    help="Gaussian blur as two grouped convolutions ('conv') or as sums of shifted slices, which "
                         "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
                         "(auto: shift with --compile-augment, 5x faster there on an H100; conv otherwise, "

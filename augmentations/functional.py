@@ -129,6 +129,9 @@ def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
     return torch.where(sigma[:, None] > 0, k, delta)
 
 
+BLUR_IMPLS = ("conv", "shift")  # ways to compute the same blur (gaussian_blur's impl)
+
+
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, impl: str = "conv") -> Tensor:
     """Per-sample Gaussian blur with reflect padding, as ``torchvision...gaussian_blur``.
 
@@ -138,8 +141,8 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, impl: str = "conv"
     ``kernel_size`` shifted slices; eager that is many launches, but Inductor fuses it (padding
     included) into one stencil kernel per pass, where it cannot fuse a convolution.
     """
-    if impl not in ("conv", "shift"):
-        raise ValueError(f"blur impl must be 'conv' or 'shift', got {impl!r}")
+    if impl not in BLUR_IMPLS:
+        raise ValueError(f"blur impl must be one of {BLUR_IMPLS}, got {impl!r}")
     b, c, h, w = x.shape
     k = gaussian_kernels(sigma, kernel_size).to(x.dtype)  # [B, k]
     pad = kernel_size // 2

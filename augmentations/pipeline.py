@@ -71,6 +71,7 @@ def config_for_dataset(dataset: str, color_aug: str = "default") -> AugConfig:
     raise ValueError(f"--dataset {dataset!r} has no augmentation recipe")
 
 
+VIEW_GRAPHS = ("stages", "view")  # what one compiled call covers: a stage of a view, or all of it
 N_UNIFORMS = 13  # columns of the one non-crop draw per view (see params_from_uniforms)
 JITTER_ORDERS = tuple(itertools.permutations(range(4)))
 

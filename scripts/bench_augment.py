@@ -20,9 +20,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
+from bench_pretrain import synchronizer  # noqa: E402
 
 KEYS = ["blur", "color", "color_diff", "crop", "flip", "grayscale"]
 SOURCE = {"cifar10": 32, "imagenet100": 256}
@@ -40,11 +44,6 @@ class OpCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(recipe: str, backend: str | None, a, device: torch.device, whole_view: bool = False,
             blur_impl: str = "conv") -> dict:
     from augmentations import ViewAugment, build_descriptor, compiled, config_for_dataset
@@ -53,6 +52,7 @@ def measure(recipe: str, backend: str | None, a, device: torch.device, whole_vie
     images = torch.randint(0, 256, (a.batch_size, 3, side, side), dtype=torch.uint8, device=device)
     aug, describe = ViewAugment(cfg, backend, whole_view), compiled(build_descriptor, backend)
     gen, host = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
+    sync = synchronizer(device)
 
     def view():
         x, p = aug(images, gen, host_generator=host)
@@ -61,7 +61,7 @@ def measure(recipe: str, backend: str | None, a, device: torch.device, whole_vie
     t = time.perf_counter()
     for _ in range(a.warmup):  # compiles, and meets each jitter op order's first ops
         view()
-    _sync(device)
+    sync()
     warm = time.perf_counter() - t
     ops = None
     if backend is None:
@@ -71,7 +71,7 @@ def measure(recipe: str, backend: str | None, a, device: torch.device, whole_vie
     t = time.perf_counter()
     for _ in range(a.views):
         view()
-    _sync(device)
+    sync()
     per_view = (time.perf_counter() - t) / a.views
     return {"recipe": recipe, "backend": backend or "eager", "graph": "view" if whole_view else "stages",
             "blur_impl": blur_impl if cfg.blur_kernel is not None else None,
@@ -87,9 +87,9 @@ def main(argv=None):
     p.add_argument("--views", type=int, default=50, help="timed views")
     p.add_argument("--warmup", type=int, default=30, help="untimed views first (compilation, caches)")
     p.add_argument("--compile", default=None, help="also measure torch.compile with this backend (e.g. inductor)")
-    p.add_argument("--blur-impls", nargs="+", default=["conv"], choices=["conv", "shift"],
+    p.add_argument("--blur-impls", nargs="+", default=["conv"], choices=BLUR_IMPLS,
                    help="Gaussian blur implementations to measure (recipes with blur)")
-    p.add_argument("--graphs", nargs="+", default=["stages", "view"], choices=["stages", "view"],
+    p.add_argument("--graphs", nargs="+", default=list(VIEW_GRAPHS), choices=VIEW_GRAPHS,
                    help="compiled graphs to measure: each stage its own graph, and/or the whole view as one")
     p.add_argument("--out", default="bench_augment.json", help="JSON output")
     a = p.parse_args(argv)

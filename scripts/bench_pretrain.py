@@ -41,6 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
+
 CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-nn-depth", "6", "--aug-nn-width", "64",
           "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "blur", "grayscale"]
 
@@ -213,7 +215,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
     return results
 
 
-VARIANT_FLAGS = {"augment_graph": ("stages", "view"), "blur_impl": ("auto", "conv", "shift"),
+VARIANT_FLAGS = {"augment_graph": VIEW_GRAPHS, "blur_impl": ("auto", *BLUR_IMPLS),
                  "overlap_augment": ("true", "false")}
 
 
@@ -270,9 +272,9 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
-    p.add_argument("--augment-graph", default="stages", choices=["stages", "view"],
+    p.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS,
                    help="with compiled augmentation: one graph per stage, or the whole view as one graph")
-    p.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"],
+    p.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
                    help="Gaussian blur implementation (r50-224; default: as pretrain_cond.py)")
     p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")

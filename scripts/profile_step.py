@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
 from bench_pretrain import endless, make_args, synchronizer, write_jpegs  # noqa: E402
 
 REGIONS = ("inputs", "forward", "backward", "optimizer")
@@ -127,15 +128,18 @@ def main(argv=None) -> dict:
     p.add_argument("--jpeg-dir", default=None, help="JPEG folder for r50-224 (written there if missing)")
     p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="--overlap-augment (default: as pretrain_cond.py)")
-    p.add_argument("--augment-graph", default="stages", choices=["stages", "view"], help="as pretrain_cond.py")
-    p.add_argument("--blur-impl", default="auto", choices=["auto", "conv", "shift"], help="as pretrain_cond.py")
+    p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="as pretrain_cond.py (default: on where Inductor can make GPU code); "
+                        "--compile-augment on a CPU makes the host profile resemble the GPU's")
+    p.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS, help="as pretrain_cond.py")
+    p.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS], help="as pretrain_cond.py")
     p.add_argument("--host-profile", type=int, default=0, metavar="N",
                    help="also time the input side alone and list its N costliest Python functions (cProfile)")
     p.add_argument("--trace", default=None, help="also write a Chrome trace here")
     p.add_argument("--out", default="profile_step.json", help="JSON output")
     a = p.parse_args(argv)
     a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0
-    a.channels_last, a.compile, a.compile_augment = None, False, None
+    a.channels_last, a.compile = None, False
     a.overlap_augment = a.overlap
     datadir = None
     if a.setting == "r50-224":

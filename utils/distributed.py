@@ -1,5 +1,9 @@
-"""Collectives that degrade to identities on one process, so models never branch on world size."""
+"""Collectives that degrade to identities on one process, so models never branch on world size;
+and the launcher the entry points share."""
 from __future__ import annotations
+
+import functools
+import multiprocessing
 
 import torch
 import torch.distributed as dist
@@ -52,12 +56,27 @@ def all_reduce_sum_no_grad(x: Tensor) -> Tensor:
     return x
 
 
+def platform_start_method() -> str:
+    """How this platform starts processes by default ("fork" on Linux, "spawn" on macOS and Windows)."""
+    return multiprocessing.get_all_start_methods()[0]
+
+
+def _with_platform_start_method(fn, local_rank: int, args) -> None:
+    # A process made by the launcher's spawn inherits "spawn" as its start method, so each of its
+    # DataLoaders would start workers that import torch and this project afresh: ~10 s per
+    # evaluation loader on a 2-core host. Its workers start as under torchrun or in one process.
+    if multiprocessing.parent_process() is not None:  # a process the launcher spawned, not the caller's
+        multiprocessing.set_start_method(platform_start_method(), force=True)
+    fn(local_rank, args)
+
+
 def launch(fn, args, backend: str | None, nproc: int | None) -> None:
     """Run ``fn(local_rank, args)`` through ignite.distributed.Parallel (spawned, from torchrun/SLURM,
-    or in this process), with the launcher's per-run INFO lines silenced."""
+    or in this process), with the launcher's per-run INFO lines silenced. Spawned processes start
+    their DataLoader workers the platform's default way, as every other launch does."""
     import logging
 
     import ignite.distributed as idist
     with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
         logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
-        parallel.run(fn, args)
+        parallel.run(functools.partial(_with_platform_start_method, fn), args)

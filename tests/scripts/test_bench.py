@@ -94,6 +94,7 @@ def test_profile_step_times_each_region_of_the_step(tmp_path):
     assert all(h > 0 for h in host)
     assert sum(host) <= res["wall_ms"] * 1.05  # the regions run one after another inside the step
     assert res["device_busy_ms"] is None  # no kernels on a CPU
+    assert res["compile_augment"] is False  # pretrain_cond.py's default on a CPU (--compile-augment sets it)
     assert res["kernel_launches"] is None and len(res["top"]) == 12
     assert all(t["name"].startswith("aten::") and t["ms"] > 0 for t in res["top"])
     assert [t["ms"] for t in res["top"]] == sorted((t["ms"] for t in res["top"]), reverse=True)

@@ -1,5 +1,6 @@
 """Two processes with the gloo backend on CPU: DDP averages gradients, the MoCo queue is filled
 with all-gathered embeddings, and both ranks end a step with identical state."""
+import multiprocessing
 import os
 
 import ignite.distributed as idist
@@ -7,6 +8,7 @@ import torch
 from ignite.engine import Engine
 
 import pretrain_cond
+from utils.distributed import launch, platform_start_method
 from utils.trainer import build_run, make_step
 from utils.validate import validate
 
@@ -24,13 +26,13 @@ def _one_step(local_rank, out_dir):
     engine = Engine(make_step(run, 10))
     engine.run([first], max_epochs=1)
     params = {k: p.detach() for k, p in run.framework.named_parameters()}
-    torch.save({"params": params, "queue": run.framework.queue, "ptr": run.framework.queue_ptr, "labels": first[1]},
+    torch.save({"params": params, "queue": run.framework.queue, "ptr": run.framework.queue_ptr, "labels": first[1],
+                "start_method": multiprocessing.get_start_method()},
                os.path.join(out_dir, f"rank{idist.get_rank()}.pt"))
 
 
 def test_two_gloo_processes_end_a_step_with_identical_state(tmp_path):
-    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
-        parallel.run(_one_step, str(tmp_path))
+    launch(_one_step, str(tmp_path), "gloo", 2)  # the entry points' launcher: it spawns both ranks
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert len(r0["labels"]) == len(r1["labels"]) == 32  # global batch split over the ranks
@@ -40,6 +42,8 @@ def test_two_gloo_processes_end_a_step_with_identical_state(tmp_path):
         assert torch.equal(r0["params"][k], r1["params"][k]), k
     # SyncBatchNorm is CUDA-only in torch, so on CPU only BN running statistics stay rank-local.
     assert torch.equal(r0["queue"], r1["queue"]) and int(r0["ptr"]) == int(r1["ptr"]) == 64  # all-gathered
+    # spawned ranks start their loader workers as a plain run does, not by spawning them too
+    assert r0["start_method"] == r1["start_method"] == platform_start_method()  # "fork" on Linux
 
 
 def _features(local_rank, out_dir):
