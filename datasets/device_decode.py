@@ -14,6 +14,7 @@ decoder then work on each batch side by side, and their throughputs add up.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import warnings
 from collections import deque
@@ -137,7 +138,8 @@ def decode_batch(encoded: list[Tensor], device: torch.device) -> list[Tensor]:
         return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
 
 
-def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int) -> tuple[Tensor, ...]:
+def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int,
+                convert_together: bool | None = None) -> tuple[Tensor, ...]:
     """Each decoded image cropped to its box and resized to ``size`` (antialiased bilinear, uint8),
     once per box set in ``boxes`` (e.g. both views' boxes): a [N, 3, size, size] batch per set.
 
@@ -146,13 +148,24 @@ def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int) -> tup
     threads that share the GIL with the training step, so the launches per image are kept few:
     each image is made float once for all its crops, each resize writes straight into its batch
     (``F.interpolate``'s own kernel, called with ``out=``), and rounding to uint8 is done once
-    per batch. That is 1 + len(boxes) kernels per image.
+    per batch.
+
+    ``convert_together`` (default: on CUDA) makes all images float at once, in one flat buffer
+    that the resizes read views of: len(boxes) launches per image instead of 1 + len(boxes). One
+    conversion per image is launch-bound on a GPU: 514 of them took 2.6 ms of an H100 r50-224
+    step. On a CPU, converting each image just before its resizes keeps it in cache: 10-40 % faster
+    there (``bench_decode.py --device cpu``).
     """
     n, dev = len(images), images[0].device
     outs = [torch.empty(n, 3, size, size, dtype=torch.float32, device=dev) for _ in boxes]
     rows = [b.round().long().tolist() for b in boxes]
-    for i, img in enumerate(images):
-        x = img[None].float()
+    if convert_together if convert_together is not None else dev.type == "cuda":
+        flat = torch.cat([img.reshape(-1) for img in images]).float()
+        starts = itertools.accumulate((img.numel() for img in images), initial=0)
+        floats = (flat[s:s + img.numel()].view(1, *img.shape) for s, img in zip(starts, images))
+    else:
+        floats = (img[None].float() for img in images)
+    for i, x in enumerate(floats):
         for out, r in zip(outs, rows):
             top, left, h, w = r[i]
             # = F.interpolate(crop, (size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -7,7 +7,9 @@ images/s of, on synthetic 320 px JPEGs (baseline and progressive):
   decode        torchvision.io.decode_jpeg on --device, one call per chunk of images, one thread
   decode xT     the same from T threads at once, each on its own CUDA stream (what
                 DeviceDecodePrefetcher does; 1.98x one thread on an H200 for baseline JPEGs)
-  crop-resize   datasets.device_decode.crop_resize: both antialiased crops of each decoded image
+  crop-resize   datasets.device_decode.crop_resize: both antialiased crops of each decoded image,
+                each image made float on its own ("float per image", the CPU default) or all in
+                one conversion ("float per call", the CUDA default)
   pil           one loader worker's rate on the --jpeg-decode workers path (datasets.loaders.TwoCrops:
                 PIL decode, both boxes, both crops), in this one process
   loader        the nvJPEG path's loader alone (workers read bytes and draw boxes), and the main
@@ -32,10 +34,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
+from bench_pretrain import synchronizer, write_jpegs  # noqa: E402
+
 
 def _rate(fn, images: int, repeats: int, device: torch.device) -> float:
     fn()  # warm-up: decoder state, allocator, kernels
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     sync()
     t = time.perf_counter()
     for _ in range(repeats):
@@ -74,8 +78,9 @@ def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     hw = torch.tensor([list(im.shape[1:]) for im in images])
     b1, b2 = (sample_crop_boxes(hw[:, 0], hw[:, 1], g) for _ in range(2))
-    row("crop-resize", _rate(lambda: crop_resize(images, (b1, b2), a.size),
-                             n, a.repeats, device), chunk=n, threads=1)
+    for together in (False, True):  # crop_resize's convert_together: the CPU's default, the GPU's
+        row("crop-resize, float per " + ("call" if together else "image"),
+            _rate(lambda: crop_resize(images, (b1, b2), a.size, together), n, a.repeats, device), chunk=n, threads=1)
     two_crops = TwoCrops(folder, a.size, seed=0)
     row("pil", _rate(lambda: [two_crops[(0, i)] for i in range(n)], n, 1, torch.device("cpu")), chunk=1, threads=1)
     rate, main_ms = _loader_rate(folder.samples, a)
@@ -101,7 +106,6 @@ def _loader_rate(samples: list, a) -> tuple[float, float]:
 
 
 def main(argv=None):
-    from bench_pretrain import write_jpegs
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--n", type=int, default=512, help="JPEGs per measurement")

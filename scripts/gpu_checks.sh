@@ -58,7 +58,7 @@ run_overlap() {
 
 run_decode() {
   step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), crop + resize, PIL"
-  timeout 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -12
+  timeout 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
 }
 
 run_split() {

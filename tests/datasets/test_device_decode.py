@@ -113,13 +113,14 @@ def test_split_decode_gives_worker_crops_for_its_share_and_keeps_the_order(tmp_p
             assert diff.float().mean() < 0.5 and diff.max() <= 2
 
 
-def test_crop_resize_matches_torchvision_resized_crop_on_tensors():
+@pytest.mark.parametrize("together", [False, True])  # the CPU's default, the GPU's default
+def test_crop_resize_matches_torchvision_resized_crop_on_tensors(together):
     import torchvision.transforms.v2.functional as F2
     g = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 256, (3, 50 + 9 * i, 70 - 5 * i), dtype=torch.uint8, generator=g) for i in range(3)]
     boxes = torch.tensor([[3., 5., 40., 30.], [0., 0., 59., 65.], [10., 2., 8., 12.]])
     other = torch.tensor([[0., 0., 50., 65.], [7., 9., 20., 21.], [1., 1., 66., 10.]])
-    out, out2 = crop_resize(imgs, (boxes, other), 20)
+    out, out2 = crop_resize(imgs, (boxes, other), 20, convert_together=together)
     for img, box, box2, got, got2 in zip(imgs, boxes.long().tolist(), other.long().tolist(), out, out2):
         ref = F2.resized_crop(img, *box, size=[20, 20], antialias=True)
         assert (got.int() - ref.int()).abs().max() <= 1
