@@ -142,7 +142,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, impl: str = "conv"
     included) into one stencil kernel per pass, where it cannot fuse a convolution.
     """
     if impl not in BLUR_IMPLS:
-        raise ValueError(f"blur impl must be one of {BLUR_IMPLS}, got {impl!r}")
+        raise ValueError(f"blur impl must be {' or '.join(map(repr, BLUR_IMPLS))}, got {impl!r}")
     b, c, h, w = x.shape
     k = gaussian_kernels(sigma, kernel_size).to(x.dtype)  # [B, k]
     pad = kernel_size // 2
