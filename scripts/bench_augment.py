@@ -7,6 +7,9 @@ One view = ``ViewAugment`` on an in-memory batch (crop included) + the CASSLE de
 batches on a GPU the time per view is host time (Python + one kernel launch per op), which is why
 the op count matters; ``--compile`` fuses the pure stages into a few kernels. It is measured
 twice: each stage compiled on its own, and the whole view as one graph (``whole_view=True``).
+``--stage-times`` adds, for the per-stage runs, the host time that issuing each stage takes (no
+synchronisation: what a step bound by the host pays), eager against compiled, per stage: a
+compiled call has a fixed host cost that a stage of two or three ops may not earn back.
 Recipes: cifar10 (32 px from 32 px images) and imagenet100 (224 px from 256 px images, blur 23).
 Prints a table and writes JSON.
 """
@@ -16,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -42,6 +46,39 @@ class OpCount(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.n += 1
         return func(*args, **(kwargs or {}))
+
+
+STAGES = ("_crop", "_params", "_pre", "_post")  # ViewAugment's compiled stages, besides its jitter ops
+
+
+def stage_host_us(aug, describe, view_args, views: int) -> dict[str, float]:
+    """Median host microseconds per call of each stage of ``aug`` (per-stage graphs) and of
+    ``describe``, over ``views`` views. Times the issuing of the work, not the work itself."""
+    from augmentations.functional import COLOR_OPS
+    spent: dict[str, list[float]] = {}
+
+    def timer(name: str, fn):
+        def run(*args):
+            t = time.perf_counter()
+            out = fn(*args)
+            spent.setdefault(name, []).append(time.perf_counter() - t)
+            return out
+        return run
+
+    saved = {k: getattr(aug, k) for k in (*STAGES, "_color_ops")}
+    try:
+        for k in STAGES:
+            setattr(aug, k, timer(k[1:], saved[k]))
+        aug._color_ops = tuple(timer(op.__name__, f) for op, f in zip(COLOR_OPS, saved["_color_ops"]))
+        timed_describe = timer("descriptor", describe)
+        images, gen, host, cfg = view_args
+        for _ in range(views):
+            _, p = aug(images, gen, host_generator=host)
+            timed_describe(p, KEYS, cfg.jitter_ranges)
+    finally:
+        for k, v in saved.items():
+            setattr(aug, k, v)
+    return {k: 1e6 * statistics.median(v) for k, v in spent.items()}
 
 
 def measure(recipe: str, backend: str | None, a, device: torch.device, whole_view: bool = False,
@@ -73,9 +110,13 @@ def measure(recipe: str, backend: str | None, a, device: torch.device, whole_vie
         view()
     sync()
     per_view = (time.perf_counter() - t) / a.views
+    stages = None
+    if a.stage_times and not whole_view:
+        stages = stage_host_us(aug, describe, (images, gen, host, cfg), a.views)
+        sync()
     return {"recipe": recipe, "backend": backend or "eager", "graph": "view" if whole_view else "stages",
             "blur_impl": blur_impl if cfg.blur_kernel is not None else None,
-            "batch_size": a.batch_size, "ops_per_view": ops,
+            "batch_size": a.batch_size, "ops_per_view": ops, "stage_host_us": stages,
             "ms_per_view": per_view * 1e3, "views_per_s": a.batch_size / per_view, "warmup_s": warm}
 
 
@@ -91,6 +132,8 @@ def main(argv=None):
                    help="Gaussian blur implementations to measure (recipes with blur)")
     p.add_argument("--graphs", nargs="+", default=list(VIEW_GRAPHS), choices=VIEW_GRAPHS,
                    help="compiled graphs to measure: each stage its own graph, and/or the whole view as one")
+    p.add_argument("--stage-times", action="store_true",
+                   help="also time the host's cost of issuing each stage, per-stage runs only (eager and compiled)")
     p.add_argument("--out", default="bench_augment.json", help="JSON output")
     a = p.parse_args(argv)
     from augmentations import config_for_dataset
@@ -109,6 +152,21 @@ def main(argv=None):
         how = r["backend"] + (graph[r["graph"]] if r["backend"] != "eager" else "")
         print(f"| {r['recipe']} | {how} | {r['blur_impl'] or '-'} | {ops} | {r['ms_per_view']:.3f} "
               f"| {r['views_per_s']:.0f} |")
+    if a.stage_times:
+        print_stage_table(rows)
+
+
+def print_stage_table(rows: list[dict]) -> None:
+    """Host microseconds per call of each stage: eager beside each compiled backend, per recipe and blur."""
+    timed = [r for r in rows if r["stage_host_us"]]
+    hows = list(dict.fromkeys(r["backend"] for r in timed))
+    print(f"| recipe | blur | stage | {' | '.join(f'host us per call, {h}' for h in hows)} |\n"
+          f"|---|---|---|{'---|' * len(hows)}")
+    for recipe, blur in dict.fromkeys((r["recipe"], r["blur_impl"]) for r in timed):
+        per = {r["backend"]: r["stage_host_us"] for r in timed if (r["recipe"], r["blur_impl"]) == (recipe, blur)}
+        for stage in per[hows[0]]:
+            cells = " | ".join(f"{per[h][stage]:.0f}" if h in per else "-" for h in hows)
+            print(f"| {recipe} | {blur or '-'} | {stage} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 # Every GPU check and measurement behind README's "Speed" section, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graph profile decode bench blur split overlap compile variants sklearn sweep fidelity entry.
-# The default is the first four, an estimated 250 s. Measured on an H100: tests 77 s, graph 97 s
+# Steps: tests graph profile decode stages bench blur split overlap compile variants sklearn sweep fidelity
+# entry. The default is the first five, an estimated 290 s. Measured on an H100: tests 77 s, graph 97 s
 # (then as two processes), blur 132 s, profile 69 s, bench 99 s, entry 28 s, sweep 59 s; on an H200,
-# decode ~30 s and "sklearn variants" 280 s.
+# decode ~30 s and "sklearn variants" 280 s; stages is not yet timed (~40 s expected).
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -59,6 +59,12 @@ run_overlap() {
 run_decode() {
   step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), crop + resize, PIL"
   timeout 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
+}
+
+run_stages() {  # r18-32's step is bound by the host: a compiled call has a fixed host cost to earn back
+  step "host time to issue each stage of a 32 px view, eager vs compiled, batch 256"
+  timeout 120 $PY scripts/bench_augment.py --device cuda --recipes cifar10 --compile inductor --graphs stages \
+    --stage-times --views 200 --out "$OUT/bench_stages.json" 2>&1 | grep "^|"
 }
 
 run_split() {
@@ -121,7 +127,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests graph profile decode}"; do
+for s in "${@:-tests graph profile decode stages}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

@@ -2,6 +2,9 @@
 import importlib.util
 import json
 import os
+import pathlib
+import re
+import subprocess
 import time
 
 import pytest
@@ -54,12 +57,17 @@ def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
 def test_bench_augment_counts_ops_and_times_eager_and_compiled(tmp_path):
     out = tmp_path / "a.json"
     _load("bench_augment").main(["--device", "cpu", "--recipes", "cifar10", "--batch-size", "2", "--views", "2",
-                                 "--warmup", "4", "--compile", "aot_eager", "--out", str(out)])
+                                 "--warmup", "4", "--compile", "aot_eager", "--stage-times", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [(r["backend"], r["graph"]) for r in rows] == [("eager", "stages"), ("aot_eager", "stages"),
                                                          ("aot_eager", "view")]
     assert 50 < rows[0]["ops_per_view"] < 1000 and rows[1]["ops_per_view"] is None
     assert all(r["views_per_s"] > 0 for r in rows)
+    stages = {"crop", "params", "pre", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
+              "post", "descriptor"}  # every call a per-stage view makes, timed on the host
+    for r in rows[:2]:
+        assert set(r["stage_host_us"]) == stages and all(us > 0 for us in r["stage_host_us"].values())
+    assert rows[2]["stage_host_us"] is None  # the whole view is one call: no stages to time
 
 
 def test_bench_decode_measures_each_stage_for_both_jpeg_kinds(tmp_path):
@@ -142,3 +150,15 @@ def test_bench_pretrain_rejects_bad_variants_before_measuring(spec, message, cap
     with pytest.raises(SystemExit):
         _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--variants", spec])
     assert message in capsys.readouterr().err
+
+
+def test_gpu_checks_names_only_steps_it_defines():
+    """gpu_checks.sh runs on a GPU machine only, so a misspelt step would first fail there."""
+    path = pathlib.Path(ROOT) / "scripts" / "gpu_checks.sh"
+    subprocess.run(["bash", "-n", str(path)], check=True)  # it parses
+    text = path.read_text()
+    defined = set(re.findall(r"^run_(\w+)\(\)", text, flags=re.M))
+    default = re.search(r'"\$\{@:-([a-z ]+)\}"', text).group(1).split()
+    header = re.search(r"# Steps: (.*?)\.", text, flags=re.S).group(1).replace("#", " ").split()
+    assert set(default) <= defined and len(default) >= 4
+    assert set(header) == defined and header[:len(default)] == default  # the header lists the default first
