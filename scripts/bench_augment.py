@@ -51,9 +51,10 @@ class OpCount(TorchDispatchMode):
 STAGES = ("_crop", "_params", "_pre", "_post")  # ViewAugment's compiled stages, besides its jitter ops
 
 
-def stage_host_us(aug, describe, view_args, views: int) -> dict[str, float]:
+def stage_host_us(aug, describe, view_args, views: int, sync) -> dict[str, float]:
     """Median host microseconds per call of each stage of ``aug`` (per-stage graphs) and of
-    ``describe``, over ``views`` views. Times the issuing of the work, not the work itself."""
+    ``describe``, over ``views`` views. Times the issuing of the work, not the work itself: the
+    device is waited for between views (untimed), so no launch waits for a full queue."""
     from augmentations.functional import COLOR_OPS
     spent: dict[str, list[float]] = {}
 
@@ -75,6 +76,7 @@ def stage_host_us(aug, describe, view_args, views: int) -> dict[str, float]:
         for _ in range(views):
             _, p = aug(images, gen, host_generator=host)
             timed_describe(p, KEYS, cfg.jitter_ranges)
+            sync()
     finally:
         for k, v in saved.items():
             setattr(aug, k, v)
@@ -112,8 +114,7 @@ def measure(recipe: str, backend: str | None, a, device: torch.device, whole_vie
     per_view = (time.perf_counter() - t) / a.views
     stages = None
     if a.stage_times and not whole_view:
-        stages = stage_host_us(aug, describe, (images, gen, host, cfg), a.views)
-        sync()
+        stages = stage_host_us(aug, describe, (images, gen, host, cfg), a.views, sync)
     return {"recipe": recipe, "backend": backend or "eager", "graph": "view" if whole_view else "stages",
             "blur_impl": blur_impl if cfg.blur_kernel is not None else None,
             "batch_size": a.batch_size, "ops_per_view": ops, "stage_host_us": stages,
