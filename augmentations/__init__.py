@@ -7,8 +7,7 @@ from .params import ViewParams
 from .pipeline import VIEW_GRAPHS, AugConfig, ViewAugment, compiled, config_for_dataset
 
 __all__ = [
-    "AUGSELF_KEYS", "BLUR_IMPLS", "DESCRIPTOR_DIMS", "VIEW_GRAPHS", "AugConfig", "ViewAugment", "ViewParams", "augself_targets",
-    "build_descriptor", "check_keys", "compiled", "config_for_dataset", "crop_pil_box",
-    "descriptor_dim", "descriptor_layout", "resized_crop_batch", "sample_box_pairs",
-    "sample_crop_boxes",
+    "AUGSELF_KEYS", "BLUR_IMPLS", "DESCRIPTOR_DIMS", "VIEW_GRAPHS", "AugConfig", "ViewAugment", "ViewParams",
+    "augself_targets", "build_descriptor", "check_keys", "compiled", "config_for_dataset", "crop_pil_box",
+    "descriptor_dim", "descriptor_layout", "resized_crop_batch", "sample_box_pairs", "sample_crop_boxes",
 ]

@@ -14,14 +14,13 @@ decoder then work on each batch side by side, and their throughputs add up.
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import warnings
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from itertools import islice
+from itertools import accumulate, islice
 from typing import NamedTuple
 
 import torch
@@ -161,7 +160,7 @@ def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int,
     rows = [b.round().long().tolist() for b in boxes]
     if convert_together if convert_together is not None else dev.type == "cuda":
         flat = torch.cat([img.reshape(-1) for img in images]).float()
-        starts = itertools.accumulate((img.numel() for img in images), initial=0)
+        starts = accumulate((img.numel() for img in images), initial=0)
         floats = (flat[s:s + img.numel()].view(1, *img.shape) for s, img in zip(starts, images))
     else:
         floats = (img[None].float() for img in images)

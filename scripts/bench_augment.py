@@ -7,8 +7,9 @@ One view = ``ViewAugment`` on an in-memory batch (crop included) + the CASSLE de
 batches on a GPU the time per view is host time (Python + one kernel launch per op), which is why
 the op count matters; ``--compile`` fuses the pure stages into a few kernels. It is measured
 twice: each stage compiled on its own, and the whole view as one graph (``whole_view=True``).
-``--stage-times`` adds, for the per-stage runs, the host time that issuing each stage takes (no
-synchronisation: what a step bound by the host pays), eager against compiled, per stage: a
+``--stage-times`` adds, for the per-stage runs, the host time that issuing each stage takes (the
+device is waited for between views, outside the timing: what a step bound by the host pays), eager
+against compiled, per stage: a
 compiled call has a fixed host cost that a stage of two or three ops may not earn back.
 Recipes: cifar10 (32 px from 32 px images) and imagenet100 (224 px from 256 px images, blur 23).
 Prints a table and writes JSON.
@@ -29,7 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
+from augmentations import (BLUR_IMPLS, VIEW_GRAPHS, ViewAugment, build_descriptor, compiled,  # noqa: E402
+                           config_for_dataset)
+from augmentations.functional import COLOR_OPS  # noqa: E402
 from bench_pretrain import synchronizer  # noqa: E402
 
 KEYS = ["blur", "color", "color_diff", "crop", "flip", "grayscale"]
@@ -55,7 +58,6 @@ def stage_host_us(aug, describe, view_args, views: int, sync) -> dict[str, float
     """Median host microseconds per call of each stage of ``aug`` (per-stage graphs) and of
     ``describe``, over ``views`` views. Times the issuing of the work, not the work itself: the
     device is waited for between views (untimed), so no launch waits for a full queue."""
-    from augmentations.functional import COLOR_OPS
     spent: dict[str, list[float]] = {}
 
     def timer(name: str, fn):
@@ -85,7 +87,6 @@ def stage_host_us(aug, describe, view_args, views: int, sync) -> dict[str, float
 
 def measure(recipe: str, backend: str | None, a, device: torch.device, whole_view: bool = False,
             blur_impl: str = "conv") -> dict:
-    from augmentations import ViewAugment, build_descriptor, compiled, config_for_dataset
     cfg = dataclasses.replace(config_for_dataset(recipe), blur_impl=blur_impl)
     side = SOURCE[recipe]
     images = torch.randint(0, 256, (a.batch_size, 3, side, side), dtype=torch.uint8, device=device)
@@ -137,7 +138,6 @@ def main(argv=None):
                    help="also time the host's cost of issuing each stage, per-stage runs only (eager and compiled)")
     p.add_argument("--out", default="bench_augment.json", help="JSON output")
     a = p.parse_args(argv)
-    from augmentations import config_for_dataset
     device = torch.device(a.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     runs = [(None, False)] + ([(a.compile, g == "view") for g in a.graphs] if a.compile else [])

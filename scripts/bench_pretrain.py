@@ -137,7 +137,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
     from ignite.engine import Engine
 
     from datasets import PretrainData, worker_crop_loader
-    from utils.trainer import build_loader, build_run, engine_and_data, make_inputs, make_model_step, make_step
+    from utils.trainer import aug_config, build_loader, build_run, engine_and_data, make_inputs, make_model_step, make_step
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
@@ -179,7 +179,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
     for spec in a.variants:
         flag, value = parse_variant(spec)
         vargs = variant_args(setting, a, flag, value, datadir, workers)
-        vrun = dataclasses.replace(run, args=vargs, cfg=dataclasses.replace(run.cfg, blur_impl=vargs.blur_impl))
+        vrun = dataclasses.replace(run, args=vargs, cfg=aug_config(vargs))
         for kind in ("ours", "augment"):
             if kind in a.pipelines and not (kind == "augment" and flag == "overlap_augment"):  # no overlap alone
                 builders[f"{kind} [{spec}]"] = functools.partial(builders[kind], vrun)

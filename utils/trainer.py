@@ -106,8 +106,13 @@ def build_loader(args, data: PretrainData, size: int, device: torch.device, rank
                                                rank, world, pin_memory=device.type == "cuda"), device)
 
 
+def aug_config(args) -> AugConfig:
+    """The augmentation that validated arguments ask for: the dataset's recipe, and how to blur."""
+    return replace(config_for_dataset(args.dataset, args.color_aug), blur_impl=args.blur_impl)
+
+
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
-    cfg = replace(config_for_dataset(args.dataset, args.color_aug), blur_impl=args.blur_impl)
+    cfg = aug_config(args)
     data = build_pretrain_data(args.dataset, args.datadir, args.download)
     loader = build_loader(args, data, cfg.size, device, rank, world)
     torch.manual_seed(args.seed)  # identical initial weights on every rank
