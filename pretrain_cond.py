@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the next batch's views, records and descriptors on a side CUDA stream while this "
                         "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "
                         "in our measurement (README, Speed)")
+    g.add_argument("--augment-ahead", type=int, default=1, metavar="K",
+                   help="make the views, records and descriptors of K steps together, one call per view, the draws "
+                        "taken batch by batch (same draws, same run): the input side's fixed host cost is paid "
+                        "once per K steps, for steps bound by the host (small images); needs --augment-graph view "
+                        "(default: 1, each step's own)")
     g.add_argument("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
                    help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
                         "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "

@@ -165,9 +165,34 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
 
 
+@dataclass
+class ViewDraws:
+    """Every random draw behind one view of b images. The view is a pure function of them
+    (``view_from_draws``), so draws taken batch by batch can be joined and applied in one call."""
+
+    u: Tensor  # [b, N_UNIFORMS]: everything but the crop (params_from_uniforms)
+    jitter_order: Tensor  # [b, 4]: the op order, as the record keeps it
+    u_crop: Tensor | None  # [4, b, tries] (crop_uniforms); None for images cropped elsewhere
+
+    @staticmethod
+    def cat(draws: list[ViewDraws]) -> ViewDraws:
+        """The draws of several batches as those of one batch, in the same order."""
+        crop = None if draws[0].u_crop is None else torch.cat([d.u_crop for d in draws], dim=1)
+        return ViewDraws(torch.cat([d.u for d in draws]), torch.cat([d.jitter_order for d in draws]), crop)
+
+
+RECOMPILE_LIMIT = 64
+
+
 def compiled(fn, backend: str | None):
     """``fn`` under ``torch.compile`` with ``backend`` (whole graph, static shapes); ``fn`` for None."""
-    return fn if backend is None else torch.compile(fn, backend=backend, dynamic=False, fullgraph=True)
+    if backend is None:
+        return fn
+    # Each function is compiled once per recipe and batch shape. A process may hold more of those than
+    # Dynamo's default limit of 8 per function (a benchmark of several settings, the tests), and with
+    # fullgraph=True the ninth would be an error, not a slow step.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(fn, backend=backend, dynamic=False, fullgraph=True)
 
 
 class ViewAugment:
@@ -182,6 +207,8 @@ class ViewAugment:
     by one, so the 24 possible op orders need no recompilation. With ``whole_view`` the whole view
     is one function (``view_from_draws``: one compiled call per view instead of nine, for steps
     that are bound by the host's launch time), with the same draws and pixels.
+    ``draw_view`` and ``view`` split a call into its draws and their use, so that the draws of
+    several batches can be joined (``ViewDraws.cat``) and their views made in one call.
     """
 
     def __init__(self, cfg: AugConfig, compile_backend: str | None = None, whole_view: bool = False):
@@ -231,17 +258,29 @@ class ViewAugment:
         x, dev, b = images, images.device, images.shape[0]
         if boxes is not None and (src_size is None or x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size):
             raise ValueError(f"pre-cropped images must be {self.cfg.size}x{self.cfg.size} and come with src_size")
-        u_crop = crop_uniforms(b, generator) if boxes is None else None
         if self._view is not None:  # one call for the whole view (whole_view)
-            order, u = self.draw(b, generator, host_generator)
-            x, p, drawn, size = self._view(x, u, order_rows(order, b, dev), self.cfg, u_crop)
-            if u_crop is not None:
-                boxes, src_size = drawn, size
-        else:
-            if u_crop is not None:
-                x, boxes, src_size = self._crop(x, u_crop, self.cfg)
-            p, order = self.sample(b, generator, host_generator)
-            x = self.apply(x, p, order)
+            return self.view(x, self.draw_view(b, generator, host_generator, crop=boxes is None), boxes, src_size)
+        if boxes is None:
+            x, boxes, src_size = self._crop(x, crop_uniforms(b, generator), self.cfg)
+        p, order = self.sample(b, generator, host_generator)
+        x = self.apply(x, p, order)
+        return x, ViewParams(box=boxes.to(dev).float(), src_size=src_size.to(dev).float(), **p)
+
+    def draw_view(self, b: int, generator: torch.Generator, host_generator: torch.Generator | None = None,
+                  crop: bool = True) -> ViewDraws:
+        """Every draw of one view of b images, in the order ``__call__`` takes them (the crop's first)."""
+        u_crop = crop_uniforms(b, generator) if crop else None
+        order, u = self.draw(b, generator, host_generator)
+        return ViewDraws(u, order_rows(order, b, generator.device), u_crop)
+
+    def view(self, images: Tensor, draws: ViewDraws, boxes: Tensor | None = None,
+             src_size: Tensor | None = None) -> tuple[Tensor, ViewParams]:
+        """The view of ``images`` for ``draws`` in one call: the whole-view graph (compiled when this
+        augmentation is, eager otherwise). ``boxes``/``src_size``: as ``__call__``, for draws without a crop."""
+        x, p, drawn, size = (self._view or view_from_draws)(images, draws.u, draws.jitter_order, self.cfg, draws.u_crop)
+        if draws.u_crop is not None:
+            boxes, src_size = drawn, size
+        dev = images.device
         return x, ViewParams(box=boxes.to(dev).float(), src_size=src_size.to(dev).float(), **p)
 
     def apply(self, x: Tensor, p: dict[str, Tensor], order: list[int] | None = None) -> Tensor:

@@ -17,8 +17,8 @@ Pipelines:
             on the device below 8 workers, PIL decode + crop in workers from 8 on)
   augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
             above the model-only figure, the input pipeline can keep up with the model
-  --variants FLAG=VALUE ...  "ours" and "augment" again (those of them chosen) with an input-side
-            flag changed (augment_graph, blur_impl, overlap_augment), in the same process and
+  --variants FLAG=VALUE[,FLAG=VALUE] ...  "ours" and "augment" again (those chosen) with input-side
+            flags changed (augment_graph, augment_ahead, blur_impl, overlap_augment), in the same process and
             round-robin with the rest: the ceiling moved by up to 28 % between processes of the
             same code on one H100 host
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON. Each
@@ -56,7 +56,8 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
             "--num-workers", str(workers), "--device", a.device, "--precision", a.precision,
             "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction),
-            "--augment-graph", a.augment_graph, "--blur-impl", a.blur_impl, *CASSLE]
+            "--augment-graph", a.augment_graph, "--augment-ahead", str(a.augment_ahead), "--blur-impl", a.blur_impl,
+            *CASSLE]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     argv += ["--compile"] * a.compile
@@ -137,6 +138,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
     from ignite.engine import Engine
 
     from datasets import PretrainData, worker_crop_loader
+    from utils.input_stream import InputStream
     from utils.trainer import aug_config, build_loader, build_run, engine_and_data, make_inputs, make_model_step, make_step
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
@@ -145,7 +147,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def model_only():
         """(a) views, records and descriptors made once, reused every step: the ceiling."""
-        made = make_inputs(run)(next(iter(endless(run.loader)())))
+        made = make_inputs(run)([next(iter(endless(run.loader)()))])[0]
         model_step = make_model_step(run, 10**6)
         return (lambda _: model_step(engine, made)), lambda: iter(int, 1)
 
@@ -153,7 +155,9 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         """(b) PIL crops in loader workers, plain copies, colour ops batched on the device."""
         pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
         loader = worker_crop_loader(pil, run.cfg.size, a.batch_size, args.seed, workers)
-        up_step = make_step(dataclasses.replace(run, data=PretrainData(pil, None, None), loader=loader), 10**6)
+        one_by_one = argparse.Namespace(**{**vars(args), "augment_ahead": 1})  # each batch's views on their own
+        up_step = make_step(dataclasses.replace(run, args=one_by_one, data=PretrainData(pil, None, None), loader=loader),
+                            10**6)
         return (lambda b: up_step(engine, [t.to(run.device, non_blocking=True) for t in b])), endless(loader)
 
     def ours(r=run):
@@ -171,19 +175,20 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def augment_only(r=run):
         """(e) the input side of (c) alone (utils.trainer.make_inputs): views, descriptors, targets; no model."""
-        return make_inputs(r), endless(r.loader)
+        stream = InputStream(r.loader, make_inputs(r), r.device, ahead=r.args.augment_ahead, overlap=False)
+        return (lambda _: None), endless(stream)
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}
-    variants = {}  # pipeline name -> (flag, value, spec) of "ours"/"augment" with a --variants flag changed
+    variants = {}  # pipeline name -> ({flag: value}, spec) of "ours"/"augment" with --variants flags changed
     for spec in a.variants:
-        flag, value = parse_variant(spec)
-        vargs = variant_args(setting, a, flag, value, datadir, workers)
+        flags = parse_variant(spec)
+        vargs = variant_args(setting, a, flags, datadir, workers)
         vrun = dataclasses.replace(run, args=vargs, cfg=aug_config(vargs))
         for kind in ("ours", "augment"):
-            if kind in a.pipelines and not (kind == "augment" and flag == "overlap_augment"):  # no overlap alone
+            if kind in a.pipelines and not (kind == "augment" and set(flags) == {"overlap_augment"}):  # no overlap alone
                 builders[f"{kind} [{spec}]"] = functools.partial(builders[kind], vrun)
-                variants[f"{kind} [{spec}]"] = (flag, value, spec)
+                variants[f"{kind} [{spec}]"] = (flags, spec)
 
     def label(decode: str) -> str:
         share = args.jpeg_worker_fraction if decode == "device" else 0.0
@@ -208,37 +213,42 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
         results[-1].update(setting=setting, workers=workers, model=args.model, precision=args.precision,
                            channels_last=args.channels_last, compile=_compiled(args),
                            overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
-                           blur_impl=args.blur_impl)
+                           augment_ahead=args.augment_ahead, blur_impl=args.blur_impl)
         if name in variants:
-            flag, value, spec = variants[name]
-            results[-1].update({flag: value, "variant": spec})
+            flags, spec = variants[name]
+            results[-1].update({**flags, "variant": spec})
     return results
 
 
-VARIANT_FLAGS = {"augment_graph": VIEW_GRAPHS, "blur_impl": ("auto", *BLUR_IMPLS),
-                 "overlap_augment": ("true", "false")}
+VARIANT_FLAGS = {"augment_graph": VIEW_GRAPHS, "augment_ahead": ("1", "2", "4", "8", "16", "32"),
+                 "blur_impl": ("auto", *BLUR_IMPLS), "overlap_augment": ("true", "false")}
 
 
-def parse_variant(spec: str) -> tuple[str, object]:
-    """"flag=value" -> (flag, value) for an input-side flag that --variants may change."""
-    flag, eq, value = spec.partition("=")
-    flag = flag.replace("-", "_")
-    if not eq or flag not in VARIANT_FLAGS or value not in VARIANT_FLAGS[flag]:
-        allowed = "; ".join(f"{k}={'|'.join(v)}" for k, v in VARIANT_FLAGS.items())
-        raise ValueError(f"--variants {spec!r}: expected one of {allowed}")
-    return flag, (value == "true") if flag == "overlap_augment" else value
+def parse_variant(spec: str) -> dict[str, object]:
+    """"flag=value[,flag=value...]" -> {flag: value} for input-side flags that --variants may change."""
+    flags = {}
+    for part in spec.split(","):
+        flag, eq, value = part.partition("=")
+        flag = flag.replace("-", "_")
+        if not eq or flag not in VARIANT_FLAGS or value not in VARIANT_FLAGS[flag] or flag in flags:
+            allowed = "; ".join(f"{k}={'|'.join(v)}" for k, v in VARIANT_FLAGS.items())
+            raise ValueError(f"--variants {spec!r}: expected flag=value pairs, each flag once, joined by ',' "
+                             f"({allowed})")
+        flags[flag] = {"overlap_augment": lambda v: v == "true", "augment_ahead": int}.get(flag, str)(value)
+    return flags
 
 
-def variant_args(setting: str, a, flag: str, value, datadir: str | None, workers: int):
-    """pretrain_cond.py's arguments with one --variants flag changed, checked by its parser and
+def variant_args(setting: str, a, flags: dict[str, object], datadir: str | None, workers: int):
+    """pretrain_cond.py's arguments with the --variants flags changed, checked by its parser and
     validation as on its command line."""
-    return make_args(setting, argparse.Namespace(**{**vars(a), flag: value}), datadir, workers)
+    return make_args(setting, argparse.Namespace(**{**vars(a), **flags}), datadir, workers)
 
 
 def _compiled(args) -> str:
     what = {(False, False): "off", (True, False): "backbone", (False, True): "augment", (True, True): "both"}[
         (bool(args.compile), bool(args.compile_augment))]
-    return what + (" (whole view)" if args.compile_augment and args.augment_graph == "view" else "")
+    what += " (whole view)" if args.compile_augment and args.augment_graph == "view" else ""
+    return what + (f", {args.augment_ahead} steps ahead" if args.augment_ahead > 1 else "")
 
 
 class _PILView(torch.utils.data.Dataset):
@@ -274,13 +284,16 @@ def main(argv=None):
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
     p.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS,
                    help="with compiled augmentation: one graph per stage, or the whole view as one graph")
+    p.add_argument("--augment-ahead", type=int, default=1, metavar="K",
+                   help="make K steps' inputs together, one call per view (needs --augment-graph view)")
     p.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
                    help="Gaussian blur implementation (r50-224; default: as pretrain_cond.py)")
     p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")
     p.add_argument("--variants", nargs="+", default=[], metavar="FLAG=VALUE",
-                   help="also measure 'ours' and 'augment' with an input-side flag changed, in the same process "
-                        f"(flags: {', '.join(VARIANT_FLAGS)}; e.g. augment_graph=view blur_impl=conv)")
+                   help="also measure 'ours' and 'augment' with input-side flags changed, in the same process "
+                        f"(flags: {', '.join(VARIANT_FLAGS)}; e.g. augment_graph=view blur_impl=conv "
+                        "augment_graph=view,augment_ahead=8)")
     p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
@@ -295,9 +308,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     for spec in a.variants:  # every variant must be a valid run before anything is measured
         try:
-            flag, value = parse_variant(spec)
+            flags = parse_variant(spec)
             for setting in a.settings:
-                variant_args(setting, a, flag, value, None, 0)
+                variant_args(setting, a, flags, None, 0)
         except ValueError as e:
             p.error(str(e) if str(e).startswith("--variants") else f"--variants {spec}: {e}")
     torch.backends.cudnn.benchmark = True

@@ -3,9 +3,10 @@
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
 # Steps: tests graph profile decode stages bench blur split overlap compile variants sklearn sweep fidelity
-# entry. The default is the first five, an estimated 290 s. Measured on an H100: tests 77 s, graph 97 s
-# (then as two processes), blur 132 s, profile 69 s, bench 99 s, entry 28 s, sweep 59 s; on an H200,
-# decode ~30 s and "sklearn variants" 280 s; stages is not yet timed (~40 s expected).
+# entry. The default is the first five, an estimated 360 s. Measured on an H100: tests 77 s, graph 97 s
+# (then as two processes, with two settings; now four in one), blur 132 s, profile 69 s, bench 99 s,
+# entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s; stages is not yet
+# timed (~40 s expected).
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -36,10 +37,11 @@ run_compile() {
     --out "$OUT/bench_eager_augment.json" 2>&1 | grep "^|"
 }
 
-run_graph() {  # r18-32 only: its step is bound by the host's launch time, which the whole view cuts
-  step "compiled augmentation: each stage its own graph (default) vs the whole view as one graph, r18-32, 4 workers"
-  timeout 150 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours augment --variants augment_graph=view \
-    --repeats 5 --out "$OUT/bench_graph.json" 2>&1 | grep "^| r"
+run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer compiled calls cut
+  step "compiled augmentation, r18-32, 4 workers: per stage (default) vs whole view vs whole view for 8 / 32 steps at once"
+  timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours augment \
+    --variants augment_graph=view augment_graph=view,augment_ahead=8 augment_graph=view,augment_ahead=32 \
+    --repeats 4 --out "$OUT/bench_graph.json" 2>&1 | grep "^| r"
 }
 
 run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H100 profile)

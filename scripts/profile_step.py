@@ -77,14 +77,14 @@ def profile_steps(step, batches, steps: int, device: torch.device, trace: str | 
     }
 
 
-def host_profile(inputs, batches, steps: int, device: torch.device, n: int) -> dict:
-    """The input side alone: host ms per step unprofiled, and the ``n`` Python functions with the most
-    own time under cProfile (ms per step, calls per step)."""
+def host_profile(step_inputs, steps: int, device: torch.device, n: int) -> dict:
+    """The input side alone (``step_inputs``: an iterator of step inputs): host ms per step unprofiled,
+    and the ``n`` Python functions with the most own time under cProfile (ms per step, calls per step)."""
     sync = synchronizer(device)
 
     def run_steps():
         for _ in range(steps):
-            inputs(next(batches))
+            next(step_inputs)
         sync()
     sync()
     t = time.perf_counter()
@@ -116,6 +116,7 @@ def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
 def main(argv=None) -> dict:
     from ignite.engine import Engine
 
+    from utils.input_stream import InputStream
     from utils.trainer import build_run, engine_and_data, make_inputs
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
@@ -132,6 +133,7 @@ def main(argv=None) -> dict:
                    help="as pretrain_cond.py (default: on where Inductor can make GPU code); "
                         "--compile-augment on a CPU makes the host profile resemble the GPU's")
     p.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS, help="as pretrain_cond.py")
+    p.add_argument("--augment-ahead", type=int, default=1, metavar="K", help="as pretrain_cond.py")
     p.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS], help="as pretrain_cond.py")
     p.add_argument("--host-profile", type=int, default=0, metavar="N",
                    help="also time the input side alone and list its N costliest Python functions (cProfile)")
@@ -157,9 +159,11 @@ def main(argv=None) -> dict:
         step(engine, next(batches))
     res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
     if a.host_profile:
-        res["host"] = host_profile(make_inputs(run), endless(run.loader)(), a.steps, run.device, a.host_profile)
+        alone = InputStream(run.loader, make_inputs(run), run.device, ahead=args.augment_ahead, overlap=False)
+        res["host"] = host_profile(endless(alone)(), a.steps, run.device, a.host_profile)
     res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
-               overlap_augment=args.overlap_augment, augment_graph=args.augment_graph, blur_impl=args.blur_impl,
+               overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
+               augment_ahead=args.augment_ahead, blur_impl=args.blur_impl,
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

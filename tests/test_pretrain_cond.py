@@ -60,10 +60,15 @@ def _state(path):
     return c["model"], c["optimizer"]["state"]
 
 
-def test_resume_continues_exactly(tmp_path, capsys):
-    """... and the uninterrupted run, with its inputs made a step ahead (--overlap-augment), is the same run."""
+def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
+    """... and the uninterrupted run, with its inputs made two steps' at a time through the compiled whole
+    view (--augment-ahead 2: groups of 2, 2 and 1 per epoch) and a group ahead (--overlap-augment), is the
+    same run, bit for bit."""
+    import utils.trainer
+    monkeypatch.setattr(utils.trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
     common = ["--framework", "moco", *SMALL, "--max-epochs", "2", *METHODS["cassle"]]
-    run(["--logdir", tmp_path / "a", *common, "--overlap-augment"])
+    run(["--logdir", tmp_path / "a", *common, "--overlap-augment", "--compile-augment", "--augment-graph", "view",
+         "--augment-ahead", "2"])
     run(["--logdir", tmp_path / "b", *common, "--stop-after", "1"])
     assert load_checkpoint(str(tmp_path / "b" / "ckpt-last.pth"))["epoch"] == 1
     run(["--logdir", tmp_path / "b", *common, "--resume", "last"])
@@ -95,6 +100,9 @@ def _expect_error(argv, capsys, pattern):
     (["--distributed", "--nproc-per-node", "3"], r"--batch-size 256 is not divisible by the world size 3"),
     (["--jpeg-worker-fraction", "1.5"], r"--jpeg-worker-fraction must be in \[0, 1\], got 1.5"),
     (["--augment-graph", "view"], r"--augment-graph view compiles the whole view: it needs --compile-augment"),
+    (["--augment-ahead", "0"], r"--augment-ahead must be positive, got 0"),
+    (["--augment-ahead", "4", "--compile-augment"],
+     r"--augment-ahead 4 makes each view of 4 steps in one whole-view call: it needs --augment-graph view"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, extra, pattern):
     logdir = tmp_path / "run"

@@ -13,8 +13,10 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 from torch.profiler import record_function
+from torch.utils._pytree import tree_map
 
-from augmentations import AugConfig, ViewAugment, augself_targets, build_descriptor, compiled, config_for_dataset
+from augmentations import (AugConfig, ViewAugment, ViewDraws, augself_targets, build_descriptor, compiled,
+                           config_for_dataset)
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
@@ -131,24 +133,53 @@ def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
     return Run(args, device, rank, world, data, loader, cfg, framework, model, optimizer, scaler, amp, gen)
 
 
-def make_views(run: Run, batch, aug: ViewAugment):
-    """Batch -> (x1, record1, x2, record2) on the device."""
+def _sources(run: Run, batch) -> tuple[tuple, tuple]:
+    """A loader batch's (images, boxes, source sizes) for each view; no boxes where the crop is made here."""
     if run.data.in_memory:
         images, _ = batch
-        x1, p1 = aug(images, run.generator, host_generator=run.host_generator)
-        x2, p2 = aug(images, run.generator, host_generator=run.host_generator)
+        return (images, None, None), (images, None, None)
+    v1, b1, s1, v2, b2, s2, _ = batch  # already on the device (DevicePrefetcher)
+    return (v1, b1, s1), (v2, b2, s2)
+
+
+def make_views(run: Run, batches: list, aug: ViewAugment):
+    """Loader batches -> (x1, record1, x2, record2) for all of them, joined, on the device.
+
+    With ``--augment-ahead`` 1, one batch goes through ``aug`` as it is. Else the batches are joined
+    and each view is made in one call (``ViewAugment.view``), with the draws taken batch by batch in
+    the order that one call per batch takes them: the views and records are those of the batches
+    made one at a time. A short group (an epoch's last) is padded to ``--augment-ahead`` batches with
+    copies of its last batch and draws, so the compiled graphs see one shape and never recompile.
+    """
+    gen, host, ahead = run.generator, run.host_generator, run.args.augment_ahead
+    sources = [_sources(run, b) for b in batches]
+    if ahead == 1:
+        views = [aug(images, gen, boxes, size, host) for images, boxes, size in sources[0]]
     else:
-        v1, b1, s1, v2, b2, s2, _ = batch  # already on the device (DevicePrefetcher)
-        x1, p1 = aug(v1, run.generator, b1, s1, run.host_generator)
-        x2, p2 = aug(v2, run.generator, b2, s2, run.host_generator)
+        draws = [[aug.draw_view(len(images), gen, host, run.data.in_memory) for images, _, _ in src] for src in sources]
+        pad = ahead - len(batches)
+        sources, draws = sources + sources[-1:] * pad, draws + draws[-1:] * pad  # copies: no draw is taken
+        views = []
+        for v in range(2):
+            images, boxes, size = (None if parts[0] is None else torch.cat(parts)
+                                   for parts in zip(*(src[v] for src in sources)))
+            views.append(aug.view(images, ViewDraws.cat([d[v] for d in draws]), boxes, size))
+    (x1, p1), (x2, p2) = views
     if run.args.channels_last:
         x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
     return x1, p1, x2, p2
 
 
+def split_steps(inputs, n: int) -> list:
+    """The joined inputs of n equal batches -> each batch's inputs, as slices of them (no copies)."""
+    b = inputs[0].shape[0] // n
+    return [tree_map(lambda t: t[i * b:(i + 1) * b] if torch.is_tensor(t) else t, inputs) for i in range(n)]
+
+
 def make_inputs(run: Run):
-    """The step's input side: batch -> (x1, x2, d1, d2, AugSelf targets), compiled with
-    ``--compile-augment``; descriptors and targets are None where the method has none."""
+    """The step's input side: loader batches -> one (x1, x2, d1, d2, AugSelf targets) per batch,
+    made together (``make_views``) and compiled with ``--compile-augment``; descriptors and targets
+    are None where the method has none."""
     backend = AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None
     aug = ViewAugment(run.cfg, backend, whole_view=run.args.augment_graph == "view")
     describe, targets_of = compiled(build_descriptor, backend), compiled(augself_targets, backend)
@@ -158,14 +189,15 @@ def make_inputs(run: Run):
     quirk = run.args.augself_flip_quirk
 
     @record_function("inputs")  # the regions scripts/profile_step.py reports
-    def inputs(batch):
-        x1, p1, x2, p2 = make_views(run, batch, aug)
+    def inputs(batches: list) -> list:
+        x1, p1, x2, p2 = make_views(run, batches, aug)
         d1 = describe(p1, run.args.aug_cond, ranges) if cond_active else None
         d2 = describe(p2, run.args.aug_cond, ranges) if cond_active else None
         targets = None
         if heads is not None:
             targets = (targets_of(p1, p2, heads.keys, ranges, quirk), targets_of(p2, p1, heads.keys, ranges, quirk))
-        return x1, x2, d1, d2, targets
+        joined = (x1, x2, d1, d2, targets)
+        return [joined] if run.args.augment_ahead == 1 else split_steps(joined, run.args.augment_ahead)[:len(batches)]
 
     return inputs
 
@@ -197,16 +229,23 @@ def make_step(run: Run, total_steps: int):
     inputs, model_step = make_inputs(run), make_model_step(run, total_steps)
 
     def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
-        return model_step(engine, inputs(batch))
+        return model_step(engine, inputs([batch])[0])
 
     return step
 
 
+def input_stream(run: Run) -> InputStream:
+    """The loader as step inputs, ``--augment-ahead`` batches' at a time (and with ``--overlap-augment``
+    one group ahead, on a side stream)."""
+    return InputStream(run.loader, make_inputs(run), run.device, ahead=run.args.augment_ahead,
+                       overlap=run.args.overlap_augment)
+
+
 def engine_and_data(run: Run, total_steps: int):
-    """(step function, data) for the Engine: with ``--overlap-augment`` the data is an InputStream that
-    makes each batch's inputs one step ahead on a side stream, and the step is the model step."""
-    if run.args.overlap_augment:
-        return make_model_step(run, total_steps), InputStream(run.loader, make_inputs(run), run.device)
+    """(step function, data) for the Engine: with ``--augment-ahead`` > 1 or ``--overlap-augment`` the
+    data is an InputStream of step inputs and the step is the model step; else the loader and the whole step."""
+    if run.args.overlap_augment or run.args.augment_ahead > 1:
+        return make_model_step(run, total_steps), input_stream(run)
     return make_step(run, total_steps), run.loader
 
 

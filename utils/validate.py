@@ -79,13 +79,16 @@ def _normalise(args) -> None:
         args.blur_impl = "shift" if args.compile_augment else "conv"
     if args.augment_graph == "view" and not args.compile_augment:
         raise ValueError("--augment-graph view compiles the whole view: it needs --compile-augment")
+    if args.augment_ahead > 1 and args.augment_graph != "view":
+        raise ValueError(f"--augment-ahead {args.augment_ahead} makes each view of {args.augment_ahead} steps in one "
+                         "whole-view call: it needs --augment-graph view")
     if args.jpeg_decode == "auto":  # crossover measured on an H100 (README, Speed)
         args.jpeg_decode = "device" if args.device == "cuda" and args.num_workers < 8 else "workers"
     args.aug_cond = check_keys(args.aug_cond)
 
 
 def _check_numbers(args) -> None:
-    for flag in ("batch_size", "max_epochs", "print_freq", "ckpt_freq", "stop_after"):
+    for flag in ("batch_size", "max_epochs", "print_freq", "ckpt_freq", "stop_after", "augment_ahead"):
         if getattr(args, flag) is None:
             continue
         if getattr(args, flag) <= 0:

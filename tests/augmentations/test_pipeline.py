@@ -6,7 +6,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from augmentations import AugConfig, ViewAugment, config_for_dataset, resized_crop_batch
+from augmentations import AugConfig, ViewAugment, ViewDraws, config_for_dataset, resized_crop_batch
 from augmentations import functional as AF
 
 ATOL = 2e-5  # float32 round-off between batched and per-image arithmetic, on [0, 1] pixels
@@ -281,6 +281,33 @@ def test_whole_view_gives_the_staged_views_and_records(dataset):
             assert torch.equal(getattr(ps, f), getattr(pw, f)), f
 
 
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet100", "stl10_sol", "stl10_rot"])
+def test_joined_draws_give_the_views_of_one_batch_at_a_time(dataset):
+    """Draws taken batch by batch (``draw_view``), joined (``ViewDraws.cat``) and applied in one call
+    (``view``) give each batch's views and records as ``__call__`` on that batch alone, bit for bit, on
+    both crop paths; the draws join in batch order."""
+    cfg = config_for_dataset(dataset)
+    batches = [_images(3, cfg.size + 8, cfg.size + 8, k) for k in range(3)]
+    crops = (_images(9, cfg.size, cfg.size, 5) * 255).to(torch.uint8)
+    boxes, src = torch.rand(9, 4) * 20, torch.full((9, 2), 40.0)
+    aug = ViewAugment(cfg)
+    g, host = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    one = [aug(x, g, host_generator=host) for x in batches]
+    one += [aug(crops[i:i + 3], g, boxes[i:i + 3], src[i:i + 3], host) for i in (0, 3, 6)]
+    g.manual_seed(3), host.manual_seed(3)
+    drawn = [aug.draw_view(3, g, host) for _ in batches] + [aug.draw_view(3, g, host, crop=False) for _ in range(3)]
+    joined = [aug.view(torch.cat(batches), ViewDraws.cat(drawn[:3])),
+              aug.view(crops, ViewDraws.cat(drawn[3:]), boxes, src)]
+    assert ViewDraws.cat(drawn[:3]).u_crop.shape[1] == 9 and ViewDraws.cat(drawn[3:]).u_crop is None
+    assert len({tuple(p.jitter_order[0].tolist()) for _, p in one}) > 2
+    for k, (x, p) in enumerate(one):
+        xj, pj = joined[k // 3]
+        rows = slice(3 * (k % 3), 3 * (k % 3) + 3)
+        assert torch.equal(x, xj[rows])
+        for f in p.__dataclass_fields__:
+            assert torch.equal(getattr(p, f), getattr(pj, f)[rows]), f
+
+
 @pytest.mark.parametrize("dataset", ["cifar10", "stl10_sol", "stl10_rot"])
 def test_sampled_parameters_follow_the_recipe(dataset):
     """Rates and ranges of every draw match the recipe; ops the recipe leaves out never fire."""
@@ -309,3 +336,13 @@ def test_sampled_parameters_follow_the_recipe(dataset):
     else:
         assert turns[0] == 1.0
     assert sorted(order) == [0, 1, 2, 3] and bool((p["jitter_order"] == torch.tensor(order)).all())
+
+
+def test_a_compiled_stage_takes_more_shapes_than_dynamos_default_limit():
+    """One process may compile a stage for many recipes and batch shapes (benchmarks, tests); with
+    fullgraph=True, Dynamo's default of 8 per function would make the ninth an error."""
+    from augmentations.pipeline import N_UNIFORMS, compiled, params_from_uniforms
+    fn, cfg = compiled(params_from_uniforms, "aot_eager"), config_for_dataset("cifar10")
+    for b in range(1, 11):
+        u = torch.rand(b, N_UNIFORMS)
+        assert torch.equal(fn(u, cfg)["jitter_factors"], params_from_uniforms(u, cfg)["jitter_factors"])

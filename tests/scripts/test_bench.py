@@ -141,10 +141,31 @@ def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
     assert [r["overlap_augment"] for r in rows] == [False, False, True]
 
 
+def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, monkeypatch):
+    """"augment_graph=view,augment_ahead=2" changes both flags of one variant (the input side alone here)."""
+    import utils.trainer
+    monkeypatch.setattr(utils.trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    out = tmp_path / "b.json"
+    _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
+                                  "--compile-augment", "--pipelines", "augment",
+                                  "--variants", "augment_graph=view,augment_ahead=2", "--batch-size", "8",
+                                  "--steps", "3", "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    spec = "augment_graph=view,augment_ahead=2"
+    assert [r["pipeline"] for r in rows] == ["augment", f"augment [{spec}]"]
+    assert [(r["augment_graph"], r["augment_ahead"]) for r in rows] == [("stages", 1), ("view", 2)]
+    assert all(r["images_per_s"] > 0 for r in rows)
+
+
 @pytest.mark.parametrize("spec, message", [
-    ("blur_impl=fft", "--variants 'blur_impl=fft': expected one of augment_graph=stages|view"),
-    ("jpeg_decode=device", "--variants 'jpeg_decode=device': expected one of"),
+    ("blur_impl=fft", "--variants 'blur_impl=fft': expected flag=value pairs, each flag once, joined by ',' "
+                      "(augment_graph=stages|view;"),
+    ("jpeg_decode=device", "--variants 'jpeg_decode=device': expected flag=value pairs"),
+    ("augment_ahead=3", "--variants 'augment_ahead=3': expected flag=value pairs"),
+    ("augment_ahead=2,augment_ahead=4", "--variants 'augment_ahead=2,augment_ahead=4': expected flag=value pairs"),
     ("augment_graph=view", "--variants augment_graph=view: --augment-graph view compiles the whole view"),
+    ("augment_ahead=2", "--variants augment_ahead=2: --augment-ahead 2 makes each view of 2 steps in one whole-view "
+                        "call: it needs --augment-graph view"),
 ])
 def test_bench_pretrain_rejects_bad_variants_before_measuring(spec, message, capsys):
     with pytest.raises(SystemExit):

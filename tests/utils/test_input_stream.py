@@ -1,6 +1,7 @@
-"""utils.input_stream.InputStream: the next batch's inputs made one step ahead change nothing."""
+"""utils.input_stream.InputStream: inputs made ahead (several steps' together, or on a side stream) change nothing."""
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from tests.utils.test_trainer import _Engine, _run
 from utils.input_stream import InputStream
@@ -19,31 +20,56 @@ def _epochs(run, data, inputs=None, epochs=2):
     out = []
     for e in range(epochs):
         run.set_epoch(e)
-        out += [_flat(inputs(b) if inputs else b) for b in data]
+        out += [_flat(inputs([b])[0] if inputs else b) for b in data]
     return out
+
+
+class _Loader(list):
+    def __init__(self, items, calls):
+        super().__init__(items)
+        self.calls = calls
+
+    def set_epoch(self, e):
+        self.calls.append(f"epoch {e}")
+
+
+def _recording_inputs(calls):
+    def inputs(group):
+        calls.append(list(group))
+        return [b * 10 for b in group]
+    return inputs
 
 
 def test_made_one_batch_ahead_in_the_order_they_are_used():
     calls = []
-
-    def inputs(batch):
-        calls.append(batch)
-        return batch * 10
-
-    class Loader(list):
-        def set_epoch(self, e):
-            calls.append(f"epoch {e}")
-
-    stream = InputStream(Loader([1, 2, 3]), inputs, torch.device("cpu"))
+    stream = InputStream(_Loader([1, 2, 3], calls), _recording_inputs(calls), torch.device("cpu"))
     assert len(stream) == 3
     it = iter(stream)
     assert calls == []  # nothing drawn before the first batch is asked for (the epoch's re-seed comes first)
-    assert next(it) == 10 and calls == [1, 2]  # batch 2 made before batch 1's step
-    assert next(it) == 20 and calls == [1, 2, 3]
-    assert next(it) == 30 and calls == [1, 2, 3]  # nothing beyond the epoch's end
+    assert next(it) == 10 and calls == [[1], [2]]  # batch 2 made before batch 1's step
+    assert next(it) == 20 and calls == [[1], [2], [3]]
+    assert next(it) == 30 and calls == [[1], [2], [3]]  # nothing beyond the epoch's end
     assert next(it, None) is None
     stream.set_epoch(4)
     assert calls[-1] == "epoch 4"
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_groups_of_batches_are_made_together_and_yielded_step_by_step(overlap):
+    """ahead=2: one inputs() call per two batches, the epoch's last group shorter; with overlap the
+    next group is made before the current group's first step, else only when its first step comes."""
+    calls = []
+    stream = InputStream(_Loader([1, 2, 3, 4, 5], calls), _recording_inputs(calls), torch.device("cpu"),
+                         ahead=2, overlap=overlap)
+    got, seen = [], []
+    for x in stream:
+        got.append(x)
+        seen.append(len(calls))
+    assert got == [10, 20, 30, 40, 50]
+    assert calls == [[1, 2], [3, 4], [5]]
+    assert seen == ([2, 2, 3, 3, 3] if overlap else [1, 1, 2, 2, 3])
+    with pytest.raises(ValueError, match="ahead must be at least 1"):
+        InputStream([], _recording_inputs(calls), torch.device("cpu"), ahead=0)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -62,9 +88,74 @@ def test_overlap_gives_the_serial_inputs_over_epochs(tmp_path, device):
     assert not isinstance(engine_and_data(serial_run, 10)[1], InputStream)
 
 
+def _assert_same_inputs(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        for x, y in zip(a, b):
+            assert x.shape == y.shape and torch.equal(x, y)
+
+
+AHEAD = ["--compile-augment", "--augment-graph", "view", "--augment-ahead", "3"]
+
+
+@pytest.mark.parametrize("overlap", [[], ["--overlap-augment"]])
+def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monkeypatch, overlap):
+    """--augment-ahead 3: the views of three steps in one whole-view call are, bit for bit, those of the
+    eager run made step by step (same draws in the same order), over two epochs whose last group is
+    shorter (and padded: no recompilation); descriptors and AugSelf targets too."""
+    import utils.trainer as trainer
+    monkeypatch.setattr(trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
+    size = ("--batch-size", "64")
+    serial_run = _run(tmp_path / "a", *CASSLE, *size)
+    serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
+    run = _run(tmp_path / "b", *CASSLE, *size, *AHEAD, *overlap)
+    assert len(run.loader) % 3 != 0  # the short last group is exercised
+    step, data = engine_and_data(run, 10)
+    assert isinstance(data, InputStream) and data.ahead == 3
+    got, graphs = [], []
+    for e in range(2):
+        run.set_epoch(e)
+        for inputs in data:
+            got.append(_flat(inputs))
+            graphs.append(counters["stats"]["unique_graphs"])
+    _assert_same_inputs(got, serial)
+    assert len(set(graphs)) == 1  # compiled for the first group; the short last groups, padded, did not recompile
+    assert torch.isfinite(step(_Engine(), next(iter(data)))["loss"])
+
+
+def test_steps_made_ahead_on_worker_crops_are_the_steps_made_one_by_one(tmp_path, monkeypatch):
+    """The JPEG path: crops and boxes come from the loader and are joined; only the other draws are taken here."""
+    import utils.trainer as trainer
+    from tests.data_formats import write_class_folders
+    monkeypatch.setattr(trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")
+    root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=7, size=(40, 36))
+    base = (*CASSLE, "--num-workers", "0", "--jpeg-decode", "workers", "--batch-size", "4", "--blur-impl", "conv")
+    data = ("--dataset", "folder", "--datadir", root)
+    serial_run = _run(tmp_path / "a", *base, data=data)
+    serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
+    run = _run(tmp_path / "b", *base, *AHEAD[:-1], "2", data=data)
+    assert len(run.loader) == 3  # groups of 2 and 1
+    _assert_same_inputs(_epochs(run, engine_and_data(run, 10)[1]), serial)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_overlapped_steps_have_no_synchronising_call(tmp_path):
-    run = _run(tmp_path, *CASSLE, "--overlap-augment", "--no-compile-augment", device="cuda")
+def test_cuda_steps_made_ahead_match_the_steps_made_one_by_one(tmp_path):
+    """On the GPU, through Inductor: the eager run's inputs, step by step, to float rounding."""
+    size = ("--batch-size", "64")
+    serial_run = _run(tmp_path / "a", *CASSLE, *size, "--no-compile-augment", device="cuda")
+    serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run), epochs=1)
+    run = _run(tmp_path / "b", *CASSLE, *size, *AHEAD, device="cuda")
+    got = _epochs(run, engine_and_data(run, 10)[1], epochs=1)
+    assert len(got) == len(serial)
+    for a, b in zip(got, serial):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("ahead", [["--no-compile-augment"], AHEAD])
+def test_cuda_overlapped_steps_have_no_synchronising_call(tmp_path, ahead):
+    run = _run(tmp_path, *CASSLE, "--overlap-augment", *ahead, device="cuda")
     step, data = engine_and_data(run, 10)
     it = iter(data)
     step(_Engine(), next(it))
