@@ -3,10 +3,10 @@
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
 # Steps: tests graph profile decode stages bench blur split overlap compile variants sklearn sweep fidelity
-# entry. The default is the first five, an estimated 360 s. Measured on an H100: tests 77 s, graph 97 s
+# entry. The default is the first five, an estimated 400 s. Measured on an H100: tests 77 s, graph 97 s
 # (then as two processes, with two settings; now four in one), blur 132 s, profile 69 s, bench 99 s,
 # entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s; stages is not yet
-# timed (~40 s expected).
+# timed (~40 s expected); tests and graph have grown since they were timed.
 # JSON results go to $OUT as they come.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
