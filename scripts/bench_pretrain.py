@@ -138,8 +138,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
     from ignite.engine import Engine
 
     from datasets import PretrainData, worker_crop_loader
-    from utils.input_stream import InputStream
-    from utils.trainer import aug_config, build_loader, build_run, engine_and_data, make_inputs, make_model_step, make_step
+    from utils.trainer import (aug_config, build_loader, build_run, engine_and_data, input_stream, make_inputs,
+                               make_model_step, make_step)
     args = make_args(setting, a, datadir, workers)
     run = build_run(args, torch.device(a.device))
     engine = Engine(lambda e, b: None)
@@ -175,8 +175,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[di
 
     def augment_only(r=run):
         """(e) the input side of (c) alone (utils.trainer.make_inputs): views, descriptors, targets; no model."""
-        stream = InputStream(r.loader, make_inputs(r), r.device, ahead=r.args.augment_ahead, overlap=False)
-        return (lambda _: None), endless(stream)
+        return (lambda _: None), endless(input_stream(r, overlap=False))
 
     builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
                 "augment": augment_only}

@@ -116,8 +116,7 @@ def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
 def main(argv=None) -> dict:
     from ignite.engine import Engine
 
-    from utils.input_stream import InputStream
-    from utils.trainer import build_run, engine_and_data, make_inputs
+    from utils.trainer import build_run, engine_and_data, input_stream
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--setting", default="r18-32", choices=["r18-32", "r50-224"], help="as in bench_pretrain.py")
@@ -159,8 +158,7 @@ def main(argv=None) -> dict:
         step(engine, next(batches))
     res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
     if a.host_profile:
-        alone = InputStream(run.loader, make_inputs(run), run.device, ahead=args.augment_ahead, overlap=False)
-        res["host"] = host_profile(endless(alone)(), a.steps, run.device, a.host_profile)
+        res["host"] = host_profile(endless(input_stream(run, overlap=False))(), a.steps, run.device, a.host_profile)
     res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
                overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
                augment_ahead=args.augment_ahead, blur_impl=args.blur_impl,

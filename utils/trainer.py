@@ -159,11 +159,13 @@ def make_views(run: Run, batches: list, aug: ViewAugment):
         draws = [[aug.draw_view(len(images), gen, host, run.data.in_memory) for images, _, _ in src] for src in sources]
         pad = ahead - len(batches)
         sources, draws = sources + sources[-1:] * pad, draws + draws[-1:] * pad  # copies: no draw is taken
-        views = []
-        for v in range(2):
-            images, boxes, size = (None if parts[0] is None else torch.cat(parts)
-                                   for parts in zip(*(src[v] for src in sources)))
-            views.append(aug.view(images, ViewDraws.cat([d[v] for d in draws]), boxes, size))
+        if run.data.in_memory:  # both views crop the same images: join them once
+            images = torch.cat([src[0][0] for src in sources])
+            joined = [(images, None, None)] * 2
+        else:
+            joined = [tuple(torch.cat(parts) for parts in zip(*(src[v] for src in sources))) for v in range(2)]
+        views = [aug.view(x, ViewDraws.cat([d[v] for d in draws]), boxes, size)
+                 for v, (x, boxes, size) in enumerate(joined)]
     (x1, p1), (x2, p2) = views
     if run.args.channels_last:
         x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
@@ -234,11 +236,11 @@ def make_step(run: Run, total_steps: int):
     return step
 
 
-def input_stream(run: Run) -> InputStream:
-    """The loader as step inputs, ``--augment-ahead`` batches' at a time (and with ``--overlap-augment``
-    one group ahead, on a side stream)."""
-    return InputStream(run.loader, make_inputs(run), run.device, ahead=run.args.augment_ahead,
-                       overlap=run.args.overlap_augment)
+def input_stream(run: Run, overlap: bool | None = None) -> InputStream:
+    """The loader as step inputs, ``--augment-ahead`` batches' at a time (and with ``overlap``, by default
+    ``--overlap-augment``, one group ahead, on a side stream)."""
+    overlap = run.args.overlap_augment if overlap is None else overlap
+    return InputStream(run.loader, make_inputs(run), run.device, ahead=run.args.augment_ahead, overlap=overlap)
 
 
 def engine_and_data(run: Run, total_steps: int):
