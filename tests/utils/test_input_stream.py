@@ -24,6 +24,13 @@ def _epochs(run, data, inputs=None, epochs=2):
     return out
 
 
+def _assert_same_inputs(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        for x, y in zip(a, b):
+            assert x.shape == y.shape and torch.equal(x, y)
+
+
 class _Loader(list):
     def __init__(self, items, calls):
         super().__init__(items)
@@ -82,17 +89,8 @@ def test_overlap_gives_the_serial_inputs_over_epochs(tmp_path, device):
     assert isinstance(data, InputStream)
     ahead = _epochs(run, data)
     assert len(ahead) == len(serial) == 2 * len(run.loader) > 2
-    for a, b in zip(ahead, serial):
-        for x, y in zip(a, b):
-            assert torch.equal(x, y)
+    _assert_same_inputs(ahead, serial)
     assert not isinstance(engine_and_data(serial_run, 10)[1], InputStream)
-
-
-def _assert_same_inputs(got, want):
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        for x, y in zip(a, b):
-            assert x.shape == y.shape and torch.equal(x, y)
 
 
 AHEAD = ["--compile-augment", "--augment-graph", "view", "--augment-ahead", "3"]
