@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from datasets.downstream import DOWNSTREAM_DATASETS, METRICS
+from datasets.catalog import DOWNSTREAM_DATASETS, METRICS
 from models import BACKBONES
 
 PRETRAIN_DATA = ("stl10", "imagenet100", "cifar10", "cifar100", "colordigits")

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Ten hues 0.1 turn apart: the recipe's hue jitter (+-0.1 turn) can carry a colour onto its neighbour,
-# so a jitter-invariant backbone is pushed to merge neighbouring colours.
-NUM_COLORS = 10
+from .catalog import NUM_COLORS
+
 SIZE = 32
 _SPLIT_SEED = 0  # fixed: the train/test split never changes
 TEST_FRACTION = 0.2

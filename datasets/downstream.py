@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, random_split
 from torchvision import datasets as tvd
 
-from .colordigits import NUM_COLORS, make_colordigits
+from .catalog import DOWNSTREAM_DATASETS, NUM_CLASSES
+from .colordigits import make_colordigits
 from .errors import DataError, from_torchvision
 from .folders import SPLITS_DIR
 
@@ -21,13 +22,6 @@ from .folders import SPLITS_DIR
 SEEDED = {"cifar10": (45000, 5000, 43), "cifar100": (45000, 5000, 44), "food101": (68175, 7575, 42),
           "mit67": (4690, 670, 51), "pets": (2940, 740, 49), "cars": (7000, 1144, 51), "stl10": (4500, 500, 50),
           "colordigits": (1294, 144, 0), "colordigits-color": (1294, 144, 0)}
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "food101": 101, "mit67": 67, "pets": 37, "flowers": 102,
-               "flowers-5shot": 102, "flowers-10shot": 102,
-               "caltech101": 101, "cars": 196, "aircraft": 100, "dtd": 47, "sun397": 397, "stl10": 10,
-               "cub200": 200, "colordigits": 10, "colordigits-color": NUM_COLORS}
-METRICS = {name: "class-avg" if name.split("-")[0] in ("pets", "flowers", "caltech101", "aircraft") else "top1"
-           for name in NUM_CLASSES}
-DOWNSTREAM_DATASETS = tuple(NUM_CLASSES)
 
 
 @dataclass

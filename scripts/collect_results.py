@@ -18,7 +18,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.downstream import DOWNSTREAM_DATASETS  # noqa: E402  (the paper's column order)
+from datasets.catalog import DOWNSTREAM_DATASETS  # noqa: E402  (the paper's column order; no torch)
 
 PATTERN = re.compile(r"linear-(?P<dataset>.+)-(?P<metric>top1|class-avg)-(?P<ckpt>.+)\.json$")
 

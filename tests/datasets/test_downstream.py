@@ -7,7 +7,8 @@ import torch
 from torch.utils.data import random_split
 
 from datasets import DataError
-from datasets.downstream import METRICS, NUM_CLASSES, SEEDED, build_downstream, few_shot_pool, seeded_split
+from datasets.catalog import METRICS, NUM_CLASSES
+from datasets.downstream import SEEDED, build_downstream, few_shot_pool, seeded_split
 from datasets.folders import SPLITS_DIR
 from datasets.pretrain import eval_transform
 from tests import data_formats as W

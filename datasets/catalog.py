@@ -1,0 +1,19 @@
+"""The downstream datasets' names, class counts and metrics: plain data, no torch.
+
+Kept apart from ``downstream.py`` so that light tools (``scripts/collect_results.py``) can order
+their columns without loading torch and torchvision, which takes seconds.
+"""
+from __future__ import annotations
+
+# colordigits' ten hues, 0.1 turn apart: the recipe's hue jitter (+-0.1 turn) can carry a colour onto
+# its neighbour, so a jitter-invariant backbone is pushed to merge neighbouring colours.
+NUM_COLORS = 10
+
+# in the paper's column order, then the extra sets
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "food101": 101, "mit67": 67, "pets": 37, "flowers": 102,
+               "flowers-5shot": 102, "flowers-10shot": 102,
+               "caltech101": 101, "cars": 196, "aircraft": 100, "dtd": 47, "sun397": 397, "stl10": 10,
+               "cub200": 200, "colordigits": 10, "colordigits-color": NUM_COLORS}
+METRICS = {name: "class-avg" if name.split("-")[0] in ("pets", "flowers", "caltech101", "aircraft") else "top1"
+           for name in NUM_CLASSES}
+DOWNSTREAM_DATASETS = tuple(NUM_CLASSES)
