@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check and measurement behind README's "Speed" section, most important first.
+# Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
 # Steps: tests graph profile decode stages bench blur split overlap compile variants sklearn sweep fidelity
