@@ -158,3 +158,32 @@ def test_blur_impl_reaches_the_augmentation_recipe(tmp_path):
     base = ("--aug-inj-type", "proj-none")
     assert _run(tmp_path / "a", *base, "--blur-impl", "shift").cfg.blur_impl == "shift"
     assert _run(tmp_path / "b", *base).cfg.blur_impl == "conv"  # CPU: eager augmentation, so the convolution
+
+
+def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_mode(tmp_path, monkeypatch):
+    """Training mode is set once an epoch (``Run.set_epoch``), not in every step: the epoch-end k-NN
+    runs the backbone in eval mode, and the next epoch must train in training mode again."""
+    import utils.trainer as trainer
+    from tests.data_formats import write_class_folders
+    modes, real_knn, real_model_step = [], trainer.knn_monitor, trainer.make_model_step
+
+    def knn_then_eval(run):
+        out = real_knn(run)
+        run.model.eval()  # an evaluation that forgets to restore training mode
+        return out
+
+    def recording_model_step(run, total_steps):
+        model_step = real_model_step(run, total_steps)
+
+        def step(engine, inputs):
+            modes.append(all(m.training for m in run.model.modules()))
+            return model_step(engine, inputs)
+        return step
+
+    monkeypatch.setattr(trainer, "knn_monitor", knn_then_eval)
+    monkeypatch.setattr(trainer, "make_model_step", recording_model_step)
+    root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=4, size=(40, 36))
+    pretrain_cond.main(["--logdir", str(tmp_path / "run"), "--dataset", "folder", "--datadir", root,
+                        "--model", "mini_resnet", "--batch-size", "4", "--max-epochs", "2", "--eval-freq", "1",
+                        "--num-workers", "0", "--proj-hidden", "32", "--aug-cond", "crop", "color", "--device", "cpu"])
+    assert modes == [True] * 4
