@@ -45,11 +45,9 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(online: nn.Module, target: nn.Module, m: float) -> None:
-    """target <- m * target + (1 - m) * online, over parameters (one fused foreach op)."""
-    t = [p for p in target.parameters()]
-    o = [p.detach() for p in online.parameters()]
-    torch._foreach_lerp_(t, o, 1.0 - m)
+def ema_update(target: list[Tensor], online: list[Tensor], m: float) -> None:
+    """target <- m * target + (1 - m) * online, tensor by tensor (one fused foreach op)."""
+    torch._foreach_lerp_(target, online, 1.0 - m)
 
 
 def fp32(t: torch.Tensor):
@@ -71,6 +69,9 @@ class Framework(nn.Module):
 
     optimizer = "sgd"
     warmup_epochs = 0
+    # (online, target) attribute names that update_targets averages: the momentum copies that
+    # momentum_copy makes (MoCo, MoCo v3, BYOL)
+    ema_pairs: tuple[tuple[str, str], ...] = (("backbone", "target_backbone"), ("projector", "target_projector"))
 
     def __init__(self, backbone: nn.Module, feat_dim: int, cond: ConditionSpec, opts: FrameworkOptions,
                  augself: AugSelfHeads | None = None):
@@ -80,6 +81,21 @@ class Framework(nn.Module):
         self.backbone = backbone
         self.projector = ConditionedProjector(feat_dim, self.projector_spec(feat_dim, opts), cond)
         self.augself = augself if augself is not None and augself.keys else None
+        self._ema_params: tuple[list[Tensor], list[Tensor]] | None = None
+
+    def update_targets(self, m: float) -> None:
+        """EMA of every ``ema_pairs`` target from its online module, in one fused op.
+
+        The parameter lists are gathered on the first call, once the model has been moved and
+        wrapped. Walking the modules every step cost ~0.4 ms per ResNet-18 on the 2-core CPU, host
+        time that a host-bound step pays in full. Moving, converting or loading weights later keeps
+        the Parameter objects, so the lists stay valid (tested).
+        """
+        if self._ema_params is None:
+            pairs = [(getattr(self, o), getattr(self, t)) for o, t in self.ema_pairs]
+            self._ema_params = ([p for _, t in pairs for p in t.parameters()],
+                                [p for o, _ in pairs for p in o.parameters()])
+        ema_update(*self._ema_params, m)
 
     @staticmethod
     def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:

@@ -6,7 +6,7 @@ import torch
 from ..losses import byol_loss
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, fp32, cosine_momentum, ema_update, momentum_copy
+from .base import Framework, fp32, cosine_momentum, momentum_copy
 
 
 class BYOL(Framework):
@@ -32,6 +32,4 @@ class BYOL(Framework):
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
     def on_after_step(self, step, total_steps):
-        m = cosine_momentum(self.opts.byol_momentum, step, total_steps)
-        ema_update(self.backbone, self.target_backbone, m)
-        ema_update(self.projector, self.target_projector, m)
+        self.update_targets(cosine_momentum(self.opts.byol_momentum, step, total_steps))

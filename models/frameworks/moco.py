@@ -8,7 +8,7 @@ from utils.distributed import gather_no_grad
 
 from ..losses import info_nce
 from ..projector import ProjectorSpec
-from .base import Framework, fp32, ema_update, momentum_copy
+from .base import Framework, fp32, momentum_copy
 
 
 class MoCo(Framework):
@@ -47,5 +47,4 @@ class MoCo(Framework):
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def on_after_step(self, step, total_steps):
-        ema_update(self.backbone, self.target_backbone, self.opts.moco_momentum)
-        ema_update(self.projector, self.target_projector, self.opts.moco_momentum)
+        self.update_targets(self.opts.moco_momentum)

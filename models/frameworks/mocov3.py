@@ -8,7 +8,7 @@ from utils.distributed import gather_no_grad, rank
 from ..losses import mocov3_contrastive
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, fp32, cosine_momentum, ema_update, momentum_copy
+from .base import Framework, fp32, cosine_momentum, momentum_copy
 
 
 class MoCoV3(Framework):
@@ -38,6 +38,4 @@ class MoCoV3(Framework):
         return {"loss": loss, "y1": y1, "y2": y2, "z1": q1, "z2": k2}
 
     def on_after_step(self, step, total_steps):
-        m = cosine_momentum(self.opts.mocov3_momentum, step, total_steps)
-        ema_update(self.backbone, self.target_backbone, m)
-        ema_update(self.projector, self.target_projector, m)
+        self.update_targets(cosine_momentum(self.opts.mocov3_momentum, step, total_steps))

@@ -66,7 +66,7 @@ def test_moco_enqueue_switch(mode):
 def test_ema_update_and_cosine_momentum():
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     wa, wb = a.weight.detach().clone(), b.weight.detach().clone()
-    ema_update(a, b, 0.9)
+    ema_update(list(b.parameters()), list(a.parameters()), 0.9)
     torch.testing.assert_close(b.weight, 0.9 * wb + 0.1 * wa)
     assert cosine_momentum(0.996, 0, 100) == pytest.approx(0.996)
     assert cosine_momentum(0.996, 100, 100) == pytest.approx(1.0)
@@ -127,3 +127,28 @@ def test_losses_are_computed_in_fp32_under_bf16_autocast(name):
     assert z1.dtype == torch.float32
     ref = info_nce(z1, z2, queue, 0.2) if name == "moco" else nt_xent(z1, z2, 0.2)
     assert abs(out["ssl_loss"].item() - ref.item()) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["moco", "mocov3", "byol"])
+def test_target_update_follows_the_weights_after_a_move_and_a_load(name):
+    """update_targets gathers its parameter lists once; a later dtype move or checkpoint load must
+    still be averaged (both keep the Parameter objects), over the backbone and the projector."""
+    torch.manual_seed(0)
+    model = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
+    model.on_after_step(0, 10)  # the first call gathers the lists
+    other = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
+    model = model.double()
+    model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in other.state_dict().items()})
+    with torch.no_grad():  # online weights that differ from their targets
+        for p in [*model.backbone.parameters(), *model.projector.parameters()]:
+            p.add_(torch.randn_like(p))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.on_after_step(3, 10)
+    m = SMALL.moco_momentum if name == "moco" else cosine_momentum(
+        SMALL.byol_momentum if name == "byol" else SMALL.mocov3_momentum, 3, 10)
+    targets = [(n, p) for n, p in model.named_parameters() if n.startswith(("target_backbone.", "target_projector."))]
+    assert len(targets) == len(list(model.backbone.parameters())) + len(list(model.projector.parameters()))
+    for n, p in targets:
+        expected = m * before[n] + (1 - m) * before[n.removeprefix("target_")]
+        torch.testing.assert_close(p, expected, msg=n)
+        assert not torch.equal(p, before[n])
