@@ -1,7 +1,10 @@
-"""Assertions shared by the entry-point tests."""
+"""Assertions and paths shared by the tests."""
+import os
 import re
 
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 def expect_one_line_error(main, argv, capsys, pattern: str) -> None:

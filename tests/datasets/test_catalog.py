@@ -1,5 +1,4 @@
 """The torch-free dataset catalog, and the package's names loaded on first use."""
-import os
 import subprocess
 import sys
 
@@ -7,8 +6,7 @@ import pytest
 
 import datasets
 from datasets.catalog import DOWNSTREAM_DATASETS, METRICS, NUM_CLASSES, NUM_COLORS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers import ROOT
 
 
 def test_catalog_and_collector_load_without_torch(tmp_path):

@@ -11,8 +11,7 @@ import pytest
 import pretrain_cond
 import transfer_linear_eval
 from augmentations import check_keys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers import ROOT
 
 
 def sh(script, *args, **env):
