@@ -134,88 +134,112 @@ def endless(loader):
     return gen
 
 
-def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
-    from ignite.engine import Engine
+class Pipelines:
+    """The pipelines a setting is measured with: each method gives (step function, batch source)."""
 
-    from datasets import PretrainData, worker_crop_loader
-    from utils.trainer import (aug_config, build_loader, build_run, engine_and_data, input_stream, make_inputs,
-                               make_model_step, make_step)
-    args = make_args(setting, a, datadir, workers)
-    run = build_run(args, torch.device(a.device))
-    engine = Engine(lambda e, b: None)
-    engine.state.iteration = 1
+    def __init__(self, run, a, workers: int):
+        from ignite.engine import Engine
+        self.run, self.a, self.workers = run, a, workers
+        self.engine = Engine(lambda e, b: None)
+        self.engine.state.iteration = 1
+        self.other = {"device": "workers", "workers": "device"}[run.args.jpeg_decode]
 
-    def model_only():
+    def model(self):
         """(a) views, records and descriptors made once, reused every step: the ceiling."""
-        made = make_inputs(run)([next(iter(endless(run.loader)()))])[0]
-        model_step = make_model_step(run, 10**6)
-        return (lambda _: model_step(engine, made)), lambda: iter(int, 1)
+        from utils.trainer import make_inputs, make_model_step
+        made = make_inputs(self.run)([next(iter(endless(self.run.loader)()))])[0]
+        model_step = make_model_step(self.run, 10**6)
+        return (lambda _: model_step(self.engine, made)), lambda: iter(int, 1)
 
-    def upstream():
+    def upstream(self):
         """(b) PIL crops in loader workers, plain copies, colour ops batched on the device."""
+        from datasets import PretrainData, worker_crop_loader
+        from utils.trainer import make_step
+        run = self.run
         pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
-        loader = worker_crop_loader(pil, run.cfg.size, a.batch_size, args.seed, workers)
-        one_by_one = argparse.Namespace(**{**vars(args), "augment_ahead": 1})  # each batch's views on their own
-        up_step = make_step(dataclasses.replace(run, args=one_by_one, data=PretrainData(pil, None, None), loader=loader),
-                            10**6)
-        return (lambda b: up_step(engine, [t.to(run.device, non_blocking=True) for t in b])), endless(loader)
+        loader = worker_crop_loader(pil, run.cfg.size, self.a.batch_size, run.args.seed, self.workers)
+        one_by_one = argparse.Namespace(**{**vars(run.args), "augment_ahead": 1})  # each batch's views on their own
+        up_run = dataclasses.replace(run, args=one_by_one, data=PretrainData(pil, None, None), loader=loader)
+        up_step = make_step(up_run, 10**6)
+        return (lambda b: up_step(self.engine, [t.to(run.device, non_blocking=True) for t in b])), endless(loader)
 
-    def ours(r=run):
-        """(c) the default of pretrain_cond.py (or ``r``: the run of another JPEG path or a --variants flag)."""
-        step, data = engine_and_data(r, 10**6)
-        return (lambda b: step(engine, b)), endless(data)
+    def ours(self, run=None):
+        """(c) the default of pretrain_cond.py (or ``run``: that of another JPEG path or a --variants flag)."""
+        from utils.trainer import engine_and_data
+        step, data = engine_and_data(run or self.run, 10**6)
+        return (lambda b: step(self.engine, b)), endless(data)
 
-    other = {"device": "workers", "workers": "device"}[args.jpeg_decode]
-
-    def ours_other():
+    def ours_other(self):
         """(d) JPEG folders: the --jpeg-decode path that the default did not pick."""
-        loader = build_loader(argparse.Namespace(**{**vars(args), "jpeg_decode": other}), run.data, run.cfg.size,
-                              run.device)
-        return ours(dataclasses.replace(run, loader=loader))
+        from utils.trainer import build_loader
+        run = self.run
+        args = argparse.Namespace(**{**vars(run.args), "jpeg_decode": self.other})
+        return self.ours(dataclasses.replace(run, loader=build_loader(args, run.data, run.cfg.size, run.device)))
 
-    def augment_only(r=run):
+    def augment(self, run=None):
         """(e) the input side of (c) alone (utils.trainer.make_inputs): views, descriptors, targets; no model."""
-        return (lambda _: None), endless(input_stream(r, overlap=False))
+        from utils.trainer import input_stream
+        return (lambda _: None), endless(input_stream(run or self.run, overlap=False))
 
-    builders = {"model": model_only, "upstream": upstream, "ours": ours, "ours-other": ours_other,
-                "augment": augment_only}
-    variants = {}  # pipeline name -> ({flag: value}, spec) of "ours"/"augment" with --variants flags changed
-    for spec in a.variants:
-        flags = parse_variant(spec)
-        vargs = variant_args(setting, a, flags, datadir, workers)
-        vrun = dataclasses.replace(run, args=vargs, cfg=aug_config(vargs))
-        for kind in ("ours", "augment"):
-            if kind in a.pipelines and not (kind == "augment" and set(flags) == {"overlap_augment"}):  # no overlap alone
-                builders[f"{kind} [{spec}]"] = functools.partial(builders[kind], vrun)
-                variants[f"{kind} [{spec}]"] = (flags, spec)
+    def builders(self, setting: str, datadir: str | None) -> tuple[dict, dict]:
+        """({name: builder} of the pipelines asked for, {variant name: (flags, spec)}): the --variants
+        are "ours" and "augment" again on a run with those input-side flags changed."""
+        from utils.trainer import aug_config
+        kinds = {"model": self.model, "upstream": self.upstream, "ours": self.ours, "ours-other": self.ours_other,
+                 "augment": self.augment}
+        chosen = [n for n in self.a.pipelines if not (self.run.data.in_memory and n == "ours-other")]  # no JPEGs
+        builders, variants = {n: kinds[n] for n in chosen}, {}
+        for spec in self.a.variants:
+            flags = parse_variant(spec)
+            vargs = variant_args(setting, self.a, flags, datadir, self.workers)
+            vrun = dataclasses.replace(self.run, args=vargs, cfg=aug_config(vargs))
+            for kind in ("ours", "augment"):
+                if kind in self.a.pipelines and not (kind == "augment" and set(flags) == {"overlap_augment"}):
+                    builders[f"{kind} [{spec}]"] = functools.partial(kinds[kind], vrun)  # overlap alone: no augment row
+                    variants[f"{kind} [{spec}]"] = (flags, spec)
+        return builders, variants
 
-    def label(decode: str) -> str:
-        share = args.jpeg_worker_fraction if decode == "device" else 0.0
-        return f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
-    names = {"ours": label(args.jpeg_decode), "ours-other": label(other)}
-    chosen = [n for n in a.pipelines if not (run.data.in_memory and n == "ours-other")]  # no JPEGs to decode
-    chosen += list(variants)
-    made = {name: builders[name]() for name in chosen}
+    def label(self, name: str) -> str:
+        """The table's name for a pipeline: JPEG settings say which decode path "ours" took."""
+        args = self.run.args
+        decode = {"ours": args.jpeg_decode, "ours-other": self.other}.get(name)
+        if self.run.data.in_memory or decode is None:
+            label = name
+        else:
+            share = args.jpeg_worker_fraction if decode == "device" else 0.0
+            label = f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
+        return label + (" + overlap" if args.overlap_augment and name in ("ours", "ours-other") else "")
+
+
+def measure(builders: dict, a, device: torch.device) -> dict[str, list[dict]]:
+    """Every pipeline ``a.repeats`` times, round-robin, so slow drifts of the machine hit them alike."""
+    made = {name: build() for name, build in builders.items()}
     its = {name: iter(batches()) for name, (_, batches) in made.items()}
-    runs = {name: [] for name in chosen}
-    for rep in range(a.repeats):  # round-robin, so slow drifts of the machine hit every pipeline alike
+    runs = {name: [] for name in made}
+    for rep in range(a.repeats):
         warmup = a.warmup if rep == 0 else min(a.warmup, 2)  # compiled and warm by then
-        for name in chosen:
-            runs[name].append(timed(made[name][0], its[name], warmup, a.steps, a.min_seconds, a.batch_size,
-                                    run.device))
+        for name, (step, _) in made.items():
+            runs[name].append(timed(step, its[name], warmup, a.steps, a.min_seconds, a.batch_size, device))
+    return runs
+
+
+def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
+    """The table's rows for one setting and worker count."""
+    from utils.trainer import build_run
+    args = make_args(setting, a, datadir, workers)
+    pipes = Pipelines(build_run(args, torch.device(a.device)), a, workers)
+    builders, variants = pipes.builders(setting, datadir)
+    runs = measure(builders, a, pipes.run.device)
+    common = dict(setting=setting, workers=workers, model=args.model, precision=args.precision,
+                  channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
+                  augment_graph=args.augment_graph, augment_ahead=args.augment_ahead, blur_impl=args.blur_impl)
     results = []
-    for name in chosen:
-        label = names.get(name, name) if not run.data.in_memory else name
-        if args.overlap_augment and name in ("ours", "ours-other"):
-            label += " + overlap"
-        results.append({"pipeline": label, "default": name == "ours", **summarise(runs[name])})
-        results[-1].update(setting=setting, workers=workers, model=args.model, precision=args.precision,
-                           channels_last=args.channels_last, compile=_compiled(args),
-                           overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
-                           augment_ahead=args.augment_ahead, blur_impl=args.blur_impl)
+    for name, measured in runs.items():
+        row = {"pipeline": pipes.label(name), "default": name == "ours", **summarise(measured), **common}
         if name in variants:
             flags, spec = variants[name]
-            results[-1].update({**flags, "variant": spec})
+            row.update({**flags, "variant": spec})
+        results.append(row)
     return results
 
 
@@ -264,7 +288,7 @@ class _PILView(torch.utils.data.Dataset):
         return to_pil_image(self.data.images[i]), int(self.data.labels[i])
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (bf16 on CUDA)")
@@ -304,6 +328,11 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="mini_resnet, for a CPU smoke run")
     p.add_argument("--out", default="bench_pretrain.json", help="JSON output")
     p.add_argument("--jpeg-dir", default=None, help="reuse/keep the synthetic JPEG folder here (default: temp)")
+    return p
+
+
+def main(argv=None):
+    p = build_parser()
     a = p.parse_args(argv)
     for spec in a.variants:  # every variant must be a valid run before anything is measured
         try:

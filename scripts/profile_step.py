@@ -113,10 +113,7 @@ def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
             for e in sorted(rows, key=cost, reverse=True)[:n]]
 
 
-def main(argv=None) -> dict:
-    from ignite.engine import Engine
-
-    from utils.trainer import build_run, engine_and_data, input_stream
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--setting", default="r18-32", choices=["r18-32", "r50-224"], help="as in bench_pretrain.py")
@@ -138,7 +135,15 @@ def main(argv=None) -> dict:
                    help="also time the input side alone and list its N costliest Python functions (cProfile)")
     p.add_argument("--trace", default=None, help="also write a Chrome trace here")
     p.add_argument("--out", default="profile_step.json", help="JSON output")
-    a = p.parse_args(argv)
+    return p
+
+
+def run_profile(a) -> dict:
+    """The default step of pretrain_cond.py for ``a``'s setting, warmed up and profiled (and with
+    ``a.host_profile``, its input side alone under cProfile)."""
+    from ignite.engine import Engine
+
+    from utils.trainer import build_run, engine_and_data, input_stream
     a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0
     a.channels_last, a.compile = None, False
     a.overlap_augment = a.overlap
@@ -163,11 +168,13 @@ def main(argv=None) -> dict:
                overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
                augment_ahead=args.augment_ahead, blur_impl=args.blur_impl,
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
+    return res
+
+
+def print_report(res: dict) -> None:
     busy = (f", kernels {res['device_busy_ms']:.1f} ms from {res['kernel_launches']:.0f} launches"
             if res["device_busy_ms"] is not None else "")
-    print(f"{res['device']} {a.setting}, {a.workers} workers: step {res['wall_ms']:.1f} ms{busy}")
+    print(f"{res['device']} {res['setting']}, {res['workers']} workers: step {res['wall_ms']:.1f} ms{busy}")
     print("| region | host ms/step | device ms/step |\n|---|---|---|")
     for k, v in res["regions"].items():
         dev = f"{v['device_ms']:.2f}" if v["device_ms"] is not None else "-"
@@ -180,6 +187,14 @@ def main(argv=None) -> dict:
               "| Python function (cProfile) | own ms/step | calls/step |\n|---|---|---|")
         for t in res["host"]["functions"]:
             print(f"| {t['name'][:60]} | {t['self_ms']:.3f} | {t['calls']:.0f} |")
+
+
+def main(argv=None) -> dict:
+    a = build_parser().parse_args(argv)
+    res = run_profile(a)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+    print_report(res)
     return res
 
 
