@@ -114,6 +114,77 @@ def _folder(path: str, root: str, transform):
         raise DataError(f"--datadir {root}: {path}: {str(e).splitlines()[0]}") from None
 
 
+def _cifar_stl(name, root, tf, ttf, dl):
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}.get(name)
+    make = (lambda tf, train: cls(root, train=train, transform=tf, **dl)) if cls else \
+        (lambda tf, train: tvd.STL10(root, split="train" if train else "test", transform=tf, **dl))
+    train, val = seeded_split(from_torchvision(lambda: make(ttf, True), root, name), name)
+    return train, val, from_torchvision(lambda: make(tf, False), root, name)
+
+
+def _train_test_split(name, root, tf, ttf, dl):
+    """Food-101, Pets, Cars: an official train(val) split, seeded into train / val, and a test split."""
+    cls, tr_split = {"food101": (tvd.Food101, "train"), "pets": (tvd.OxfordIIITPet, "trainval"),
+                     "cars": (tvd.StanfordCars, "train")}[name]
+    train, val = seeded_split(from_torchvision(lambda: cls(root, split=tr_split, transform=ttf, **dl), root, name),
+                              name)
+    return train, val, from_torchvision(lambda: cls(root, split="test", transform=tf, **dl), root, name)
+
+
+def _flowers_n_shot(name, root, tf, ttf, dl):
+    """N training images per class (``flowers-Nshot``), official val / test."""
+    full = from_torchvision(lambda: tvd.Flowers102(root, split="train", transform=ttf, **dl), root, name)
+    train = n_shot(full, full._labels, int(name.split("-")[1].removesuffix("shot")))
+    val, test = (from_torchvision(lambda s=s: tvd.Flowers102(root, split=s, transform=tf), root, name)
+                 for s in ("val", "test"))
+    return train, val, test
+
+
+def _official_splits(name, root, tf, ttf, dl):
+    """Flowers, Aircraft (variants), DTD (partition 1): the official train / val / test splits."""
+    make = {"flowers": lambda s, tf: tvd.Flowers102(root, split=s, transform=tf, **dl),
+            "aircraft": lambda s, tf: tvd.FGVCAircraft(root, split=s, annotation_level="variant", transform=tf,
+                                                       **dl),
+            "dtd": lambda s, tf: tvd.DTD(root, split=s, partition=1, transform=tf, **dl)}[name]
+    return tuple(from_torchvision(lambda s=s, t=t: make(s, t), root, name)
+                 for s, t in (("train", ttf), ("val", tf), ("test", tf)))
+
+
+def _caltech101(name, root, tf, ttf, dl):
+    rgb = lambda t: (lambda img: t(img.convert("RGB")))  # noqa: E731 - some images are grayscale
+    full_tr = from_torchvision(lambda: tvd.Caltech101(root, target_type="category", transform=rgb(ttf), **dl),
+                               root, name)
+    full_te = from_torchvision(lambda: tvd.Caltech101(root, target_type="category", transform=rgb(tf)), root, name)
+    lists = json.loads((SPLITS_DIR / "caltech101.json").read_text())
+    fixed_split(full_tr, name, root)  # checks the copy against the lists
+    return Subset(full_tr, lists["train"]), Subset(full_te, lists["val"]), Subset(full_te, lists["test"])
+
+
+def _sun397(name, root, tf, ttf, dl):
+    train, _ = fixed_split(SUN397(root, "Training", ttf), name, root)
+    _, val = fixed_split(SUN397(root, "Training", tf), name, root)
+    return train, val, SUN397(root, "Testing", tf)
+
+
+def _cub200(name, root, tf, ttf, dl):
+    train, _ = fixed_split(_folder(os.path.join(root, "train"), root, ttf), name, root)
+    _, val = fixed_split(_folder(os.path.join(root, "train"), root, tf), name, root)
+    return train, val, _folder(os.path.join(root, "test"), root, tf)
+
+
+def _mit67(name, root, tf, ttf, dl):
+    train, val = seeded_split(_folder(os.path.join(root, "train"), root, ttf), name)
+    return train, val, _folder(os.path.join(root, "test"), root, tf)
+
+
+# dataset -> (name, root, transform, train transform, {"download": ...}) -> (train, val, test)
+FAMILIES = {"cifar10": _cifar_stl, "cifar100": _cifar_stl, "stl10": _cifar_stl, "food101": _train_test_split,
+            "pets": _train_test_split, "cars": _train_test_split, "flowers-5shot": _flowers_n_shot,
+            "flowers-10shot": _flowers_n_shot, "flowers": _official_splits, "aircraft": _official_splits,
+            "dtd": _official_splits, "caltech101": _caltech101, "sun397": _sun397, "cub200": _cub200,
+            "mit67": _mit67}
+
+
 def build_downstream(name: str, root: str | None, transform, train_transform=None, download: bool = False) -> Splits:
     """Train / val / test of ``--dataset`` (train set with ``train_transform`` when given)."""
     if name not in NUM_CLASSES:
@@ -126,49 +197,7 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
         return Splits(train, val, PILTensorDataset(te[0], te[pick], transform), NUM_CLASSES[name])
     if not root or not os.path.isdir(root):
         raise DataError(f"--datadir {root}: no such directory")
-    tv = lambda fn: from_torchvision(fn, root, name)  # noqa: E731
-    dl = {"download": download}
-    if name in ("cifar10", "cifar100", "stl10"):
-        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}.get(name)
-        make = (lambda tf, train: cls(root, train=train, transform=tf, **dl)) if cls else \
-            (lambda tf, train: tvd.STL10(root, split="train" if train else "test", transform=tf, **dl))
-        train, val = seeded_split(tv(lambda: make(ttf, True)), name)
-        test = tv(lambda: make(transform, False))
-    elif name in ("food101", "pets", "cars"):
-        cls, tr_split = {"food101": (tvd.Food101, "train"), "pets": (tvd.OxfordIIITPet, "trainval"),
-                         "cars": (tvd.StanfordCars, "train")}[name]
-        train, val = seeded_split(tv(lambda: cls(root, split=tr_split, transform=ttf, **dl)), name)
-        test = tv(lambda: cls(root, split="test", transform=transform, **dl))
-    elif name.startswith("flowers-"):  # N-shot: N training images per class, official val / test
-        full = tv(lambda: tvd.Flowers102(root, split="train", transform=ttf, **dl))
-        train = n_shot(full, full._labels, int(name.split("-")[1].removesuffix("shot")))
-        val, test = (tv(lambda s=s: tvd.Flowers102(root, split=s, transform=transform)) for s in ("val", "test"))
-    elif name in ("flowers", "aircraft", "dtd"):
-        make = {"flowers": lambda s, tf: tvd.Flowers102(root, split=s, transform=tf, **dl),
-                "aircraft": lambda s, tf: tvd.FGVCAircraft(root, split=s, annotation_level="variant",
-                                                           transform=tf, **dl),
-                "dtd": lambda s, tf: tvd.DTD(root, split=s, partition=1, transform=tf, **dl)}[name]
-        train, val, test = (tv(lambda s=s, tf=tf: make(s, tf))
-                            for s, tf in (("train", ttf), ("val", transform), ("test", transform)))
-    elif name == "caltech101":
-        rgb = lambda tf: (lambda img: tf(img.convert("RGB")))  # noqa: E731 - some images are grayscale
-        full_tr = tv(lambda: tvd.Caltech101(root, target_type="category", transform=rgb(ttf), **dl))
-        full_te = tv(lambda: tvd.Caltech101(root, target_type="category", transform=rgb(transform)))
-        lists = json.loads((SPLITS_DIR / "caltech101.json").read_text())
-        fixed_split(full_tr, name, root)
-        train, val, test = (Subset(full_tr, lists["train"]), Subset(full_te, lists["val"]),
-                            Subset(full_te, lists["test"]))
-    elif name == "sun397":
-        train, _ = fixed_split(SUN397(root, "Training", ttf), name, root)
-        _, val = fixed_split(SUN397(root, "Training", transform), name, root)
-        test = SUN397(root, "Testing", transform)
-    elif name == "cub200":
-        train, _ = fixed_split(_folder(os.path.join(root, "train"), root, ttf), name, root)
-        _, val = fixed_split(_folder(os.path.join(root, "train"), root, transform), name, root)
-        test = _folder(os.path.join(root, "test"), root, transform)
-    else:  # mit67
-        train, val = seeded_split(_folder(os.path.join(root, "train"), root, ttf), name)
-        test = _folder(os.path.join(root, "test"), root, transform)
+    train, val, test = FAMILIES[name](name, root, transform, ttf, {"download": download})
     return Splits(train, val, test, NUM_CLASSES[name])
 
 

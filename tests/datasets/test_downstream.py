@@ -8,7 +8,7 @@ from torch.utils.data import random_split
 
 from datasets import DataError
 from datasets.catalog import METRICS, NUM_CLASSES
-from datasets.downstream import SEEDED, build_downstream, few_shot_pool, seeded_split
+from datasets.downstream import FAMILIES, SEEDED, build_downstream, few_shot_pool, seeded_split
 from datasets.folders import SPLITS_DIR
 from datasets.pretrain import eval_transform
 from tests import data_formats as W
@@ -38,6 +38,10 @@ def test_seeded_split_equals_published_partition(name, n):
 def test_seeded_split_of_a_small_copy_keeps_proportion():
     tr, va = seeded_split(list(range(100)), "cifar10")
     assert (len(tr), len(va)) == (90, 10)
+
+
+def test_every_dataset_on_disk_has_a_loader():
+    assert set(FAMILIES) == {n for n in NUM_CLASSES if not n.startswith("colordigits")}
 
 
 def test_table_metrics():
