@@ -20,97 +20,124 @@ from datasets import PRETRAIN_DATASETS
 from models import BACKBONES, FRAMEWORKS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--logdir", required=True, help="output folder: log.txt, TensorBoard events, args.json, checkpoints")
-    a("--resume", default=None, help="continue from a checkpoint path, or 'last' for LOGDIR/ckpt-last.pth")
-    a("--dataset", default="stl10", help=f"pretraining data, one of {', '.join(PRETRAIN_DATASETS)} (paper: imagenet100)")
+def _data_flags(a) -> None:
+    a("--dataset", default="stl10",
+      help=f"pretraining data, one of {', '.join(PRETRAIN_DATASETS)} (paper: imagenet100)")
     a("--datadir", default=None, help="dataset root (torchvision layout; imagenet100: root/{train,val}/<wnid>/)")
     a("--download", action="store_true", help="let torchvision download CIFAR/STL10 into --datadir (needs network)")
+    a("--num-workers", type=int, default=4, help="loader workers per process for JPEG folders (and k-NN)")
+    a("--color-aug", default="default", choices=["default", "strong", "weak"],
+      help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5 (paper: default)")
+
+
+def _optimisation_flags(a) -> None:
+    a("--framework", default="simsiam", help=f"SSL method, one of {', '.join(FRAMEWORKS)}")
+    a("--model", default="resnet18", help=f"backbone, one of {', '.join(BACKBONES)} (paper: resnet50)")
     a("--batch-size", type=int, default=256, help="global batch size over all processes (paper: 256)")
     a("--max-epochs", type=int, default=200, help="training epochs (paper: 500 on ImageNet-100)")
-    a("--num-workers", type=int, default=4, help="loader workers per process for JPEG folders (and k-NN)")
-    a("--model", default="resnet18", help=f"backbone, one of {', '.join(BACKBONES)} (paper: resnet50)")
-    a("--distributed", action="store_true", help="one process per GPU (spawned), or the ranks of torchrun/SLURM")
-    a("--nproc-per-node", type=int, default=None, help="processes to spawn with --distributed (default: #GPUs)")
-    a("--framework", default="simsiam", help=f"SSL method, one of {', '.join(FRAMEWORKS)}")
     a("--base-lr", type=float, default=0.03, help="lr = base_lr x batch / 256 (paper: 0.03 moco, 0.05 others)")
     a("--wd", type=float, default=5e-4, help="weight decay (paper: 1e-4 on ImageNet-100)")
     a("--momentum", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
+    a("--seed", type=int, default=0, help="seed for weights, data order and augmentations (paper: 1)")
+
+
+def _run_flags(a) -> None:
+    a("--logdir", required=True, help="output folder: log.txt, TensorBoard events, args.json, checkpoints")
+    a("--resume", default=None, help="continue from a checkpoint path, or 'last' for LOGDIR/ckpt-last.pth")
+    a("--distributed", action="store_true", help="one process per GPU (spawned), or the ranks of torchrun/SLURM")
+    a("--nproc-per-node", type=int, default=None, help="processes to spawn with --distributed (default: #GPUs)")
     a("--stop-after", type=int, default=None,
       help="train at most N epochs in this invocation, then exit (time-limited jobs; continue with --resume last)")
     a("--print-freq", type=int, default=10, help="log training values every N iterations")
     a("--ckpt-freq", type=int, default=10, help="keep ckpt-{epoch}.pth every N epochs (ckpt-last.pth: every epoch)")
     a("--eval-freq", type=int, default=1, help="k-NN monitor every N epochs (0: never)")
-    a("--color-aug", default="default", choices=["default", "strong", "weak"],
-      help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5 (paper: default)")
-    g = p.add_argument_group("CASSLE conditioning")
-    g.add_argument("--aug-treatment", default="raw", choices=["raw", "mlp", "hn"],
-                   help="descriptor embedding: as is, MLP, or hypernetwork generating the projector (paper: mlp)")
-    g.add_argument("--aug-nn-width", type=int, default=32, help="width of the embedding MLP (paper: 64)")
-    g.add_argument("--aug-nn-depth", type=int, default=2, help="depth of the embedding MLP (paper: 6)")
-    g.add_argument("--aug-hn-type", default="mlp", choices=["mlp", "mlp-bn"],
-                   help="hypernetwork-generated projector with or without BN before each ReLU")
-    g.add_argument("--aug-inj-type", default="proj-cat", choices=["proj-cat", "proj-add", "proj-mul", "proj-none"],
-                   help="how the embedding enters the projector; proj-none = plain baseline (paper: proj-cat)")
-    g.add_argument("--aug-cond", nargs="*", default=[], metavar="KEY",
-                   help=f"descriptor pieces, any of {', '.join(DESCRIPTOR_DIMS)} "
-                        "(paper: crop color color_diff blur grayscale [flip])")
-    a("--seed", type=int, default=0, help="seed for weights, data order and augmentations (paper: 1)")
-    g = p.add_argument_group("AugSelf (weight <= 0 disables; paper: --ss-crop 0.5 --ss-color 0.5)")
+    a("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN monitor")
+    a("--knn-t", type=float, default=0.1, help="temperature of the weighted k-NN monitor")
+
+
+def _conditioning_flags(a) -> None:
+    a("--aug-treatment", default="raw", choices=["raw", "mlp", "hn"],
+      help="descriptor embedding: as is, MLP, or hypernetwork generating the projector (paper: mlp)")
+    a("--aug-nn-width", type=int, default=32, help="width of the embedding MLP (paper: 64)")
+    a("--aug-nn-depth", type=int, default=2, help="depth of the embedding MLP (paper: 6)")
+    a("--aug-hn-type", default="mlp", choices=["mlp", "mlp-bn"],
+      help="hypernetwork-generated projector with or without BN before each ReLU")
+    a("--aug-inj-type", default="proj-cat", choices=["proj-cat", "proj-add", "proj-mul", "proj-none"],
+      help="how the embedding enters the projector; proj-none = plain baseline (paper: proj-cat)")
+    a("--aug-cond", nargs="*", default=[], metavar="KEY",
+      help=f"descriptor pieces, any of {', '.join(DESCRIPTOR_DIMS)} "
+           "(paper: crop color color_diff blur grayscale [flip])")
+
+
+def _augself_flags(a) -> None:
     for k, what in [("crop", "crop box"), ("color", "jitter factors"), ("flip", "same flip"), ("blur", "blur sigma"),
                     ("rot", "rotation (stl10_rot)"), ("sol", "solarize threshold (stl10_sol)")]:
-        g.add_argument(f"--ss-{k}", type=float, default=-1.0, help=f"weight of the {what} prediction loss")
-    g.add_argument("--augself-flip-quirk", action=argparse.BooleanOptionalAction, default=True,
-                   help="mirror both views' crop x-centres by view 1's flip, as upstream (published numbers)")
-    g = p.add_argument_group("beyond upstream")
-    g.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast dtype; auto = bf16 on CUDA, fp32 on CPU (losses are computed in fp32)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory format (default: on for CUDA)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    g.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
-                        "per view become a few fused kernels; the first steps are slower while it compiles "
-                        "(default: on for CUDA, where it measured faster; off on CPU)")
-    g.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS,
-                   help="with --compile-augment: 'stages' compiles each stage of a view on its own (each jitter op "
-                        "too, so the 24 op orders share the graphs); 'view' compiles the whole view as one graph, "
-                        "each jitter slot computing all four ops and keeping the drawn one: one call per view "
-                        "instead of nine, same draws and pixels (default: stages)")
-    g.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
-                   help="Gaussian blur as two grouped convolutions ('conv') or as sums of shifted slices, which "
-                        "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
-                        "(auto: shift with --compile-augment, 5x faster there on an H100; conv otherwise, "
-                        "2.4x faster eager)")
-    g.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
-                   help="make the next batch's views, records and descriptors on a side CUDA stream while this "
-                        "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "
-                        "in our measurement (README, Speed)")
-    g.add_argument("--augment-ahead", type=int, default=1, metavar="K",
-                   help="make the views, records and descriptors of K steps together, one call per view, the draws "
-                        "taken batch by batch (same draws, same run): the input side's fixed host cost is paid "
-                        "once per K steps, for steps bound by the host (small images); needs --augment-graph view "
-                        "(default: 1, each step's own)")
-    g.add_argument("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
-                   help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
-                        "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "
-                        "(the faster one in our measurement), else workers")
-    g.add_argument("--jpeg-worker-fraction", type=float, default=0.0,
-                   help="with --jpeg-decode device: the share of images that loader workers decode and crop with "
-                        "PIL instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")
-    g.add_argument("--proj-hidden", type=int, default=None,
-                   help="override the projector hidden width (BYOL paper: 4096; Barlow Twins: all three widths)")
-    g.add_argument("--moco-enqueue", default="queries", choices=["queries", "keys"],
-                   help="MoCo v2 queue content: upstream enqueues online queries; standard MoCo the keys")
-    g.add_argument("--simclr-global-negatives", action="store_true",
-                   help="SimCLR negatives from all GPUs (upstream: local only)")
-    g.add_argument("--torchvision-init", action="store_true",
-                   help="keep torchvision's conv init (upstream re-initialises convs with PyTorch defaults)")
-    g.add_argument("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN monitor")
-    g.add_argument("--knn-t", type=float, default=0.1, help="temperature of the weighted k-NN monitor")
+        a(f"--ss-{k}", type=float, default=-1.0, help=f"weight of the {what} prediction loss")
+    a("--augself-flip-quirk", action=argparse.BooleanOptionalAction, default=True,
+      help="mirror both views' crop x-centres by view 1's flip, as upstream (published numbers)")
+
+
+def _speed_flags(a) -> None:
+    a("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
+    a("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+      help="autocast dtype; auto = bf16 on CUDA, fp32 on CPU (losses are computed in fp32)")
+    a("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+      help="NHWC memory format (default: on for CUDA)")
+    a("--compile", action="store_true", help="torch.compile the backbone")
+    a("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
+      help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
+           "per view become a few fused kernels; the first steps are slower while it compiles "
+           "(default: on for CUDA, where it measured faster; off on CPU)")
+    a("--augment-graph", default="stages", choices=VIEW_GRAPHS,
+      help="with --compile-augment: 'stages' compiles each stage of a view on its own (each jitter op "
+           "too, so the 24 op orders share the graphs); 'view' compiles the whole view as one graph, "
+           "each jitter slot computing all four ops and keeping the drawn one: one call per view "
+           "instead of nine, same draws and pixels (default: stages)")
+    a("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
+      help="Gaussian blur as two grouped convolutions ('conv') or as sums of shifted slices, which "
+           "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
+           "(auto: shift with --compile-augment, 5x faster there on an H100; conv otherwise, "
+           "2.4x faster eager)")
+    a("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
+      help="make the next batch's views, records and descriptors on a side CUDA stream while this "
+           "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "
+           "in our measurement (README, Speed)")
+    a("--augment-ahead", type=int, default=1, metavar="K",
+      help="make the views, records and descriptors of K steps together, one call per view, the draws "
+           "taken batch by batch (same draws, same run): the input side's fixed host cost is paid "
+           "once per K steps, for steps bound by the host (small images); needs --augment-graph view "
+           "(default: 1, each step's own)")
+    a("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
+      help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
+           "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "
+           "(the faster one in our measurement), else workers")
+    a("--jpeg-worker-fraction", type=float, default=0.0,
+      help="with --jpeg-decode device: the share of images that loader workers decode and crop with "
+           "PIL instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")
+
+
+def _variant_flags(a) -> None:
+    a("--proj-hidden", type=int, default=None,
+      help="override the projector hidden width (BYOL paper: 4096; Barlow Twins: all three widths)")
+    a("--moco-enqueue", default="queries", choices=["queries", "keys"],
+      help="MoCo v2 queue content: upstream enqueues online queries; standard MoCo the keys")
+    a("--simclr-global-negatives", action="store_true",
+      help="SimCLR negatives from all GPUs (upstream: local only)")
+    a("--torchvision-init", action="store_true",
+      help="keep torchvision's conv init (upstream re-initialises convs with PyTorch defaults)")
+
+
+GROUPS = [("data", _data_flags), ("model and optimisation", _optimisation_flags), ("run control", _run_flags),
+          ("CASSLE conditioning", _conditioning_flags),
+          ("AugSelf (weight <= 0 disables; paper: --ss-crop 0.5 --ss-color 0.5)", _augself_flags),
+          ("speed (beyond upstream; README 'Speed' gives the measurement behind each default)", _speed_flags),
+          ("variants of upstream's recipe (beyond upstream)", _variant_flags)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for title, add_flags in GROUPS:
+        add_flags(p.add_argument_group(title).add_argument)
     return p
 
 

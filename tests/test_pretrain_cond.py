@@ -2,14 +2,15 @@
 two-process gloo, and one-line errors for bad input."""
 import json
 import os
+import re
 
 import pytest
 import torch
 from torchvision import models as tvm
 
 import pretrain_cond
-from tests.helpers import expect_one_line_error
 from models import FRAMEWORKS
+from tests.helpers import ROOT, expect_one_line_error
 from utils.checkpoint import load_checkpoint, save_atomic
 
 SMALL = ["--dataset", "colordigits", "--model", "mini_resnet", "--batch-size", "256", "--max-epochs", "1",
@@ -155,3 +156,24 @@ def test_jpeg_decode_on_the_device_trains_like_worker_decoding(tmp_path):
         assert torch.allclose(dev[k].float(), wrk[k].float(), atol=2e-3, rtol=1e-2), k
         # every image cropped by PIL in the workers, as on the worker path: the very same run
         assert torch.equal(allw[k], wrk[k]), k
+
+
+def test_help_groups_every_flag_and_readme_lists_each_group_with_its_flags():
+    """--help shows every flag in a named group with a help string, and README's paragraph on the
+    flags names each group with exactly the flags --help puts there."""
+    parser = pretrain_cond.build_parser()
+    groups = {g.title: list(g._group_actions) for g in parser._action_groups[2:]}  # after argparse's own two
+    assert list(groups) == [title for title, _ in pretrain_cond.GROUPS]
+    flags = {a.option_strings[0] for acts in groups.values() for a in acts}
+    assert flags == {a.option_strings[0] for a in parser._actions} - {"-h"}  # none left in "options"
+    assert all(a.help and len(a.help) > 15 for a in parser._actions)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    para = readme[readme.index("Every flag has a help string"):].split("\n\n")[0]
+    for title, acts in groups.items():
+        name = title.split(" (")[0]
+        m = re.search(re.escape(name) + r"[^(]*\((.*?)\)(,|\.)", para.replace("\n", " "), re.S)
+        assert m, f"README does not name the group {name!r}"
+        listed = set(re.findall(r"--[a-z0-9-]+\*?", m.group(1)))
+        listed = {f for f in flags if any(f == x or (x.endswith("*") and f.startswith(x[:-1])) for x in listed)}
+        assert listed == {a.option_strings[0] for a in acts}, name
