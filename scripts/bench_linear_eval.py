@@ -26,12 +26,12 @@ import torch  # noqa: E402
 def main(argv=None):
     from utils.linear_eval import WD_GRID, linear_eval
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="cuda or cpu: where the L-BFGS sweep runs")
     p.add_argument("--n", type=int, default=50000, help="feature rows")
     p.add_argument("--dim", type=int, default=2048, help="feature width")
-    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--classes", type=int, default=100, help="label classes (ImageNet-100: 100)")
     p.add_argument("--sklearn-points", type=int, default=3, help="penalties timed with scikit-learn (0: skip)")
-    p.add_argument("--out", default="bench_linear_eval.json")
+    p.add_argument("--out", default="bench_linear_eval.json", help="JSON output")
     a = p.parse_args(argv)
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, a.classes, (a.n,), generator=g)
