@@ -49,7 +49,7 @@ CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-nn-depth", "6"
 
 def make_args(setting: str, a, datadir: str | None, workers: int):
     import pretrain_cond
-    from utils.validate import _normalise
+    from utils.validate import resolve_defaults
     model, dataset = {"r18-32": ("cifar_resnet18", "colordigits"), "r50-224": ("resnet50", "folder")}[setting]
     if a.tiny:
         model = "mini_resnet"
@@ -67,7 +67,7 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     if datadir:
         argv += ["--datadir", datadir]
     args = pretrain_cond.build_parser().parse_args(argv)
-    _normalise(args)
+    resolve_defaults(args)
     return args
 
 

@@ -62,7 +62,9 @@ def triton_usable() -> bool:
             and torch.cuda.get_device_capability() >= (7, 0))
 
 
-def _normalise(args) -> None:
+def resolve_defaults(args) -> None:
+    """Replace every device-dependent default ("auto", None) by its value, chosen by measurement
+    (README, Speed), and refuse flag combinations that cannot run; the scripts use it too."""
     args.device = resolve_device(args.device)
     if args.precision == "auto":
         args.precision = "bf16" if args.device == "cuda" else "fp32"
@@ -139,7 +141,7 @@ def validate(args) -> None:
     """Normalise ``args`` in place (auto device/precision, sorted --aug-cond) or raise ValueError."""
     if args.dataset not in PRETRAIN_DATASETS:
         raise ValueError(f"--dataset must be one of {PRETRAIN_DATASETS}, got {args.dataset!r}")
-    _normalise(args)
+    resolve_defaults(args)
     _check_numbers(args)
     _check_model(args)
     check_pretrain_data(args.dataset, args.datadir, args.download)

@@ -4,7 +4,7 @@ import torch
 
 import pretrain_cond
 import utils.validate as validate_module
-from utils.validate import _normalise
+from utils.validate import resolve_defaults
 
 
 def _args(*extra):
@@ -16,7 +16,7 @@ def test_cuda_defaults(monkeypatch, workers, decode):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(validate_module, "triton_usable", lambda: True)
     a = _args("--device", "cuda", "--num-workers", str(workers))
-    _normalise(a)
+    resolve_defaults(a)
     assert (a.precision, a.channels_last, a.compile, a.compile_augment, a.jpeg_decode) == (
         "bf16", True, False, True, decode)
 
@@ -32,11 +32,11 @@ def test_compiling_where_triton_cannot_run_is_off_by_default_and_refused_when_as
     monkeypatch.setattr(shutil, "which", lambda name: compiler)
     assert not validate_module.triton_usable()
     a = _args("--device", "cuda")
-    _normalise(a)
+    resolve_defaults(a)
     assert a.compile_augment is False
     for flag in ("--compile-augment", "--compile"):
         with pytest.raises(ValueError, match=f"^{flag} on CUDA needs Triton"):
-            _normalise(_args("--device", "cuda", flag))
+            resolve_defaults(_args("--device", "cuda", flag))
 
 
 def test_triton_usable_on_a_volta_or_later_gpu_with_a_compiler(monkeypatch):
@@ -50,12 +50,12 @@ def test_triton_usable_on_a_volta_or_later_gpu_with_a_compiler(monkeypatch):
 
 def test_cpu_defaults_and_explicit_choices_are_kept():
     a = _args("--device", "cpu")
-    _normalise(a)
+    resolve_defaults(a)
     assert (a.precision, a.channels_last, a.compile_augment, a.jpeg_decode) == ("fp32", False, False, "workers")
     assert (a.augment_graph, a.overlap_augment) == ("stages", False)
     b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last",
               "--compile-augment", "--augment-graph", "view", "--overlap-augment")
-    _normalise(b)
+    resolve_defaults(b)
     assert (b.precision, b.channels_last, b.compile_augment, b.jpeg_decode) == ("bf16", True, True, "device")
     assert (b.augment_graph, b.overlap_augment) == ("view", True)
 
@@ -66,7 +66,7 @@ def test_blur_impl_follows_compile_augment_unless_chosen():
     for flags, impl in [((), "conv"), (("--compile-augment",), "shift"), (("--no-compile-augment",), "conv"),
                         (("--compile-augment", "--blur-impl", "conv"), "conv"), (("--blur-impl", "shift"), "shift")]:
         a = _args("--device", "cpu", *flags)
-        _normalise(a)
+        resolve_defaults(a)
         assert a.blur_impl == impl, flags
 
 
