@@ -110,8 +110,8 @@ def _log_external(args, path: str, res) -> None:
             tb.add_scalar(f"{tag}/test_{args.metric}", res.test)
             tb.add_scalar(f"{tag}/best_val_{args.metric}", res.best_val)
     if os.environ.get("WANDB_PROJECT"):
-        from utils.logging import _init_wandb
-        run = _init_wandb(os.path.dirname(os.path.abspath(path)), vars(args))
+        from utils.logging import init_wandb
+        run = init_wandb(os.path.dirname(os.path.abspath(path)), vars(args))
         if run is not None:
             run.log({f"{tag}/test_{args.metric}": res.test, f"{tag}/best_wd": res.best_wd})
             run.finish()

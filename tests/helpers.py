@@ -1,8 +1,9 @@
-"""Assertions and paths shared by the tests."""
+"""Assertions, paths and small runs shared by the tests."""
 import os
 import re
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
@@ -16,3 +17,24 @@ def expect_one_line_error(main, argv, capsys, pattern: str) -> None:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: "), err
     assert re.search(pattern, err), err
+
+
+def tiny_run(tmp_path, *extra, device="cpu", data=("--dataset", "colordigits")):
+    """A built pretraining Run of mini_resnet on colordigits (batch 32, 1 epoch), set to epoch 0."""
+    import pretrain_cond
+    from utils.trainer import build_run
+    from utils.validate import validate
+    args = pretrain_cond.build_parser().parse_args(
+        ["--logdir", str(tmp_path / "run"), *data, "--model", "mini_resnet",
+         "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--device", device, *extra])
+    validate(args)
+    run = build_run(args, torch.device(device))
+    run.set_epoch(0)
+    return run
+
+
+class StubEngine:
+    """What a step function reads of an Ignite Engine: ``state.iteration``."""
+
+    class state:
+        iteration = 1

@@ -21,7 +21,7 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter
         self.tb = SummaryWriter(logdir)
         if os.environ.get("WANDB_PROJECT"):
-            self.wandb = _init_wandb(logdir, args)
+            self.wandb = init_wandb(logdir, args)
 
     def info(self, msg: str) -> None:
         if self.enabled:
@@ -44,7 +44,7 @@ class RunLogger:
                 self.wandb.finish()
 
 
-def _init_wandb(logdir: str, args: dict[str, Any] | None):
+def init_wandb(logdir: str, args: dict[str, Any] | None):
     """wandb run honouring WANDB_MODE; any failure (no package, no network) is a warning, not a stop."""
     try:
         import wandb

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from tests.utils.test_trainer import _Engine, _run
+from tests.helpers import StubEngine, tiny_run
 from utils.input_stream import InputStream
 from utils.trainer import engine_and_data, make_inputs
 
@@ -82,9 +82,9 @@ def test_groups_of_batches_are_made_together_and_yielded_step_by_step(overlap):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))])
 def test_overlap_gives_the_serial_inputs_over_epochs(tmp_path, device):
-    serial_run = _run(tmp_path / "a", *CASSLE, device=device)
+    serial_run = tiny_run(tmp_path / "a", *CASSLE, device=device)
     serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
-    run = _run(tmp_path / "b", *CASSLE, "--overlap-augment", device=device)
+    run = tiny_run(tmp_path / "b", *CASSLE, "--overlap-augment", device=device)
     step, data = engine_and_data(run, 10)
     assert isinstance(data, InputStream)
     ahead = _epochs(run, data)
@@ -104,9 +104,9 @@ def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monke
     import utils.trainer as trainer
     monkeypatch.setattr(trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
     size = ("--batch-size", "64")
-    serial_run = _run(tmp_path / "a", *CASSLE, *size)
+    serial_run = tiny_run(tmp_path / "a", *CASSLE, *size)
     serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
-    run = _run(tmp_path / "b", *CASSLE, *size, *AHEAD, *overlap)
+    run = tiny_run(tmp_path / "b", *CASSLE, *size, *AHEAD, *overlap)
     assert len(run.loader) % 3 != 0  # the short last group is exercised
     step, data = engine_and_data(run, 10)
     assert isinstance(data, InputStream) and data.ahead == 3
@@ -118,7 +118,7 @@ def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monke
             graphs.append(counters["stats"]["unique_graphs"])
     _assert_same_inputs(got, serial)
     assert len(set(graphs)) == 1  # compiled for the first group; the short last groups, padded, did not recompile
-    assert torch.isfinite(step(_Engine(), next(iter(data)))["loss"])
+    assert torch.isfinite(step(StubEngine(), next(iter(data)))["loss"])
 
 
 def test_steps_made_ahead_on_worker_crops_are_the_steps_made_one_by_one(tmp_path, monkeypatch):
@@ -129,9 +129,9 @@ def test_steps_made_ahead_on_worker_crops_are_the_steps_made_one_by_one(tmp_path
     root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=7, size=(40, 36))
     base = (*CASSLE, "--num-workers", "0", "--jpeg-decode", "workers", "--batch-size", "4", "--blur-impl", "conv")
     data = ("--dataset", "folder", "--datadir", root)
-    serial_run = _run(tmp_path / "a", *base, data=data)
+    serial_run = tiny_run(tmp_path / "a", *base, data=data)
     serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
-    run = _run(tmp_path / "b", *base, *AHEAD[:-1], "2", data=data)
+    run = tiny_run(tmp_path / "b", *base, *AHEAD[:-1], "2", data=data)
     assert len(run.loader) == 3  # groups of 2 and 1
     _assert_same_inputs(_epochs(run, engine_and_data(run, 10)[1]), serial)
 
@@ -140,9 +140,9 @@ def test_steps_made_ahead_on_worker_crops_are_the_steps_made_one_by_one(tmp_path
 def test_cuda_steps_made_ahead_match_the_steps_made_one_by_one(tmp_path):
     """On the GPU, through Inductor: the eager run's inputs, step by step, to float rounding."""
     size = ("--batch-size", "64")
-    serial_run = _run(tmp_path / "a", *CASSLE, *size, "--no-compile-augment", device="cuda")
+    serial_run = tiny_run(tmp_path / "a", *CASSLE, *size, "--no-compile-augment", device="cuda")
     serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run), epochs=1)
-    run = _run(tmp_path / "b", *CASSLE, *size, *AHEAD, device="cuda")
+    run = tiny_run(tmp_path / "b", *CASSLE, *size, *AHEAD, device="cuda")
     got = _epochs(run, engine_and_data(run, 10)[1], epochs=1)
     assert len(got) == len(serial)
     for a, b in zip(got, serial):
@@ -153,15 +153,15 @@ def test_cuda_steps_made_ahead_match_the_steps_made_one_by_one(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("ahead", [["--no-compile-augment"], AHEAD])
 def test_cuda_overlapped_steps_have_no_synchronising_call(tmp_path, ahead):
-    run = _run(tmp_path, *CASSLE, "--overlap-augment", *ahead, device="cuda")
+    run = tiny_run(tmp_path, *CASSLE, "--overlap-augment", *ahead, device="cuda")
     step, data = engine_and_data(run, 10)
     it = iter(data)
-    step(_Engine(), next(it))
+    step(StubEngine(), next(it))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for inputs in it:
-            out = step(_Engine(), inputs)
+            out = step(StubEngine(), inputs)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out["loss"])

@@ -7,8 +7,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import pretrain_cond
 from models import FRAMEWORKS
-from utils.trainer import build_run, make_step
-from utils.validate import validate
+from tests.helpers import StubEngine, tiny_run
+from utils.trainer import make_step
 
 # Ops that, on a CUDA tensor, block the host until the device has caught up: reading a value back
 # (item, tolist, bool), data-dependent output shapes, and torch.tensor(python data), which is a
@@ -34,21 +34,6 @@ class SyncOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _run(tmp_path, *extra, device="cpu", data=("--dataset", "colordigits")):
-    args = pretrain_cond.build_parser().parse_args(
-        ["--logdir", str(tmp_path / "run"), *data, "--model", "mini_resnet",
-         "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--device", device, *extra])
-    validate(args)
-    run = build_run(args, torch.device(device))
-    run.set_epoch(0)
-    return run
-
-
-class _Engine:
-    class state:
-        iteration = 1
-
-
 def test_the_sync_hook_sees_value_reads_and_tensors_made_from_python_data():
     x = torch.arange(4.0)
     with SyncOps() as mode:
@@ -66,12 +51,12 @@ def test_the_sync_hook_sees_value_reads_and_tensors_made_from_python_data():
 ])
 @pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
 def test_training_step_never_waits_for_the_device(tmp_path, framework, method):
-    run = _run(tmp_path, "--framework", framework, *method)
+    run = tiny_run(tmp_path, "--framework", framework, *method)
     step = make_step(run, total_steps=10)
     batch = next(iter(run.loader))
-    step(_Engine(), batch)  # the first step makes the cached constants
+    step(StubEngine(), batch)  # the first step makes the cached constants
     with SyncOps() as mode:
-        out = step(_Engine(), batch)
+        out = step(StubEngine(), batch)
     assert mode.seen == [], f"{framework}: syncing ops in the step: {sorted(set(mode.seen))}"
     assert torch.isfinite(out["loss"])
 
@@ -81,14 +66,14 @@ def test_training_step_on_jpeg_folders_never_waits_for_the_device(tmp_path, deco
     """The JPEG path: crops come with their boxes from the loader (PIL in workers, or batched decode)."""
     from tests.data_formats import write_class_folders
     root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=4, size=(40, 36))
-    run = _run(tmp_path, "--framework", "moco", "--num-workers", "0", "--jpeg-decode", decode, "--batch-size", "8",
+    run = tiny_run(tmp_path, "--framework", "moco", "--num-workers", "0", "--jpeg-decode", decode, "--batch-size", "8",
                "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "blur",
                data=("--dataset", "folder", "--datadir", root))
     step = make_step(run, total_steps=10)
     batch = next(iter(run.loader))
-    step(_Engine(), batch)
+    step(StubEngine(), batch)
     with SyncOps() as mode:
-        out = step(_Engine(), batch)
+        out = step(StubEngine(), batch)
     assert mode.seen == [], f"{decode}: syncing ops in the step: {sorted(set(mode.seen))}"
     assert torch.isfinite(out["loss"])
 
@@ -100,14 +85,14 @@ def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework, compi
     args = ["--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
             "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5",
             compile_augment]
-    run = _run(tmp_path, *args, device="cuda")
+    run = tiny_run(tmp_path, *args, device="cuda")
     step = make_step(run, total_steps=10)
     batch = next(iter(run.loader))
-    step(_Engine(), batch)
+    step(StubEngine(), batch)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        step(_Engine(), batch)
+        step(StubEngine(), batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
@@ -138,11 +123,11 @@ def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path,
                         "view": ["--compile-augment", "--augment-graph", "view"]}.items():
         seen.clear()
         used.clear()
-        run = _run(tmp_path / name, "--framework", "simclr", "--aug-treatment", "mlp",
+        run = tiny_run(tmp_path / name, "--framework", "simclr", "--aug-treatment", "mlp",
                    "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "flip",
                    "--ss-crop", "0.5", "--ss-color", "0.5", *flags)
         step, batch = make_step(run, total_steps=10), next(iter(run.loader))
-        losses[name] = [float(step(_Engine(), batch)["loss"]) for _ in range(2)]
+        losses[name] = [float(step(StubEngine(), batch)["loss"]) for _ in range(2)]
         calls[name] = sorted(set(seen))
         if name == "view":  # one graph per view; the stage graphs exist but are not called
             assert set(used) == {"view_from_draws", "build_descriptor", "augself_targets"}
@@ -156,8 +141,8 @@ def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path,
 
 def test_blur_impl_reaches_the_augmentation_recipe(tmp_path):
     base = ("--aug-inj-type", "proj-none")
-    assert _run(tmp_path / "a", *base, "--blur-impl", "shift").cfg.blur_impl == "shift"
-    assert _run(tmp_path / "b", *base).cfg.blur_impl == "conv"  # CPU: eager augmentation, so the convolution
+    assert tiny_run(tmp_path / "a", *base, "--blur-impl", "shift").cfg.blur_impl == "shift"
+    assert tiny_run(tmp_path / "b", *base).cfg.blur_impl == "conv"  # CPU: eager augmentation, so the convolution
 
 
 def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_mode(tmp_path, monkeypatch):
