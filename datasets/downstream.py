@@ -160,16 +160,13 @@ def _caltech101(name, root, tf, ttf, dl):
     return Subset(full_tr, lists["train"]), Subset(full_te, lists["val"]), Subset(full_te, lists["test"])
 
 
-def _sun397(name, root, tf, ttf, dl):
-    train, _ = fixed_split(SUN397(root, "Training", ttf), name, root)
-    _, val = fixed_split(SUN397(root, "Training", tf), name, root)
-    return train, val, SUN397(root, "Testing", tf)
-
-
-def _cub200(name, root, tf, ttf, dl):
-    train, _ = fixed_split(_folder(os.path.join(root, "train"), root, ttf), name, root)
-    _, val = fixed_split(_folder(os.path.join(root, "train"), root, tf), name, root)
-    return train, val, _folder(os.path.join(root, "test"), root, tf)
+def _fixed_lists(name, root, tf, ttf, dl):
+    """SUN397, CUB-200: train / val are the shipped index lists over the training set; the test set as is."""
+    make = {"sun397": lambda split, t: SUN397(root, {"train": "Training", "test": "Testing"}[split], t),
+            "cub200": lambda split, t: _folder(os.path.join(root, split), root, t)}[name]
+    train, _ = fixed_split(make("train", ttf), name, root)
+    _, val = fixed_split(make("train", tf), name, root)
+    return train, val, make("test", tf)
 
 
 def _mit67(name, root, tf, ttf, dl):
@@ -181,7 +178,7 @@ def _mit67(name, root, tf, ttf, dl):
 FAMILIES = {"cifar10": _cifar_stl, "cifar100": _cifar_stl, "stl10": _cifar_stl, "food101": _train_test_split,
             "pets": _train_test_split, "cars": _train_test_split, "flowers-5shot": _flowers_n_shot,
             "flowers-10shot": _flowers_n_shot, "flowers": _official_splits, "aircraft": _official_splits,
-            "dtd": _official_splits, "caltech101": _caltech101, "sun397": _sun397, "cub200": _cub200,
+            "dtd": _official_splits, "caltech101": _caltech101, "sun397": _fixed_lists, "cub200": _fixed_lists,
             "mit67": _mit67}
 
 
