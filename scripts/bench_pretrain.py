@@ -123,6 +123,14 @@ def summarise(runs: list[dict]) -> dict:
             "peak_gib": max(peaks) if peaks else None}
 
 
+def stub_engine():
+    """An Ignite Engine that only carries ``state.iteration``, for calling step functions directly."""
+    from ignite.engine import Engine
+    engine = Engine(lambda e, b: None)
+    engine.state.iteration = 1
+    return engine
+
+
 def endless(loader):
     """Re-iterate a loader over epochs (each epoch re-seeded)."""
     def gen():
@@ -138,10 +146,8 @@ class Pipelines:
     """The pipelines a setting is measured with: each method gives (step function, batch source)."""
 
     def __init__(self, run, a, workers: int):
-        from ignite.engine import Engine
         self.run, self.a, self.workers = run, a, workers
-        self.engine = Engine(lambda e, b: None)
-        self.engine.state.iteration = 1
+        self.engine = stub_engine()
         self.other = {"device": "workers", "workers": "device"}[run.args.jpeg_decode]
 
     def model(self):

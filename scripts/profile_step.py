@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
-from bench_pretrain import endless, make_args, synchronizer, write_jpegs  # noqa: E402
+from bench_pretrain import endless, make_args, stub_engine, synchronizer, write_jpegs  # noqa: E402
 
 REGIONS = ("inputs", "forward", "backward", "optimizer")
 
@@ -141,8 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
 def run_profile(a) -> dict:
     """The default step of pretrain_cond.py for ``a``'s setting, warmed up and profiled (and with
     ``a.host_profile``, its input side alone under cProfile)."""
-    from ignite.engine import Engine
-
     from utils.trainer import build_run, engine_and_data, input_stream
     a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0
     a.channels_last, a.compile = None, False
@@ -155,8 +153,7 @@ def run_profile(a) -> dict:
     torch.backends.cudnn.benchmark = True
     args = make_args(a.setting, a, datadir, a.workers)
     run = build_run(args, torch.device(a.device))
-    engine = Engine(lambda e, b: None)
-    engine.state.iteration = 1
+    engine = stub_engine()
     step, data = engine_and_data(run, 10**6)
     batches = endless(data)()
     for _ in range(a.warmup):

@@ -66,9 +66,9 @@ def test_training_step_on_jpeg_folders_never_waits_for_the_device(tmp_path, deco
     """The JPEG path: crops come with their boxes from the loader (PIL in workers, or batched decode)."""
     from tests.data_formats import write_class_folders
     root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=4, size=(40, 36))
-    run = tiny_run(tmp_path, "--framework", "moco", "--num-workers", "0", "--jpeg-decode", decode, "--batch-size", "8",
-               "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "blur",
-               data=("--dataset", "folder", "--datadir", root))
+    run = tiny_run(tmp_path, "--framework", "moco", "--num-workers", "0", "--jpeg-decode", decode, "--batch-size",
+                   "8", "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "blur",
+                   data=("--dataset", "folder", "--datadir", root))
     step = make_step(run, total_steps=10)
     batch = next(iter(run.loader))
     step(StubEngine(), batch)
@@ -124,8 +124,8 @@ def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path,
         seen.clear()
         used.clear()
         run = tiny_run(tmp_path / name, "--framework", "simclr", "--aug-treatment", "mlp",
-                   "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "flip",
-                   "--ss-crop", "0.5", "--ss-color", "0.5", *flags)
+                       "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "flip",
+                       "--ss-crop", "0.5", "--ss-color", "0.5", *flags)
         step, batch = make_step(run, total_steps=10), next(iter(run.loader))
         losses[name] = [float(step(StubEngine(), batch)["loss"]) for _ in range(2)]
         calls[name] = sorted(set(seen))
