@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from datasets.pretrain import EVAL_PRETRAIN_DATA
 from models import BACKBONES
 
 FEW_SHOT_DATASETS = ("cub200", "fc100", "plant_disease")
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--ckpt", nargs="+", required=True, help="checkpoints with a 'backbone' key")
-    a("--pretrain-data", default="imagenet100", help="picks the evaluation resize and normalisation")
+    a("--pretrain-data", default="imagenet100", help="data the backbone was pretrained on, one of "
+      f"{', '.join(EVAL_PRETRAIN_DATA)}: picks the evaluation resize and normalisation")
     a("--model", default="resnet50", help=f"backbone architecture, one of {', '.join(BACKBONES)}")
     a("--dataset", default="cub200", help=f"one of {', '.join(FEW_SHOT_DATASETS)}")
     a("--datadir", required=True, help="dataset root (see the layouts above)")
@@ -45,20 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     from utils.features import load_backbone, sharded_features
     from utils.few_shot import few_shot_eval
     from utils.logging import die, write_json
-    from utils.validate import resolve_device
+    from utils.validate import check_frozen_eval, require
 
     args = build_parser().parse_args(argv)
     try:
         if args.dataset not in FEW_SHOT_DATASETS:
             raise ValueError(f"--dataset must be one of {FEW_SHOT_DATASETS}, got {args.dataset!r}")
-        if min(args.N, args.K, args.Q, args.num_tasks) < 1:
-            raise ValueError("--N, --K, --Q and --num-tasks must be positive")
-        device = torch.device(resolve_device(args.device))
+        require(args, "positive", "N", "K", "Q", "num_tasks")
+        check_frozen_eval(args)
+        device = torch.device(args.device)
         size = config_for_dataset(args.pretrain_data).size
-        nets = [load_backbone(p, args.model, size) for p in args.ckpt]
         pool = few_shot_pool(args.dataset, args.datadir, eval_transform(args.pretrain_data))
-        for path, net in zip(args.ckpt, nets):
-            f, y = sharded_features(net.to(device), pool, device, args.batch_size, args.num_workers)
+        for path in args.ckpt:
+            net = load_backbone(path, args.model, size).to(device)
+            f, y = sharded_features(net, pool, device, args.batch_size, args.num_workers)
             mean, ci = few_shot_eval(f.cpu().numpy(), y.cpu().numpy(), args.N, args.K, args.Q, args.num_tasks,
                                      args.seed)
             print(f"{args.dataset} {args.N}-way {args.K}-shot: acc={100 * mean:.2f} +- {100 * ci:.2f}")

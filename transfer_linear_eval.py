@@ -14,17 +14,16 @@ import sys
 import torch
 
 from datasets.catalog import DOWNSTREAM_DATASETS, METRICS
+from datasets.pretrain import EVAL_PRETRAIN_DATA
 from models import BACKBONES
-
-PRETRAIN_DATA = ("stl10", "imagenet100", "cifar10", "cifar100", "colordigits")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--ckpt", nargs="+", required=True, help="one or more checkpoints with a 'backbone' key")
-    a("--pretrain-data", default="stl10", help=f"data the backbone was pretrained on, one of {', '.join(PRETRAIN_DATA)}: "
-      "picks the evaluation resize and normalisation")
+    a("--pretrain-data", default="stl10", help="data the backbone was pretrained on, one of "
+      f"{', '.join(EVAL_PRETRAIN_DATA)}: picks the evaluation resize and normalisation")
     a("--model", default="resnet18", help=f"backbone architecture of the checkpoints, one of {', '.join(BACKBONES)}")
     a("--dataset", default="cifar10", help=f"downstream dataset, one of {', '.join(DOWNSTREAM_DATASETS)}")
     a("--datadir", default=None, help="dataset root in torchvision's layout (see README for folder datasets)")
@@ -44,25 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args) -> None:
     """Every bad input fails here in one line, before any feature is extracted."""
-    from datasets.pretrain import check_pretrain_data  # noqa: F401 - import check
-    from utils.features import load_backbone
-    from utils.validate import resolve_device
-    if args.pretrain_data not in PRETRAIN_DATA:
-        raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATA}, got {args.pretrain_data!r}")
+    from utils.validate import check_frozen_eval, make_output_dir, require
     if args.dataset not in DOWNSTREAM_DATASETS:
         raise ValueError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {args.dataset!r}")
     args.metric = args.metric or METRICS[args.dataset]
     if args.metric not in ("top1", "class-avg"):
         raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
-    if args.model not in BACKBONES:
-        raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
-    args.device = resolve_device(args.device)
+    require(args, "positive", "max_iter")
+    check_frozen_eval(args)
     if args.ten_crop is None:
         args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and args.pretrain_data == "imagenet100"
-    from augmentations import config_for_dataset
-    size = config_for_dataset(args.pretrain_data).size
-    for path in args.ckpt:
-        load_backbone(path, args.model, size)
+    if args.tensorboard:
+        make_output_dir(args.tensorboard, "--tensorboard")
 
 
 def result_path(ckpt: str, dataset: str, metric: str) -> str:

@@ -104,6 +104,16 @@ def _expect_error(argv, capsys, pattern):
     (["--augment-ahead", "0"], r"--augment-ahead must be positive, got 0"),
     (["--augment-ahead", "4", "--compile-augment"],
      r"--augment-ahead 4 makes each view of 4 steps in one whole-view call: it needs --augment-graph view"),
+    (["--knn-k", "0"], r"--knn-k must be positive, got 0$"),
+    (["--knn-t", "0"], r"--knn-t must be positive, got 0.0$"),
+    (["--base-lr", "-0.03"], r"--base-lr must be positive, got -0.03$"),
+    (["--proj-hidden", "0"], r"--proj-hidden must be positive, got 0$"),
+    (["--aug-nn-width", "0"], r"--aug-nn-width must be positive, got 0$"),
+    (["--distributed", "--nproc-per-node", "0"], r"--nproc-per-node must be positive, got 0$"),
+    (["--num-workers", "-1"], r"--num-workers must be >= 0, got -1$"),
+    (["--eval-freq", "-1"], r"--eval-freq must be >= 0, got -1$"),
+    (["--wd=-1e-4"], r"--wd must be >= 0, got -0.0001$"),
+    (["--momentum", "1"], r"--momentum must be in \[0, 1\), got 1.0$"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, extra, pattern):
     logdir = tmp_path / "run"
@@ -126,6 +136,16 @@ def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     save_atomic({"backbone": {}}, str(tmp_path / "eval-only.pth"))
     _expect_error([*base, "--resume", tmp_path / "eval-only.pth"], capsys, r"not a pretraining checkpoint")
     assert sorted(os.listdir(logdir)) == before
+
+
+@pytest.mark.parametrize("where,reason", [("", "File exists"), ("sub", "Not a directory")])
+def test_logdir_that_cannot_be_a_folder_fails_before_training(tmp_path, capsys, where, reason):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    logdir = blocker / where if where else blocker
+    _expect_error(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"], capsys,
+                  rf"--logdir .*a-file{'/sub' if where else ''}: cannot create this folder \({reason}\)$")
+    assert blocker.read_text() == "not a folder"
 
 
 def test_wandb_offline_run_is_written(tmp_path, monkeypatch):

@@ -57,6 +57,25 @@ def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
                    "--pretrain-data", "colordigits"], capsys, r"nobb.pth: has no 'backbone' key")
     _expect_error([*base[:4], "--model", "resnet18", "--dataset", "colordigits"], capsys,
                   r"backbone does not match --model resnet18 \(\d+ missing")
+    for flag, value, expected in [("--pretrain-data", "imagenet", r"--pretrain-data must be one of"),
+                                  ("--max-iter", "0", r"--max-iter must be positive, got 0$"),
+                                  ("--batch-size", "0", r"--batch-size must be positive, got 0$"),
+                                  ("--num-workers", "-2", r"--num-workers must be >= 0, got -2$")]:
+        _expect_error([*base, "--dataset", "colordigits", flag, value], capsys, expected)
+    (tmp_path / "a-file").write_text("")
+    _expect_error([*base, "--dataset", "colordigits", "--tensorboard", tmp_path / "a-file" / "tb"], capsys,
+                  r"--tensorboard .*a-file/tb: cannot create this folder \(Not a directory\)$")
+
+
+def test_a_checkpoint_in_a_read_only_folder_fails_before_any_feature_is_extracted(colordigits_ckpt, capsys,
+                                                                                   monkeypatch):
+    import utils.validate
+    folder = os.path.dirname(os.path.abspath(colordigits_ckpt))
+    access = os.access  # root may write anywhere: the read-only folder is simulated
+    monkeypatch.setattr(utils.validate.os, "access", lambda p, mode: p != folder and access(p, mode))
+    _expect_error(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+                   "--dataset", "colordigits"], capsys,
+                  r"--ckpt .*ckpt-last.pth: its folder is not writable, and the result JSON is written next to it$")
 
 
 def test_tensorboard_logging_and_few_shot_cli(colordigits_ckpt, tmp_path, capsys):

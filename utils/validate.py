@@ -1,5 +1,6 @@
 """Command-line checks for pretrain_cond.py: every bad input fails here, in one line, before any
-file is written or any process is spawned."""
+file is written or any process is spawned. The one thing made here is the empty --logdir folder,
+last, once everything else has passed."""
 from __future__ import annotations
 
 import importlib.util
@@ -89,19 +90,65 @@ def resolve_defaults(args) -> None:
     args.aug_cond = check_keys(args.aug_cond)
 
 
+# name -> (test, what the flag must be): the range rules that the entry points apply to their flags.
+RULES = {
+    "positive": (lambda v: v > 0, "must be positive"),
+    "non-negative": (lambda v: v >= 0, "must be >= 0"),
+    "fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+}
+
+
+def require(args, rule: str, *flags: str) -> None:
+    """ValueError naming the first of ``flags`` (attribute names) whose value, when set, breaks ``rule``."""
+    test, expected = RULES[rule]
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and not test(value):
+            raise ValueError(f"--{flag.replace('_', '-')} {expected}, got {value}")
+
+
+def make_output_dir(path: str, flag: str) -> None:
+    """Create the folder a run writes into now, so that a place it cannot write fails before any work."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot create this folder ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: this folder is not writable")
+
+
+def check_frozen_eval(args) -> None:
+    """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
+    checkpoint's backbone and folder, where its result JSON is written once all the work is done."""
+    from augmentations import config_for_dataset
+    from datasets.pretrain import EVAL_PRETRAIN_DATA
+
+    from .features import load_backbone
+    if args.pretrain_data not in EVAL_PRETRAIN_DATA:
+        raise ValueError(f"--pretrain-data must be one of {EVAL_PRETRAIN_DATA}, got {args.pretrain_data!r}")
+    if args.model not in BACKBONES:
+        raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
+    require(args, "positive", "batch_size")
+    require(args, "non-negative", "num_workers")
+    args.device = resolve_device(args.device)
+    for path in args.ckpt:
+        load_backbone(path, args.model, config_for_dataset(args.pretrain_data).size)
+        if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise ValueError(f"--ckpt {path}: its folder is not writable, and the result JSON is written next to it")
+
+
 def _check_numbers(args) -> None:
-    for flag in ("batch_size", "max_epochs", "print_freq", "ckpt_freq", "stop_after", "augment_ahead"):
-        if getattr(args, flag) is None:
-            continue
-        if getattr(args, flag) <= 0:
-            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    require(args, "positive", "batch_size", "max_epochs", "print_freq", "ckpt_freq", "stop_after", "augment_ahead",
+            "nproc_per_node", "base_lr", "knn_k", "knn_t", "proj_hidden", "aug_nn_width", "aug_nn_depth")
+    require(args, "non-negative", "num_workers", "eval_freq", "wd")
+    require(args, "momentum", "momentum")
+    require(args, "fraction", "jpeg_worker_fraction")
     world = world_size_of(args)
     if world < 1:
         raise ValueError("--distributed: no GPU visible; use --device cpu (gloo) or --nproc-per-node N")
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the world size {world}")
-    if not 0.0 <= args.jpeg_worker_fraction <= 1.0:
-        raise ValueError(f"--jpeg-worker-fraction must be in [0, 1], got {args.jpeg_worker_fraction}")
 
 
 def _check_model(args) -> None:
@@ -121,6 +168,7 @@ def _check_logdir_and_resume(args) -> None:
         if os.path.isdir(args.logdir) and os.listdir(args.logdir):
             raise ValueError(f"--logdir {args.logdir} exists and is not empty; pass --resume last to continue "
                              "that run, or choose a new folder")
+        make_output_dir(args.logdir, "--logdir")
         return
     if args.resume == "last":
         args.resume = os.path.join(args.logdir, "ckpt-last.pth")
