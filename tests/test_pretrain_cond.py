@@ -56,6 +56,20 @@ def test_each_framework_and_method_trains_an_epoch(tmp_path, framework, method):
         assert "augself_crop=" in log and "augself_color=" in log
 
 
+@pytest.mark.parametrize("dataset,key", [("stl10_rot", "rot"), ("stl10_sol", "sol")])
+def test_augself_predicts_rotation_and_solarization_on_their_stl10_recipes(tmp_path, monkeypatch, dataset, key):
+    from tests.data_formats import write_stl10
+    data = write_stl10(str(tmp_path / "stl10"), monkeypatch)
+    logdir = tmp_path / "run"
+    run(["--logdir", logdir, "--framework", "simclr", "--dataset", dataset, "--datadir", data, "--model", "mini_resnet",
+         "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--print-freq", "1", "--eval-freq", "0",
+         "--device", "cpu", "--aug-inj-type", "proj-none", f"--ss-{key}", "0.5"])
+    ckpt = load_checkpoint(str(logdir / "ckpt-last.pth"))
+    assert ckpt["engine"]["iteration"] == 2  # 70 images (train + unlabeled), batch 32
+    assert {k.split(".")[2] for k in ckpt["model"] if k.startswith("augself.heads.")} == {key}
+    assert re.search(rf"augself_{key}=\d+\.\d+", (logdir / "log.txt").read_text())
+
+
 def _state(path):
     c = load_checkpoint(str(path))
     return c["model"], c["optimizer"]["state"]
@@ -114,6 +128,9 @@ def _expect_error(argv, capsys, pattern):
     (["--eval-freq", "-1"], r"--eval-freq must be >= 0, got -1$"),
     (["--wd=-1e-4"], r"--wd must be >= 0, got -0.0001$"),
     (["--momentum", "1"], r"--momentum must be in \[0, 1\), got 1.0$"),
+    (["--ss-blur", "0.5"], r"--ss-blur: the --dataset colordigits recipe never blurs \(32 px recipes have no blur\)"),
+    (["--ss-rot", "0.5"], r"--ss-rot: the --dataset colordigits recipe never rotates \(only stl10_rot does\)"),
+    (["--ss-sol", "0.5"], r"--ss-sol: the --dataset colordigits recipe never solarizes \(only stl10_sol does\)"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, extra, pattern):
     logdir = tmp_path / "run"

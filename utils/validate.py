@@ -9,7 +9,7 @@ import shutil
 
 import torch
 
-from augmentations import check_keys
+from augmentations import check_keys, config_for_dataset
 from datasets.pretrain import PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
 from models.projector import ConditionedProjector, ProjectorSpec
@@ -162,6 +162,18 @@ def _check_model(args) -> None:
     ConditionedProjector(BACKBONE_DIMS[args.model], ProjectorSpec(8, 8, 1), condition_spec(args))
 
 
+def _check_augself(args) -> None:
+    """An AugSelf head for an augmentation the dataset's recipe never applies would learn a constant 0."""
+    cfg = config_for_dataset(args.dataset, args.color_aug)
+    absent = {"blur": (cfg.blur_kernel is None, "blurs (32 px recipes have no blur)"),
+              "rot": (not cfg.rotate, "rotates (only stl10_rot does)"),
+              "sol": (not cfg.solarize, "solarizes (only stl10_sol does)")}
+    for key, (missing, what) in absent.items():
+        if missing and getattr(args, f"ss_{key}") > 0:
+            raise ValueError(f"--ss-{key}: the --dataset {args.dataset} recipe never {what}, so there is nothing "
+                             "to predict; drop the flag")
+
+
 def _check_logdir_and_resume(args) -> None:
     args.finished = 0
     if args.resume is None:
@@ -192,5 +204,6 @@ def validate(args) -> None:
     resolve_defaults(args)
     _check_numbers(args)
     _check_model(args)
+    _check_augself(args)
     check_pretrain_data(args.dataset, args.datadir, args.download)
     _check_logdir_and_resume(args)
