@@ -147,6 +147,8 @@ def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     _expect_error(base, capsys, r"--logdir .* exists and is not empty; pass --resume last")
     _expect_error([*base, "--framework", "byol", "--model", "cifar_resnet18", "--resume", "last"], capsys,
                   r"incompatible arguments: --model 'mini_resnet' -> 'cifar_resnet18'; --framework 'simclr' -> 'byol'")
+    _expect_error([*base, "--batch-size", "128", "--resume", "last"], capsys,
+                  r"incompatible arguments: --batch-size 256 -> 128$")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x00garbage")
     _expect_error([*base, "--resume", bad], capsys, r"bad.pth: unreadable or corrupt")

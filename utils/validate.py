@@ -16,8 +16,8 @@ from models.projector import ConditionedProjector, ProjectorSpec
 
 from .checkpoint import load_checkpoint
 
-# Args that define the network or its data: a resumed run must not change them.
-RESUME_COMPATIBLE = ("model", "framework", "dataset", "aug_cond", "aug_treatment", "aug_inj_type", "aug_nn_width",
+# Args that define the network, its data or the steps of an epoch: a resumed run must not change them.
+RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", "aug_treatment", "aug_inj_type", "aug_nn_width",
                      "aug_nn_depth", "aug_hn_type", "proj_hidden", "ss_crop", "ss_color", "ss_flip", "ss_blur",
                      "ss_rot", "ss_sol")
 
