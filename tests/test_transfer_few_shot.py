@@ -1,8 +1,24 @@
-"""transfer_few_shot.py: its one-line errors, before any feature is extracted."""
+"""transfer_few_shot.py end to end on CPU, and its one-line errors before any feature is extracted."""
+import json
+import os
+import re
+
 import pytest
 
 import transfer_few_shot
+from tests.data_formats import write_class_folders
 from tests.helpers import expect_one_line_error
+
+
+def test_episodes_on_a_class_folder(colordigits_ckpt, tmp_path, capsys):
+    write_class_folders(str(tmp_path / "plant"), [f"leaf{i}" for i in range(6)], 6, size=(32, 32))
+    transfer_few_shot.main(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+                            "--dataset", "plant_disease", "--datadir", str(tmp_path / "plant"), "--N", "5", "--K", "1",
+                            "--Q", "4", "--num-tasks", "20", "--num-workers", "0", "--device", "cpu"])
+    assert re.search(r"plant_disease 5-way 1-shot: acc=\d+\.\d\d \+- \d+\.\d\d", capsys.readouterr().out)
+    out = os.path.join(os.path.dirname(colordigits_ckpt), "fewshot-plant_disease-5way1shot-ckpt-last.json")
+    res = json.load(open(out))
+    assert 0 <= res["acc"] <= 1 and res["args"]["num_tasks"] == 20
 
 
 @pytest.mark.parametrize("extra,pattern", [

@@ -1,6 +1,6 @@
-"""Command-line checks for pretrain_cond.py: every bad input fails here, in one line, before any
-file is written or any process is spawned. The one thing made here is the empty --logdir folder,
-last, once everything else has passed."""
+"""Command-line checks of the entry points: every bad input fails here, in one line, before any
+file is written or any process is spawned. The one thing made here is the empty output folder
+(--logdir, --tensorboard), once everything before it has passed."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,16 +10,16 @@ import shutil
 import torch
 
 from augmentations import check_keys, config_for_dataset
-from datasets.pretrain import PRETRAIN_DATASETS, check_pretrain_data
+from datasets.pretrain import EVAL_PRETRAIN_DATA, PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
 from models.projector import ConditionedProjector, ProjectorSpec
 
 from .checkpoint import load_checkpoint
 
 # Args that define the network, its data or the steps of an epoch: a resumed run must not change them.
-RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", "aug_treatment", "aug_inj_type", "aug_nn_width",
-                     "aug_nn_depth", "aug_hn_type", "proj_hidden", "ss_crop", "ss_color", "ss_flip", "ss_blur",
-                     "ss_rot", "ss_sol")
+RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", "aug_treatment", "aug_inj_type",
+                     "aug_nn_width", "aug_nn_depth", "aug_hn_type", "proj_hidden", "ss_crop", "ss_color", "ss_flip",
+                     "ss_blur", "ss_rot", "ss_sol")
 
 
 def world_size_of(args) -> int:
@@ -121,9 +121,6 @@ def make_output_dir(path: str, flag: str) -> None:
 def check_frozen_eval(args) -> None:
     """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
     checkpoint's backbone and folder, where its result JSON is written once all the work is done."""
-    from augmentations import config_for_dataset
-    from datasets.pretrain import EVAL_PRETRAIN_DATA
-
     from .features import load_backbone
     if args.pretrain_data not in EVAL_PRETRAIN_DATA:
         raise ValueError(f"--pretrain-data must be one of {EVAL_PRETRAIN_DATA}, got {args.pretrain_data!r}")
