@@ -260,11 +260,15 @@ def cmd_neighbors(s: Setup, queries: int, k: int):
 
 def main(argv=None) -> None:
     from utils.logging import die
+    from utils.validate import require
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        parse(argv)  # prints the commands and flags, then exits
     if not argv or argv[0] not in COMMANDS:
         die(f"unknown command {argv[0] if argv else ''!r}; expected one of {', '.join(COMMANDS)}")
     a = parse(argv)
     try:
+        require(a, "positive", "num_images", "batch_size", "queries", "k")
         s = Setup(a)
         if a.command == "neighbors":
             cmd_neighbors(s, a.queries, a.k)

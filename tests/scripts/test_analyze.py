@@ -54,12 +54,22 @@ def test_predict_aug_interpolation_pca_neighbors_write_files(colordigits_ckpt):
 @pytest.mark.parametrize("argv,pattern", [
     (["spectrum", "--ckpt", "x.pth"], "unknown command 'spectrum'"),
     (["pca", "--ckpt", "/no/such.pth"], "no such file"),
+    (["neighbors", "--ckpt", "x.pth", "--k", "0"], "--k must be positive, got 0"),
+    (["pca", "--ckpt", "x.pth", "--num-images", "-1"], "--num-images must be positive, got -1"),
 ])
 def test_bad_input_one_line(capsys, argv, pattern):
     with pytest.raises(SystemExit):
         analyze.main(argv)
     err = capsys.readouterr().err.strip()
     assert pattern in err and "\n" not in err
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        analyze.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in analyze.COMMANDS) and "--ckpt" in out
 
 
 def test_unknown_dataset_one_line(colordigits_ckpt, capsys):
