@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
@@ -116,7 +116,8 @@ def check_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
         for split in ("train", "val"):
             ImageNet100.check(os.path.join(datadir, split))
     else:
-        image_folder(datadir)
+        for root in split_layout(datadir) or (datadir,):
+            image_folder(root)
 
 
 def build_pretrain_data(dataset: str, datadir: str | None, download: bool = False) -> PretrainData:
@@ -135,7 +136,43 @@ def build_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
         tf = eval_transform("imagenet100")
         return PretrainData(ImageNet100(datadir, "train"), ImageNet100(datadir, "train", tf),
                             ImageNet100(datadir, "val", tf))
+    return _folder(datadir)
+
+
+def split_layout(datadir: str) -> tuple[str, str] | None:
+    """(root/train, root/val) when ``--dataset folder`` points at an ImageNet-style split layout."""
+    train, val = os.path.join(datadir, "train"), os.path.join(datadir, "val")
+    return (train, val) if os.path.isdir(train) and os.path.isdir(val) else None
+
+
+def every_nth_per_class(labels: list[int], n: int = 10) -> tuple[list[int], list[int]]:
+    """(bank, queries): every n-th image of each class (in file order, starting with the first) is a
+    k-NN query, the rest its memory bank."""
+    seen: dict[int, int] = {}
+    bank, queries = [], []
+    for i, y in enumerate(labels):
+        (queries if seen.get(y, 0) % n == 0 else bank).append(i)
+        seen[y] = seen.get(y, 0) + 1
+    return bank, queries
+
+
+def _folder(datadir: str) -> PretrainData:
+    """``--dataset folder``. root/{train,val}/: views from train, k-NN queries from val. One tree with
+    class folders: every 10th image of each class is a k-NN query against the others, so that no
+    query finds itself. No class folders, or one image per class: no k-NN monitor."""
+    tf = eval_transform("imagenet100")
+    split = split_layout(datadir)
+    if split:
+        train, bank, queries = image_folder(split[0]), image_folder(split[0], tf), image_folder(split[1], tf)
+        if getattr(bank, "classes", [""]) != getattr(queries, "classes", [""]):
+            raise DataError(f"--datadir {datadir}: train/ and val/ must hold the same class folders")
+        labelled = bank.classes != [""]
+        return PretrainData(train, bank if labelled else None, queries if labelled else None)
     folder = image_folder(datadir)
-    labelled = getattr(folder, "classes", [""]) != [""]
-    knn = image_folder(datadir, eval_transform("imagenet100")) if labelled else None
-    return PretrainData(folder, knn, knn)
+    if folder.classes == [""]:
+        return PretrainData(folder, None, None)
+    knn = image_folder(datadir, tf)
+    bank, queries = every_nth_per_class(knn.targets)
+    if not bank:  # one image per class: nothing to compare the queries with
+        return PretrainData(folder, None, None)
+    return PretrainData(folder, Subset(knn, bank), Subset(knn, queries))

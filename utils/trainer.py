@@ -333,6 +333,18 @@ def attach_progress_bar(engine: Engine, every: int) -> None:
                                           event_name=Events.ITERATION_COMPLETED(every=every))
 
 
+def describe(run: Run, epoch_length: int) -> list[str]:
+    """The run's opening lines: what trains on what, and what the k-NN monitor compares."""
+    a, d = run.args, run.data
+    n = sum(p.numel() for p in run.framework.parameters() if p.requires_grad)
+    lines = [f"{a.framework} on {a.dataset} ({len(d.train)} images), {a.model}, {n / 1e6:.2f}M trainable parameters, "
+             f"{run.world} process(es) on {run.device.type}, {epoch_length} steps/epoch, precision {a.precision}"]
+    if a.eval_freq > 0:
+        lines.append("k-NN monitor off: the data has no labelled split" if d.knn_train is None else
+                     f"k-NN monitor: {len(d.knn_test)} labelled queries against {len(d.knn_train)} labelled images")
+    return lines
+
+
 def training(local_rank: int, args) -> None:
     """Entry of each process (one per GPU, or one on CPU)."""
     device = torch.device(args.device if args.device != "cuda" else f"cuda:{idist.get_local_rank()}")
@@ -353,10 +365,8 @@ def training(local_rank: int, args) -> None:
         log.info(f"resumed from {args.resume} at epoch {engine.state.epoch}")
     if rank == 0:
         write_json(os.path.join(args.logdir, "args.json"), vars(args))
-        n = sum(p.numel() for p in run.framework.parameters() if p.requires_grad)
-        log.info(f"{args.framework} on {args.dataset} ({len(run.data.train)} images), {args.model}, "
-                 f"{n / 1e6:.2f}M trainable parameters, {world} process(es) on {device.type}, "
-                 f"{epoch_length} steps/epoch, precision {args.precision}")
+        for line in describe(run, epoch_length):
+            log.info(line)
     engine.run(data, max_epochs=args.max_epochs, epoch_length=epoch_length)
     if rank == 0:
         log.info(f"done: checkpoint {os.path.join(args.logdir, 'ckpt-last.pth')}")

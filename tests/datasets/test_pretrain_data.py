@@ -6,7 +6,7 @@ import torch
 
 from datasets import DataError, build_pretrain_data, make_colordigits
 from datasets.folders import imagenet100_classes
-from datasets.pretrain import check_pretrain_data
+from datasets.pretrain import check_pretrain_data, every_nth_per_class
 from tests.data_formats import write_cifar, write_imagenet100, write_jpeg, write_stl10
 
 
@@ -50,15 +50,47 @@ def test_imagenet100_keeps_only_listed_classes(tmp_path):
     assert x.shape == (3, 224, 224)
 
 
+def _paths(subset):
+    return {subset.dataset.samples[i][0] for i in subset.indices}
+
+
 def test_folder_with_and_without_labels(tmp_path):
     for c in ("cat", "dog"):
-        write_jpeg(str(tmp_path / "lab" / c / "a.jpg"), (20, 20), 0)
+        for i in range(12):
+            write_jpeg(str(tmp_path / "lab" / c / f"{i:02d}.jpg"), (20, 20), i)
+        write_jpeg(str(tmp_path / "single" / c / "a.jpg"), (20, 20), 0)
     write_jpeg(str(tmp_path / "flat" / "deep" / "x" / "a.png"), (20, 20), 1)
     write_jpeg(str(tmp_path / "flat" / "b.jpg"), (20, 20), 2)
     lab = build_pretrain_data("folder", str(tmp_path / "lab"))
-    assert lab.knn_train is not None and sorted(lab.train.classes) == ["cat", "dog"]
+    assert sorted(lab.train.classes) == ["cat", "dog"] and len(lab.train) == 24
+    # No k-NN query is in the memory bank (it would find itself): every 10th image of each class is a query.
+    queries, bank = _paths(lab.knn_test), _paths(lab.knn_train)
+    assert sorted(os.path.relpath(p, tmp_path / "lab") for p in queries) == [
+        "cat/00.jpg", "cat/10.jpg", "dog/00.jpg", "dog/10.jpg"]
+    assert not queries & bank and len(bank) == 20
+    assert lab.knn_test[0][0].shape == (3, 224, 224)
+    assert build_pretrain_data("folder", str(tmp_path / "single")).knn_train is None
     flat = build_pretrain_data("folder", str(tmp_path / "flat"))
     assert flat.knn_train is None and len(flat.train) == 2 and flat.train[0][1] == -1
+
+
+def test_folder_with_train_and_val_splits(tmp_path):
+    for split, n in (("train", 3), ("val", 2)):
+        for c in ("cat", "dog"):
+            for i in range(n):
+                write_jpeg(str(tmp_path / "data" / split / c / f"{i}.jpg"), (20, 20), i)
+    d = build_pretrain_data("folder", str(tmp_path / "data"))
+    assert d.train.classes == ["cat", "dog"] and len(d.train) == 6  # the views come from train/ only
+    assert all("/train/" in p for p, _ in d.train.samples)
+    assert len(d.knn_train) == 6 and len(d.knn_test) == 4 and all("/val/" in p for p, _ in d.knn_test.samples)
+    write_jpeg(str(tmp_path / "data" / "val" / "owl" / "0.jpg"), (20, 20), 0)
+    with pytest.raises(DataError, match="train/ and val/ must hold the same class folders"):
+        build_pretrain_data("folder", str(tmp_path / "data"))
+
+
+def test_every_nth_image_of_each_class_is_a_query():
+    bank, queries = every_nth_per_class([0, 1, 0, 0, 1, 1, 0], n=2)
+    assert queries == [0, 1, 3, 5] and bank == [2, 4, 6]  # class 0 at 0, 2, 3, 6; class 1 at 1, 4, 5
 
 
 @pytest.mark.parametrize("dataset,setup,msg", [
