@@ -172,3 +172,16 @@ def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_m
                         "--model", "mini_resnet", "--batch-size", "4", "--max-epochs", "2", "--eval-freq", "1",
                         "--num-workers", "0", "--proj-hidden", "32", "--aug-cond", "crop", "color", "--device", "cpu"])
     assert modes == [True] * 4
+
+
+def test_opening_lines_say_what_trains_and_what_the_knn_monitor_compares(tmp_path):
+    import dataclasses
+    from utils.trainer import describe
+    run = tiny_run(tmp_path, "--aug-inj-type", "proj-none")
+    head, knn = describe(run, 44)
+    assert head.startswith("simsiam on colordigits (1438 images), mini_resnet, ") and "44 steps/epoch" in head
+    assert knn == "k-NN monitor: 359 labelled queries against 1438 labelled images"
+    run.data = dataclasses.replace(run.data, knn_train=None, knn_test=None)
+    assert describe(run, 44)[1] == "k-NN monitor off: the data has no labelled split"
+    run.args.eval_freq = 0
+    assert len(describe(run, 44)) == 1
