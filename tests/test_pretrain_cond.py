@@ -35,9 +35,10 @@ def test_seed_command_runs_on_tiny_imagenet100(seed_pretrain_run):
     res = tvm.resnet18().load_state_dict(ckpt["backbone"], strict=False)
     assert set(res.missing_keys) == {"fc.weight", "fc.bias"} and not res.unexpected_keys
     knn = json.loads((logdir / "knn.json").read_text())
-    assert 0.0 <= knn["knn"] <= 1.0 and knn["epoch"] == 1
+    assert 0.0 <= knn["knn"] <= 1.0 and knn["epoch"] == 1 and knn["k"] == 100  # --knn-k 200, 100 labelled images
     log = (logdir / "log.txt").read_text()
-    assert "2 steps/epoch" in log and "1-NN=" in log and "ckpt-last.pth" in log
+    assert "2 steps/epoch" in log and "weighted-100NN=" in log and "ckpt-last.pth" in log
+    assert "k-NN monitor: 100 labelled queries against 100 labelled images" in log
 
 
 @pytest.mark.parametrize("method", list(METHODS))

@@ -44,7 +44,7 @@ def extract_features(backbone: nn.Module, data, device: torch.device, batch_size
 @torch.no_grad()
 def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, k: int = 200,
                  temperature: float = 0.1, chunk: int = 1024) -> dict[str, float]:
-    """Cosine 1-NN accuracy and temperature-weighted k-NN accuracy (votes exp(sim / T))."""
+    """Cosine 1-NN accuracy and temperature-weighted k-NN accuracy (votes exp(sim / T)), and the k used."""
     train_f, test_f = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
     n_cls = int(max(train_y.max(), test_y.max())) + 1
     k = min(k, train_f.shape[0])
@@ -58,4 +58,4 @@ def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
         votes.scatter_add_(1, train_y[top_idx], torch.exp(top_sim / temperature))
         knn += (votes.argmax(1) == y).sum().item()
     n = test_f.shape[0]
-    return {"nn1": nn1 / n, "knn": knn / n}
+    return {"nn1": nn1 / n, "knn": knn / n, "k": k}  # k: the neighbours used, at most the bank's size

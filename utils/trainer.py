@@ -310,7 +310,7 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
         if a.eval_freq > 0 and (ep % a.eval_freq == 0 or ep == a.max_epochs) and run.data.knn_train is not None:
             if master:
                 acc = knn_monitor(run)
-                log.info(f"epoch {ep} knn: 1-NN={acc['nn1']:.4f} weighted-{a.knn_k}NN={acc['knn']:.4f}")
+                log.info(f"epoch {ep} knn: 1-NN={acc['nn1']:.4f} weighted-{acc['k']}NN={acc['knn']:.4f}")
                 log.scalars({"eval/nn1": acc["nn1"], "eval/knn": acc["knn"]}, e.state.iteration)
                 write_json(os.path.join(logdir, "knn.json"), {"epoch": ep, **acc})
             idist.barrier()

@@ -35,6 +35,13 @@ def test_weighted_knn_matches_direct_votes():
             votes[int(ytr[j])] += np.exp(sims[j] / t)
         correct += int(votes.argmax() == int(yte[i]))
     assert knn_accuracy(ftr, ytr, fte, yte, k=k, temperature=t)["knn"] == correct / len(b)
+    assert knn_accuracy(ftr, ytr, fte, yte, k=k, temperature=t)["k"] == k
+
+
+def test_k_beyond_the_bank_uses_the_whole_bank_and_says_so():
+    ftr, ytr, fte, yte = _feats(2)
+    whole = knn_accuracy(ftr, ytr, fte, yte, k=len(ftr))
+    assert knn_accuracy(ftr, ytr, fte, yte, k=10 * len(ftr)) == whole and whole["k"] == len(ftr)
 
 
 def test_extract_features_from_uint8_tensors_normalises_and_restores_mode():
