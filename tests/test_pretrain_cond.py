@@ -145,7 +145,7 @@ def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     base = ["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"]
     run(base)
     before = sorted(os.listdir(logdir))
-    _expect_error(base, capsys, r"--logdir .* exists and is not empty; pass --resume last")
+    _expect_error(base, capsys, r"--logdir .* holds a run's checkpoints; pass --resume last")
     _expect_error([*base, "--framework", "byol", "--model", "cifar_resnet18", "--resume", "last"], capsys,
                   r"incompatible arguments: --model 'mini_resnet' -> 'cifar_resnet18'; --framework 'simclr' -> 'byol'")
     _expect_error([*base, "--batch-size", "128", "--resume", "last"], capsys,
@@ -166,6 +166,24 @@ def test_logdir_that_cannot_be_a_folder_fails_before_training(tmp_path, capsys, 
     _expect_error(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"], capsys,
                   rf"--logdir .*a-file{'/sub' if where else ''}: cannot create this folder \({reason}\)$")
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_in_its_folder(tmp_path, capsys):
+    """A job preempted in epoch 1 leaves args.json and logs but no checkpoint; its requeued job (which
+    adds --resume only when ckpt-last.pth exists) must be able to start it again."""
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    (logdir / "args.json").write_text("{}")
+    (logdir / "log.txt").write_text("epoch 1 [2/5] loss=8.3\n")
+    run(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none", "--eval-freq", "0"])
+    assert load_checkpoint(str(logdir / "ckpt-last.pth"))["epoch"] == 1
+    log = (logdir / "log.txt").read_text()
+    assert log.startswith("epoch 1 [2/5] loss=8.3\n") and "held a run stopped before its first checkpoint" in log
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("")
+    _expect_error(["--logdir", other, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"], capsys,
+                  r"--logdir .*other exists and is not empty, and holds no run; choose a new folder$")
 
 
 def test_wandb_offline_run_is_written(tmp_path, monkeypatch):

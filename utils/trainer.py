@@ -339,6 +339,8 @@ def describe(run: Run, epoch_length: int) -> list[str]:
     n = sum(p.numel() for p in run.framework.parameters() if p.requires_grad)
     lines = [f"{a.framework} on {a.dataset} ({len(d.train)} images), {a.model}, {n / 1e6:.2f}M trainable parameters, "
              f"{run.world} process(es) on {run.device.type}, {epoch_length} steps/epoch, precision {a.precision}"]
+    if a.restarted:
+        lines.append(f"{a.logdir} held a run stopped before its first checkpoint: it starts again from epoch 1")
     if a.eval_freq > 0:
         lines.append("k-NN monitor off: the data has no labelled split" if d.knn_train is None else
                      f"k-NN monitor: {len(d.knn_test)} labelled queries against {len(d.knn_train)} labelled images")

@@ -172,11 +172,16 @@ def _check_augself(args) -> None:
 
 
 def _check_logdir_and_resume(args) -> None:
-    args.finished = 0
+    args.finished, args.restarted = 0, False
     if args.resume is None:
-        if os.path.isdir(args.logdir) and os.listdir(args.logdir):
-            raise ValueError(f"--logdir {args.logdir} exists and is not empty; pass --resume last to continue "
+        files = os.listdir(args.logdir) if os.path.isdir(args.logdir) else []
+        if any(f.startswith("ckpt-") and f.endswith(".pth") for f in files):
+            raise ValueError(f"--logdir {args.logdir} holds a run's checkpoints; pass --resume last to continue "
                              "that run, or choose a new folder")
+        # A run stopped before its first checkpoint (a job preempted in epoch 1) starts again in its folder.
+        args.restarted = "args.json" in files
+        if files and not args.restarted:
+            raise ValueError(f"--logdir {args.logdir} exists and is not empty, and holds no run; choose a new folder")
         make_output_dir(args.logdir, "--logdir")
         return
     if args.resume == "last":
