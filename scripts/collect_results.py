@@ -27,8 +27,10 @@ def collect(run_dirs: list[str], ckpt: str, analysis: bool = False
             ) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
     """Percentages by (run, column); with ``analysis``, also predict-aug R^2 x 100 as 'R2 <piece>'."""
     rows, cols, values = [], [], {}
-    for d in run_dirs:
-        name = os.path.basename(os.path.normpath(d))
+    names = [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+    if len(set(names)) < len(names):  # runs of one name in different folders: name each by its path
+        names = [os.path.normpath(d) for d in run_dirs]
+    for d, name in zip(run_dirs, names):
         rows.append(name)
         for path in sorted(glob.glob(os.path.join(d, "linear-*.json"))):
             m = PATTERN.search(os.path.basename(path))
@@ -69,7 +71,8 @@ def markdown(rows, cols, values, baseline: str | None = None) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="run directories holding linear-*.json results")
+    p.add_argument("runs", nargs="+", help="run directories holding linear-*.json results; rows are named by "
+                   "folder name, or by the path as given when two runs share a folder name")
     p.add_argument("--ckpt", default="ckpt-last", help="which checkpoint's results (file name without .pth)")
     p.add_argument("--baseline", default=None, help="run folder name to subtract in the difference table")
     p.add_argument("--analysis", action="store_true",

@@ -106,6 +106,16 @@ def test_real_eval_sweep_then_collector(colordigits_ckpt, tmp_path):
     assert with_r2.splitlines()[2].endswith("| 50.00 |")
 
 
+def test_collector_keeps_apart_runs_that_share_a_folder_name(tmp_path):
+    for sweep, acc in (("sweep-a", 0.25), ("sweep-b", 0.75)):
+        (tmp_path / sweep / "cassle").mkdir(parents=True)
+        json.dump({"test": acc}, open(tmp_path / sweep / "cassle" / "linear-cifar10-top1-ckpt-last.json", "w"))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"),
+                          "sweep-a/cassle", "sweep-b/cassle/"], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout
+    assert "| sweep-a/cassle | 25.00 |" in out and "| sweep-b/cassle | 75.00 |" in out
+
+
 def test_collector_rejects_missing_run(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"), str(tmp_path / "x")],
                        capture_output=True, text=True)
