@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from datasets.pretrain import EVAL_PRETRAIN_DATA
+from datasets import PRETRAIN_DATASETS
 from models import BACKBONES
 
 FEW_SHOT_DATASETS = ("cub200", "fc100", "plant_disease")
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--ckpt", nargs="+", required=True, help="checkpoints with a 'backbone' key")
     a("--pretrain-data", default="imagenet100", help="data the backbone was pretrained on, one of "
-      f"{', '.join(EVAL_PRETRAIN_DATA)}: picks the evaluation resize and normalisation")
+      f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation")
     a("--model", default="resnet50", help=f"backbone architecture, one of {', '.join(BACKBONES)}")
     a("--dataset", default="cub200", help=f"one of {', '.join(FEW_SHOT_DATASETS)}")
     a("--datadir", required=True, help="dataset root (see the layouts above)")

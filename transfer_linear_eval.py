@@ -13,8 +13,8 @@ import sys
 
 import torch
 
+from datasets import PRETRAIN_DATASETS
 from datasets.catalog import DOWNSTREAM_DATASETS, METRICS
-from datasets.pretrain import EVAL_PRETRAIN_DATA
 from models import BACKBONES
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--ckpt", nargs="+", required=True, help="one or more checkpoints with a 'backbone' key")
     a("--pretrain-data", default="stl10", help="data the backbone was pretrained on, one of "
-      f"{', '.join(EVAL_PRETRAIN_DATA)}: picks the evaluation resize and normalisation")
+      f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation")
     a("--model", default="resnet18", help=f"backbone architecture of the checkpoints, one of {', '.join(BACKBONES)}")
     a("--dataset", default="cifar10", help=f"downstream dataset, one of {', '.join(DOWNSTREAM_DATASETS)}")
     a("--datadir", default=None, help="dataset root in torchvision's layout (see README for folder datasets)")

@@ -67,10 +67,6 @@ def _stl10(root: str, download: bool, split: str) -> TensorImages:
     return TensorImages(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
 
 
-# Pretraining data whose evaluation transform the frozen-feature evaluations know (--pretrain-data).
-EVAL_PRETRAIN_DATA = ("stl10", "imagenet100", "cifar10", "cifar100", "colordigits")
-
-
 def eval_transform(pretrain_data: str, ten_crop: bool = False) -> T.Compose:
     """Frozen-feature transform for a model pretrained on ``pretrain_data``.
 

@@ -25,7 +25,7 @@ def test_episodes_on_a_class_folder(colordigits_ckpt, tmp_path, capsys):
     (["--dataset", "miniimagenet"], r"--dataset must be one of \('cub200', 'fc100', 'plant_disease'\)"),
     (["--N", "0"], r"--N must be positive, got 0$"),
     (["--num-tasks", "-5"], r"--num-tasks must be positive, got -5$"),
-    (["--pretrain-data", "imagenet"], r"--pretrain-data must be one of \('stl10', 'imagenet100'"),
+    (["--pretrain-data", "imagenet"], r"--pretrain-data must be one of \('cifar10', 'cifar100'"),
     (["--model", "resnet99"], r"--model must be one of"),
     (["--batch-size", "0"], r"--batch-size must be positive, got 0$"),
     (["--num-workers", "-1"], r"--num-workers must be >= 0, got -1$"),

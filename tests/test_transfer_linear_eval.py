@@ -68,6 +68,21 @@ def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
                   r"--tensorboard .*a-file/tb: cannot create this folder \(Not a directory\)$")
 
 
+def test_a_model_pretrained_on_any_pretraining_dataset_can_be_evaluated(colordigits_ckpt):
+    """The sweep passes a run's --dataset as --pretrain-data: stl10_rot and folder runs included."""
+    from PIL import Image
+    from datasets import PRETRAIN_DATASETS
+    from datasets.pretrain import eval_transform
+    sizes = {}
+    for data in PRETRAIN_DATASETS:
+        args = transfer_linear_eval.build_parser().parse_args(
+            ["--pretrain-data", data, "--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--dataset", "colordigits"])
+        transfer_linear_eval.validate(args)
+        sizes[data] = eval_transform(data)(Image.new("RGB", (300, 260))).shape[-1]
+    assert sizes == {"cifar10": 32, "cifar100": 32, "stl10": 96, "stl10_rot": 96, "stl10_sol": 96,
+                     "colordigits": 32, "imagenet100": 224, "folder": 224}
+
+
 def test_a_checkpoint_in_a_read_only_folder_fails_before_any_feature_is_extracted(colordigits_ckpt, capsys,
                                                                                    monkeypatch):
     import utils.validate

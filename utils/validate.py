@@ -10,7 +10,7 @@ import shutil
 import torch
 
 from augmentations import check_keys, config_for_dataset
-from datasets.pretrain import EVAL_PRETRAIN_DATA, PRETRAIN_DATASETS, check_pretrain_data
+from datasets.pretrain import PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
 from models.projector import ConditionedProjector, ProjectorSpec
 
@@ -122,8 +122,8 @@ def check_frozen_eval(args) -> None:
     """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
     checkpoint's backbone and folder, where its result JSON is written once all the work is done."""
     from .features import load_backbone
-    if args.pretrain_data not in EVAL_PRETRAIN_DATA:
-        raise ValueError(f"--pretrain-data must be one of {EVAL_PRETRAIN_DATA}, got {args.pretrain_data!r}")
+    if args.pretrain_data not in PRETRAIN_DATASETS:
+        raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
     if args.model not in BACKBONES:
         raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
     require(args, "positive", "batch_size")
