@@ -115,7 +115,10 @@ def _first_images(data, n: int, size: int):
         return data.images[:n], data.labels[:n]
     from torchvision import transforms as T
     tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
-    samples = data.samples[:n]
+    if isinstance(data, torch.utils.data.Subset):  # a folder's held-out k-NN queries
+        data, samples = data.dataset, [data.dataset.samples[i] for i in data.indices[:n]]
+    else:
+        samples = data.samples[:n]
     return torch.stack([tf(data.loader(p).convert("RGB")) for p, _ in samples]), torch.tensor([y for _, y in samples])
 
 

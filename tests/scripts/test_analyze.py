@@ -76,3 +76,15 @@ def test_unknown_dataset_one_line(colordigits_ckpt, capsys):
     with pytest.raises(SystemExit):
         analyze.main(["pca", "--ckpt", colordigits_ckpt, "--dataset", "mnist", "--device", "cpu"])
     assert "--dataset must be one of" in capsys.readouterr().err
+
+
+def test_a_folder_is_analysed_on_its_held_out_queries(colordigits_ckpt, tmp_path):
+    from datasets.pretrain import build_pretrain_data
+    from tests.data_formats import write_class_folders
+    root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b", "c"], per_class=11, size=(40, 36))
+    queries = build_pretrain_data("folder", root).knn_test  # images 0 and 10 of each class
+    images, labels = analyze._first_images(queries, 5, 32)
+    assert images.shape == (5, 3, 32, 32) and images.dtype.is_floating_point is False
+    assert labels.tolist() == [0, 0, 1, 1, 2]
+    run("pca", colordigits_ckpt, "--dataset", "folder", "--datadir", root)
+    assert json.load(open(os.path.join(out_dir(colordigits_ckpt), "pca.json")))["alpha"] > 0
