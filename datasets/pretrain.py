@@ -112,8 +112,10 @@ def check_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
         for split in ("train", "val"):
             ImageNet100.check(os.path.join(datadir, split))
     else:
-        for root in split_layout(datadir) or (datadir,):
-            image_folder(root)
+        folders = [image_folder(root) for root in split_layout(datadir) or (datadir,)]
+        if len(folders) == 2 and folders[0].classes != folders[1].classes:
+            raise DataError(f"--datadir {datadir}: train/ and val/ must hold the same class folders (or give "
+                            f"--datadir {os.path.join(datadir, 'train')} to train without the val/ k-NN queries)")
 
 
 def build_pretrain_data(dataset: str, datadir: str | None, download: bool = False) -> PretrainData:
@@ -160,9 +162,7 @@ def _folder(datadir: str) -> PretrainData:
     split = split_layout(datadir)
     if split:
         train, bank, queries = image_folder(split[0]), image_folder(split[0], tf), image_folder(split[1], tf)
-        if getattr(bank, "classes", [""]) != getattr(queries, "classes", [""]):
-            raise DataError(f"--datadir {datadir}: train/ and val/ must hold the same class folders")
-        labelled = bank.classes != [""]
+        labelled = bank.classes != [""]  # the same classes as queries' (check_pretrain_data)
         return PretrainData(train, bank if labelled else None, queries if labelled else None)
     folder = image_folder(datadir)
     if folder.classes == [""]:

@@ -84,8 +84,9 @@ def test_folder_with_train_and_val_splits(tmp_path):
     assert all("/train/" in p for p, _ in d.train.samples)
     assert len(d.knn_train) == 6 and len(d.knn_test) == 4 and all("/val/" in p for p, _ in d.knn_test.samples)
     write_jpeg(str(tmp_path / "data" / "val" / "owl" / "0.jpg"), (20, 20), 0)
-    with pytest.raises(DataError, match="train/ and val/ must hold the same class folders"):
-        build_pretrain_data("folder", str(tmp_path / "data"))
+    with pytest.raises(DataError, match=r"train/ and val/ must hold the same class folders \(or give --datadir "
+                                        r".*data/train to train without the val/ k-NN queries\)"):
+        check_pretrain_data("folder", str(tmp_path / "data"))  # before anything is built
 
 
 def test_every_nth_image_of_each_class_is_a_query():
