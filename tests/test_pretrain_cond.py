@@ -3,6 +3,7 @@ two-process gloo, and one-line errors for bad input."""
 import json
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -69,6 +70,25 @@ def test_augself_predicts_rotation_and_solarization_on_their_stl10_recipes(tmp_p
     assert ckpt["engine"]["iteration"] == 2  # 70 images (train + unlabeled), batch 32
     assert {k.split(".")[2] for k in ckpt["model"] if k.startswith("augself.heads.")} == {key}
     assert re.search(rf"augself_{key}=\d+\.\d+", (logdir / "log.txt").read_text())
+
+
+def _tensorboard_scalars(logdir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    return [(e.step, e.value) for e in EventAccumulator(str(logdir)).Reload().Scalars(tag)]
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume_from_an_earlier_checkpoint(tmp_path, monkeypatch):
+    """A job stopped mid-epoch had logged steps after its last checkpoint; the resumed run logs them again."""
+    from tests.data_formats import write_cifar
+    data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=48, n_test=16)
+    logdir = tmp_path / "run"
+    common = ["--logdir", logdir, "--framework", "simclr", "--dataset", "cifar10", "--datadir", data, "--model",
+              "mini_resnet", "--batch-size", "16", "--proj-hidden", "32", "--device", "cpu", "--aug-inj-type",
+              "proj-none", "--eval-freq", "0", "--print-freq", "1", "--ckpt-freq", "1", "--max-epochs", "2"]
+    run(common)
+    shutil.copy(logdir / "ckpt-1.pth", logdir / "ckpt-last.pth")  # back to the end of epoch 1 (step 3)
+    run([*common, "--resume", "last"])  # steps 4 to 6 again
+    assert [step for step, _ in _tensorboard_scalars(logdir, "train/loss")] == [1, 2, 3, 4, 5, 6]
 
 
 def _state(path):
@@ -171,14 +191,22 @@ def test_logdir_that_cannot_be_a_folder_fails_before_training(tmp_path, capsys, 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_in_its_folder(tmp_path, capsys):
     """A job preempted in epoch 1 leaves args.json and logs but no checkpoint; its requeued job (which
     adds --resume only when ckpt-last.pth exists) must be able to start it again."""
+    from torch.utils.tensorboard import SummaryWriter
     logdir = tmp_path / "run"
     logdir.mkdir()
     (logdir / "args.json").write_text("{}")
     (logdir / "log.txt").write_text("epoch 1 [2/5] loss=8.3\n")
+    with SummaryWriter(str(logdir / "old")) as tb:  # what the stopped attempt showed in TensorBoard
+        for step in (1, 2, 3):
+            tb.add_scalar("train/loss", 100.0, step)
+    (event,) = (logdir / "old").iterdir()
+    event.rename(logdir / "events.out.tfevents.1000000000.stopped")  # an older file than the new run's
     run(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none", "--eval-freq", "0"])
     assert load_checkpoint(str(logdir / "ckpt-last.pth"))["epoch"] == 1
     log = (logdir / "log.txt").read_text()
     assert log.startswith("epoch 1 [2/5] loss=8.3\n") and "held a run stopped before its first checkpoint" in log
+    losses = _tensorboard_scalars(logdir, "train/loss")
+    assert [step for step, _ in losses] == [2, 4] and 100.0 not in [v for _, v in losses]
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("")

@@ -11,7 +11,10 @@ from typing import Any
 class RunLogger:
     """Writes on rank 0 only; other ranks get a silent logger."""
 
-    def __init__(self, logdir: str, args: dict[str, Any] | None = None, enabled: bool = True):
+    def __init__(self, logdir: str, args: dict[str, Any] | None = None, enabled: bool = True,
+                 purge_step: int | None = None):
+        """``purge_step``: TensorBoard hides the scalars this folder holds from that step on (those a
+        stopped attempt logged after the state this run starts from)."""
         self.enabled = enabled
         self.tb = self.wandb = None
         if not enabled:
@@ -19,7 +22,7 @@ class RunLogger:
         os.makedirs(logdir, exist_ok=True)
         self.file = open(os.path.join(logdir, "log.txt"), "a", buffering=1)
         from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(logdir)
+        self.tb = SummaryWriter(logdir, purge_step=purge_step)
         if os.environ.get("WANDB_PROJECT"):
             self.wandb = init_wandb(logdir, args)
 

@@ -357,12 +357,14 @@ def training(local_rank: int, args) -> None:
     epoch_length = len(run.loader)
     step, data = engine_and_data(run, epoch_length * args.max_epochs)
     engine = Engine(step)
-    log = RunLogger(args.logdir, vars(args), enabled=rank == 0)
+    ckpt = load_checkpoint(args.resume, device) if args.resume else None
+    purge = ckpt["engine"]["iteration"] + 1 if ckpt else (0 if args.restarted else None)
+    log = RunLogger(args.logdir, vars(args), enabled=rank == 0, purge_step=purge)
     attach_handlers(run, engine, log)
     if rank == 0:
         attach_progress_bar(engine, args.print_freq)
-    if args.resume:
-        restore(run, engine, load_checkpoint(args.resume, device))
+    if ckpt:
+        restore(run, engine, ckpt)
         run.start_epoch = engine.state.epoch
         log.info(f"resumed from {args.resume} at epoch {engine.state.epoch}")
     if rank == 0:
