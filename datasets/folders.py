@@ -1,10 +1,12 @@
 """Image-folder datasets: ImageNet-100 (fixed class list) and any image tree."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 from torchvision.datasets import DatasetFolder, ImageFolder
+from torchvision.datasets.vision import StandardTransform
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 
 from .errors import DataError
@@ -71,3 +73,11 @@ def image_folder(root: str, transform=None):
         except FileNotFoundError:
             pass
     return UnlabeledFolder(root, transform=transform)
+
+
+def with_transform(ds: DatasetFolder, transform) -> DatasetFolder:
+    """``ds``'s file list with another transform, without scanning its folders again (a full
+    ImageNet tree takes seconds to list)."""
+    out = copy.copy(ds)
+    out.transform, out.transforms = transform, StandardTransform(transform, ds.target_transform)
+    return out

@@ -18,7 +18,7 @@ from torchvision import transforms as T
 
 from .colordigits import make_colordigits
 from .errors import DataError, from_torchvision
-from .folders import ImageNet100, image_folder
+from .folders import ImageNet100, image_folder, with_transform
 
 IN_MEMORY = ("cifar10", "cifar100", "stl10", "stl10_rot", "stl10_sol", "colordigits")
 FROM_FILES = ("imagenet100", "folder")
@@ -132,8 +132,8 @@ def build_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
         return PretrainData(unl, _stl10(datadir, download, "train"), _stl10(datadir, download, "test"))
     if dataset == "imagenet100":
         tf = eval_transform("imagenet100")
-        return PretrainData(ImageNet100(datadir, "train"), ImageNet100(datadir, "train", tf),
-                            ImageNet100(datadir, "val", tf))
+        train = ImageNet100(datadir, "train")
+        return PretrainData(train, with_transform(train, tf), ImageNet100(datadir, "val", tf))
     return _folder(datadir)
 
 
@@ -161,13 +161,14 @@ def _folder(datadir: str) -> PretrainData:
     tf = eval_transform("imagenet100")
     split = split_layout(datadir)
     if split:
-        train, bank, queries = image_folder(split[0]), image_folder(split[0], tf), image_folder(split[1], tf)
-        labelled = bank.classes != [""]  # the same classes as queries' (check_pretrain_data)
-        return PretrainData(train, bank if labelled else None, queries if labelled else None)
+        train = image_folder(split[0])
+        if train.classes == [""]:  # val/ has the same classes (check_pretrain_data)
+            return PretrainData(train, None, None)
+        return PretrainData(train, with_transform(train, tf), image_folder(split[1], tf))
     folder = image_folder(datadir)
     if folder.classes == [""]:
         return PretrainData(folder, None, None)
-    knn = image_folder(datadir, tf)
+    knn = with_transform(folder, tf)
     bank, queries = every_nth_per_class(knn.targets)
     if not bank:  # one image per class: nothing to compare the queries with
         return PretrainData(folder, None, None)

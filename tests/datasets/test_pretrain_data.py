@@ -48,6 +48,8 @@ def test_imagenet100_keeps_only_listed_classes(tmp_path):
     assert not any("n9999999" in p for p, _ in d.train.samples)
     x, _ = d.knn_test[5]
     assert x.shape == (3, 224, 224)
+    assert d.knn_train.samples is d.train.samples and d.knn_train[0][0].shape == (3, 224, 224)
+    assert d.train.transform is None and d.train[0][0].size == (40, 32)  # PIL, cropped later by the views
 
 
 def _paths(subset):
@@ -68,6 +70,8 @@ def test_folder_with_and_without_labels(tmp_path):
     assert sorted(os.path.relpath(p, tmp_path / "lab") for p in queries) == [
         "cat/00.jpg", "cat/10.jpg", "dog/00.jpg", "dog/10.jpg"]
     assert not queries & bank and len(bank) == 20
+    assert lab.knn_train.dataset.samples is lab.train.samples  # one listing of the folder, two transforms
+    assert lab.train.transform is None and lab.knn_train[0][0].shape == (3, 224, 224)
     assert lab.knn_test[0][0].shape == (3, 224, 224)
     assert build_pretrain_data("folder", str(tmp_path / "single")).knn_train is None
     flat = build_pretrain_data("folder", str(tmp_path / "flat"))
@@ -83,6 +87,7 @@ def test_folder_with_train_and_val_splits(tmp_path):
     assert d.train.classes == ["cat", "dog"] and len(d.train) == 6  # the views come from train/ only
     assert all("/train/" in p for p, _ in d.train.samples)
     assert len(d.knn_train) == 6 and len(d.knn_test) == 4 and all("/val/" in p for p, _ in d.knn_test.samples)
+    assert d.knn_train.samples is d.train.samples and d.train.transform is None
     write_jpeg(str(tmp_path / "data" / "val" / "owl" / "0.jpg"), (20, 20), 0)
     with pytest.raises(DataError, match=r"train/ and val/ must hold the same class folders \(or give --datadir "
                                         r".*data/train to train without the val/ k-NN queries\)"):
