@@ -20,6 +20,12 @@ def sh(script, *args, **env):
     return out.stdout
 
 
+def collect(*args, cwd=None, check=True) -> subprocess.CompletedProcess:
+    """scripts/collect_results.py run as a user runs it."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, check=check)
+
+
 def commands(stdout, entry):
     """argv lists of the printed commands that run ``entry``."""
     out = []
@@ -91,17 +97,14 @@ def test_real_eval_sweep_then_collector(colordigits_ckpt, tmp_path):
     (other / "analysis-ckpt-last").mkdir()
     json.dump({"color": {"r2": 0.5}, "blur": {"r2": None}}, open(other / "analysis-ckpt-last" / "predict-aug.json", "w"))
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"), run_dir, str(other),
-                          "--baseline", "run", "--md", str(md), "--csv", str(csv_path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = collect(run_dir, other, "--baseline", "run", "--md", md, "--csv", csv_path).stdout
     lines = out.splitlines()
     assert lines[0] == "| run | colordigits | colordigits-color |"
     base = json.load(open(os.path.join(run_dir, "linear-colordigits-top1-ckpt-last.json")))["test"]
     assert f"| run | {100 * base:.2f} |" in out
     assert "| other | +1.00 | +0.00 |" in out
     assert md.read_text().strip() == out.strip() and csv_path.read_text().startswith("run,colordigits,")
-    with_r2 = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"), str(other),
-                              "--analysis"], capture_output=True, text=True, check=True).stdout
+    with_r2 = collect(other, "--analysis").stdout
     assert with_r2.splitlines()[0] == "| run | colordigits | colordigits-color | R2 color |"
     assert with_r2.splitlines()[2].endswith("| 50.00 |")
 
@@ -110,15 +113,12 @@ def test_collector_keeps_apart_runs_that_share_a_folder_name(tmp_path):
     for sweep, acc in (("sweep-a", 0.25), ("sweep-b", 0.75)):
         (tmp_path / sweep / "cassle").mkdir(parents=True)
         json.dump({"test": acc}, open(tmp_path / sweep / "cassle" / "linear-cifar10-top1-ckpt-last.json", "w"))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"),
-                          "sweep-a/cassle", "sweep-b/cassle/"], cwd=tmp_path, capture_output=True, text=True,
-                         check=True).stdout
+    out = collect("sweep-a/cassle", "sweep-b/cassle/", cwd=tmp_path).stdout
     assert "| sweep-a/cassle | 25.00 |" in out and "| sweep-b/cassle | 75.00 |" in out
 
 
 def test_collector_rejects_missing_run(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_results.py"), str(tmp_path / "x")],
-                       capture_output=True, text=True)
+    r = collect(tmp_path / "x", check=False)
     assert r.returncode != 0 and "no such directory" in r.stderr
 
 
