@@ -1,6 +1,7 @@
 """pretrain_cond.py end to end on CPU: the seed command, every framework x method, exact resume,
 two-process gloo, and one-line errors for bad input."""
 import json
+import math
 import os
 import re
 import shutil
@@ -44,16 +45,22 @@ def test_seed_command_runs_on_tiny_imagenet100(seed_pretrain_run):
 
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
-def test_each_framework_and_method_trains_an_epoch(tmp_path, framework, method):
+def test_each_framework_and_method_trains_an_epoch(tmp_path, monkeypatch, framework, method):
+    from tests.data_formats import write_cifar
+    data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=64, n_test=32)
     logdir = tmp_path / "run"
-    run(["--logdir", logdir, "--framework", framework, *SMALL, *METHODS[method]])
+    run(["--logdir", logdir, "--framework", framework, "--dataset", "cifar10", "--datadir", data,
+         "--model", "mini_resnet", "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "64",
+         "--print-freq", "1", "--eval-freq", "1", "--device", "cpu", *METHODS[method]])
     ckpt = load_checkpoint(str(logdir / "ckpt-last.pth"))
-    assert ckpt["epoch"] == 1 and ckpt["engine"]["iteration"] == 5
+    assert ckpt["epoch"] == 1 and ckpt["engine"]["iteration"] == 2
     heads = [k for k in ckpt["model"] if k.startswith("augself.heads.")]
     assert bool(heads) == (method == "augself")
     assert any(k.startswith("projector.embed.") for k in ckpt["model"]) == (method == "cassle")
     log = (logdir / "log.txt").read_text()
-    assert "weighted-200NN=" in log
+    assert "weighted-64NN=" in log  # --knn-k 200 against a bank of 64 labelled images
+    losses = [float(x) for x in re.findall(r" loss=(\S+)", log)]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     if method == "augself":
         assert "augself_crop=" in log and "augself_color=" in log
 
