@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from utils.logging import die
+    from utils.logging import die, die_or_raise
     from utils.validate import launch_plan, validate
 
     args = build_parser().parse_args(argv)
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     from utils.trainer import training
     try:
         launch(training, args, *launch_plan(args))
-    except ValueError as e:  # data that passed the presence check but cannot be read
-        die(str(e))
+    except Exception as e:  # data that passed the presence check but cannot be read (e.g. a corrupt image)
+        die_or_raise(e)
 
 
 if __name__ == "__main__":

@@ -110,15 +110,15 @@ def _log_external(args, path: str, res) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from utils.logging import die
+    from utils.logging import die_or_raise
     args = build_parser().parse_args(argv)
     try:
         validate(args)
         from utils.distributed import launch
         from utils.validate import launch_plan
         launch(evaluate, args, *launch_plan(args))
-    except ValueError as e:  # DataError, CheckpointError and flag errors: one line, no traceback
-        die(str(e))
+    except Exception as e:  # DataError, CheckpointError and flag errors: one line, no traceback
+        die_or_raise(e)
 
 
 if __name__ == "__main__":

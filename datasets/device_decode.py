@@ -31,6 +31,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from augmentations import crop_pil_box, sample_box_pairs
 
+from .errors import unreadable
 from .loaders import EpochIndexSampler, check_batch_fits, view_generator
 
 
@@ -51,7 +52,7 @@ def decoded_in_worker(index: int, fraction: float) -> bool:
 
 
 class JpegBytesTwoBoxes(Dataset):
-    """Item = (payload, is_encoded, box1, box2, [h, w], label).
+    """Item = (payload, is_encoded, box1, box2, [h, w], label, index).
 
     The payload is the file's bytes for the device to decode, or, for files nvJPEG may not take and
     for the ``worker_fraction`` share, both views already cropped by PIL: uint8 [2, 3, size, size].
@@ -75,18 +76,24 @@ class JpegBytesTwoBoxes(Dataset):
         items = []
         for (data, _, _, encoded), (b1, b2), src, (_, index) in zip(heads, boxes, hw.float(), keys):
             if not encoded:
-                with Image.open(io.BytesIO(data.numpy())) as im:
-                    rgb = im.convert("RGB")
+                rgb = self._open(data, index, lambda im: im.convert("RGB"))
                 data = torch.stack([crop_pil_box(rgb, b1, self.size), crop_pil_box(rgb, b2, self.size)])
-            items.append((data, encoded, b1, b2, src, self.samples[index][1]))
+            items.append((data, encoded, b1, b2, src, self.samples[index][1], index))
         return items
+
+    def _open(self, data: Tensor, index: int, read):
+        """``read(PIL image)`` of image ``index``'s bytes; a file PIL cannot read raises ``unreadable``."""
+        try:
+            with Image.open(io.BytesIO(data.numpy())) as im:
+                return read(im)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise unreadable(self.samples[index][0], e) from None
 
     def _header(self, index: int) -> tuple[Tensor, int, int, bool]:
         """(bytes, height, width, whether the device decodes it), from the JPEG header alone."""
         data = read_bytes(self.samples[index][0])
-        with Image.open(io.BytesIO(data.numpy())) as im:  # PIL decodes lazily: this reads the header
-            w, h = im.size
-            on_device = im.format == "JPEG" and im.mode == "RGB"
+        # PIL decodes lazily: this reads the header
+        (w, h), on_device = self._open(data, index, lambda im: (im.size, im.format == "JPEG" and im.mode == "RGB"))
         return data, h, w, on_device and not decoded_in_worker(index, self.worker_fraction)
 
 
@@ -103,13 +110,14 @@ class BytesBatch(NamedTuple):
     box2: Tensor
     hw: Tensor
     labels: Tensor
+    indices: Tensor  # int64 [B]: each item's index in the dataset (to name a file the device cannot decode)
 
     def encoded_bytes(self, idx: list[int], offsets: list[int]) -> list[Tensor]:
         return [self.data[offsets[i]:offsets[i + 1]] for i in idx]
 
 
 def _collate(items) -> BytesBatch:
-    payload, encoded, b1, b2, hw, labels = zip(*items)
+    payload, encoded, b1, b2, hw, labels, indices = zip(*items)
     files = [p for p, e in zip(payload, encoded) if e]
     crops = [p for p, e in zip(payload, encoded) if not e]
     sizes = torch.tensor([len(p) if e else 0 for p, e in zip(payload, encoded)])
@@ -117,7 +125,7 @@ def _collate(items) -> BytesBatch:
     data = torch.cat(files) if files else torch.empty(0, dtype=torch.uint8)
     crops = torch.stack(crops) if crops else torch.empty(0, 2, 3, 0, 0, dtype=torch.uint8)
     return BytesBatch(data, offsets, crops, torch.tensor(encoded), torch.stack(b1), torch.stack(b2),
-                      torch.stack(hw), torch.tensor(labels))
+                      torch.stack(hw), torch.tensor(labels), torch.tensor(indices))
 
 
 def bytes_loader(samples: list[tuple[str, int]], batch_size: int, seed: int, num_workers: int,
@@ -206,7 +214,7 @@ class DeviceDecodePrefetcher:
         parts = []
         with torch.cuda.stream(stream) if stream is not None else nullcontext():
             if on_device:
-                images = decode_batch(batch.encoded_bytes(on_device, offsets), self.device)
+                images = self._decode(batch, on_device, offsets)
                 parts.append(crop_resize(images, (batch.box1[on_device], batch.box2[on_device]), self.size))
             if in_worker:
                 crops = batch.crops[[rows[i] for i in in_worker]].to(self.device, non_blocking=True)
@@ -220,6 +228,19 @@ class DeviceDecodePrefetcher:
                 done = torch.cuda.Event()
                 done.record(stream)
         return v1, v2, done
+
+    def _decode(self, batch: BytesBatch, idx: list[int], offsets: list[int]) -> list[Tensor]:
+        """The batch items ``idx`` decoded in one call; if that fails, each alone, to name the bad file."""
+        files = batch.encoded_bytes(idx, offsets)
+        try:
+            return decode_batch(files, self.device)
+        except RuntimeError:
+            for i, data in zip(idx, files):
+                try:
+                    decode_batch([data], self.device)
+                except RuntimeError as e:
+                    raise unreadable(self.loader.dataset.samples[int(batch.indices[i])][0], e) from None
+            raise
 
     def _submit(self, pool: ThreadPoolExecutor, batch: BytesBatch):
         # which items the device decodes, where their bytes are, and each worker crop's row

@@ -15,7 +15,7 @@ from torchvision import datasets as tvd
 
 from .catalog import DOWNSTREAM_DATASETS, NUM_CLASSES
 from .colordigits import make_colordigits
-from .errors import DataError, from_torchvision
+from .errors import DataError, from_torchvision, read_rgb
 from .folders import SPLITS_DIR
 
 # name -> (published train size, val size, seed) for seeded splits of the training set
@@ -68,7 +68,6 @@ class SUN397(Dataset):
     """root/SUN397 with ClassName.txt and the Training_01 / Testing_01 partition lists."""
 
     def __init__(self, root: str, split: str, transform=None):
-        from torchvision.datasets.folder import default_loader
         base = os.path.join(root, "SUN397")
         files = [os.path.join(base, f) for f in ("ClassName.txt", f"{split}_01.txt")]
         for f in files:
@@ -79,7 +78,7 @@ class SUN397(Dataset):
         index = {c: i for i, c in enumerate(classes)}
         lines = [ln.strip() for ln in open(files[1]) if ln.strip()]
         self.samples = [(base + ln, index[os.path.dirname(ln)]) for ln in lines]
-        self.transform, self.loader = transform, default_loader
+        self.transform, self.loader = transform, read_rgb
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -109,7 +108,7 @@ def _folder(path: str, root: str, transform):
     if not os.path.isdir(path):
         raise DataError(f"--datadir {root}: missing {path} (expected root/train/<class>/ and root/test/<class>/)")
     try:
-        return tvd.ImageFolder(path, transform=transform)
+        return tvd.ImageFolder(path, transform=transform, loader=read_rgb)
     except FileNotFoundError as e:  # empty tree or empty class folder
         raise DataError(f"--datadir {root}: {path}: {str(e).splitlines()[0]}") from None
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from torchvision.datasets import DatasetFolder, ImageFolder
 from torchvision.datasets.vision import StandardTransform
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .errors import DataError
+from .errors import DataError, read_rgb
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 
@@ -24,7 +24,7 @@ class ImageNet100(ImageFolder):
 
     def __init__(self, root: str, split: str = "train", transform=None):
         self.split_dir = os.path.join(root, split)
-        super().__init__(self.split_dir, transform=transform)
+        super().__init__(self.split_dir, transform=transform, loader=read_rgb)
 
     @staticmethod
     def check(directory: str) -> list[str]:
@@ -48,7 +48,7 @@ class UnlabeledFolder(DatasetFolder):
 
     def __init__(self, root: str, transform=None):
         self.root_dir = root
-        super().__init__(root, loader=default_loader, extensions=IMG_EXTENSIONS, transform=transform)
+        super().__init__(root, loader=read_rgb, extensions=IMG_EXTENSIONS, transform=transform)
 
     def find_classes(self, directory):
         return [""], {"": -1}
@@ -69,7 +69,7 @@ def image_folder(root: str, transform=None):
     top_images = [f for f in os.scandir(root) if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS)]
     if subdirs and not top_images:
         try:
-            return ImageFolder(root, transform=transform)
+            return ImageFolder(root, transform=transform, loader=read_rgb)
         except FileNotFoundError:
             pass
     return UnlabeledFolder(root, transform=transform)

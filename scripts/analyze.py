@@ -262,7 +262,7 @@ def cmd_neighbors(s: Setup, queries: int, k: int):
 
 
 def main(argv=None) -> None:
-    from utils.logging import die
+    from utils.logging import die, die_or_raise
     from utils.validate import require
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -277,8 +277,8 @@ def main(argv=None) -> None:
             cmd_neighbors(s, a.queries, a.k)
         else:
             globals()["cmd_" + a.command.replace("-", "_")](s)
-    except ValueError as e:  # missing checkpoint, unknown dataset, bad data root
-        die(str(e))
+    except Exception as e:  # missing checkpoint, unknown dataset, bad data root
+        die_or_raise(e)
 
 
 if __name__ == "__main__":

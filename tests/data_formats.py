@@ -73,6 +73,15 @@ def write_jpeg(path: str, size: tuple[int, int], seed: int) -> None:
     Image.fromarray(arr).save(path, quality=90)
 
 
+def corrupt(path: str, how: str) -> str:
+    """Damage an image file as downloads and disks do: 'truncated' keeps its first half (the header
+    reads, the pixels do not), 'garbage' replaces it with bytes no decoder recognises."""
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2] if how == "truncated" else b"<html>403 Forbidden</html>")
+    return path
+
+
 def write_imagenet100(root: str, per_class: int = 1, val_per_class: int = 1, size=(40, 32),
                       extra_classes: int = 1) -> str:
     """root/{train,val}/<wnid>/*.JPEG for the 100 classes, plus folders of other classes to ignore."""

@@ -251,6 +251,19 @@ def test_jpeg_decode_on_the_device_trains_like_worker_decoding(tmp_path):
         assert torch.equal(allw[k], wrk[k]), k
 
 
+@pytest.mark.parametrize("decode,how", [("workers", "truncated"), ("device", "truncated"), ("device", "garbage")])
+def test_an_unreadable_image_stops_the_run_with_one_line_naming_it(tmp_path, capsys, decode, how):
+    """Found mid-epoch, in a loader worker or in the device's batched decode, not before training."""
+    from tests.data_formats import corrupt, write_class_folders
+    write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=4, size=(40, 30))
+    bad = corrupt(str(tmp_path / "data" / "b" / "2.jpg"), how)
+    _expect_error(["--logdir", tmp_path / "run", "--dataset", "folder", "--datadir", tmp_path / "data", "--model",
+                   "mini_resnet", "--batch-size", "4", "--max-epochs", "1", "--proj-hidden", "32", "--eval-freq",
+                   "0", "--device", "cpu", "--framework", "simclr", "--aug-inj-type", "proj-none",
+                   "--num-workers", "1", "--jpeg-decode", decode], capsys,
+                  rf"^error: {re.escape(bad)}: cannot read this image \(.+\); replace the file or remove it$")
+
+
 def test_help_groups_every_flag_and_readme_lists_each_group_with_its_flags():
     """--help shows every flag in a named group with a help string, and README's paragraph on the
     flags names each group with exactly the flags --help puts there."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import warnings
 from typing import Any
@@ -70,3 +71,22 @@ def die(msg: str) -> "NoReturn":  # noqa: F821
     """One-line error for the command line, no traceback."""
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def error_line(e: BaseException) -> str | None:
+    """The one-line message of a bad-input error: a ValueError raised in this process (flags, data,
+    checkpoints), or a DataError raised in a DataLoader worker or a spawned process (its text then
+    ends with the child's traceback); None for anything else, a bug whose traceback should show."""
+    text = str(e).rstrip()
+    child = re.fullmatch(r"(?:[\w.]+\.)?DataError: (.+)", text.splitlines()[-1] if text else "")
+    if child:
+        return child.group(1)
+    return text if isinstance(e, ValueError) else None
+
+
+def die_or_raise(e: Exception) -> "NoReturn":  # noqa: F821
+    """``die`` with ``error_line(e)``, or raise ``e`` again when it is not a bad-input error."""
+    msg = error_line(e)
+    if msg is None:
+        raise e
+    die(msg)

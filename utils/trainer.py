@@ -2,6 +2,7 @@
 framework loss (+ AugSelf) -> optimiser step, with schedule, monitors and checkpoints as handlers."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -357,6 +358,9 @@ def training(local_rank: int, args) -> None:
     epoch_length = len(run.loader)
     step, data = engine_and_data(run, epoch_length * args.max_epochs)
     engine = Engine(step)
+    # The exception that stops a run reaches the entry point, which prints it once: one line for bad
+    # data, a traceback for a bug. Ignite would log it before, with a worker's whole traceback.
+    engine.logger.setLevel(logging.CRITICAL)
     ckpt = load_checkpoint(args.resume, device) if args.resume else None
     purge = ckpt["engine"]["iteration"] + 1 if ckpt else (0 if args.restarted else None)
     log = RunLogger(args.logdir, vars(args), enabled=rank == 0, purge_step=purge)

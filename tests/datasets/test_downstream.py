@@ -1,6 +1,7 @@
 """Every downstream dataset loads from a tiny copy in its real on-disk format, with the
 published split logic (seeded random_split or fixed index lists)."""
 import json
+import os
 
 import pytest
 import torch
@@ -95,6 +96,19 @@ def test_fixed_index_lists_caltech_sun_cub(tmp_path):
     cub = build_downstream("cub200", W.write_cub200(str(tmp_path / "cub")), TF)
     assert (len(cub.train), len(cub.val), len(cub.test)) == (4990, 1000, 200)
     assert cub.val.indices == lists["cub200"]["val"] and cub.test[3][1] == 3
+
+
+def test_unreadable_images_are_named_in_folder_and_sun397_datasets(tmp_path):
+    root = tmp_path / "mit"
+    W.write_class_folders(str(root / "train"), ["a", "b"], 5)
+    W.write_class_folders(str(root / "test"), ["a", "b"], 1)
+    bad = W.corrupt(str(root / "test" / "b" / "0.jpg"), "truncated")
+    with pytest.raises(DataError, match=f"^{bad}: cannot read this image"):
+        build_downstream("mit67", str(root), TF).test[1]
+    sun = W.write_sun397(str(tmp_path / "sun"), n_test=1)
+    bad = W.corrupt(os.path.join(sun, "SUN397", "a", "classa0", "sun_Testing0.jpg"), "garbage")
+    with pytest.raises(DataError, match=f"^{bad}: cannot read this image"):
+        build_downstream("sun397", sun, TF).test[0]
 
 
 def test_ten_crop_train_transform(tmp_path):
