@@ -98,6 +98,20 @@ def test_tensorboard_shows_each_step_once_after_a_resume_from_an_earlier_checkpo
     assert [step for step, _ in _tensorboard_scalars(logdir, "train/loss")] == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_refuses_data_that_changed_size_with_one_line(tmp_path, capsys, monkeypatch):
+    """E.g. unreadable images removed: Ignite's own words named neither the flag nor the cause."""
+    from tests.data_formats import write_cifar
+    common = ["--logdir", tmp_path / "run", "--framework", "simclr", "--dataset", "cifar10", "--datadir",
+              tmp_path / "cifar", "--model", "mini_resnet", "--batch-size", "16", "--proj-hidden", "32", "--device",
+              "cpu", "--aug-inj-type", "proj-none", "--eval-freq", "0"]
+    write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=48, n_test=16)
+    run([*common, "--max-epochs", "1"])
+    write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=40, n_test=16)
+    _expect_error([*common, "--max-epochs", "2", "--resume", "last"], capsys,
+                  r"^error: --resume \S+ckpt-last.pth: its run took 3 steps per epoch, the data now gives 2 "
+                  r"\(40 images at --batch-size 16\): the dataset has changed size since$")
+
+
 def _state(path):
     c = load_checkpoint(str(path))
     return c["model"], c["optimizer"]["state"]

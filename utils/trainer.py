@@ -362,6 +362,10 @@ def training(local_rank: int, args) -> None:
     # data, a traceback for a bug. Ignite would log it before, with a worker's whole traceback.
     engine.logger.setLevel(logging.CRITICAL)
     ckpt = load_checkpoint(args.resume, device) if args.resume else None
+    if ckpt and ckpt["engine"]["epoch_length"] != epoch_length:  # --batch-size is checked in validation
+        raise ValueError(f"--resume {args.resume}: its run took {ckpt['engine']['epoch_length']} steps per epoch, "
+                         f"the data now gives {epoch_length} ({len(run.data.train)} images at --batch-size "
+                         f"{args.batch_size}): the dataset has changed size since")
     purge = ckpt["engine"]["iteration"] + 1 if ckpt else (0 if args.restarted else None)
     log = RunLogger(args.logdir, vars(args), enabled=rank == 0, purge_step=purge)
     attach_handlers(run, engine, log)
