@@ -61,6 +61,17 @@ def platform_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
+IGNITE_INFO_LOGGERS = ("ignite.distributed.launcher.Parallel", "ignite.distributed.auto.auto_model")
+
+
+def quiet_ignite_info() -> None:
+    """Silence the launcher's and auto_model's per-run INFO lines. Ignite leaves a logger that
+    already exists as it is, so this must run before they are first made, in each process."""
+    import logging
+    for name in IGNITE_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _with_platform_start_method(fn, local_rank: int, args) -> None:
     # A process made by the launcher's spawn inherits "spawn" as its start method, so each of its
     # DataLoaders would start workers that import torch and this project afresh, and the k-NN
@@ -68,16 +79,15 @@ def _with_platform_start_method(fn, local_rank: int, args) -> None:
     # now (2-core host). Its workers start as under torchrun or in one process.
     if multiprocessing.parent_process() is not None:  # a process the launcher spawned, not the caller's
         multiprocessing.set_start_method(platform_start_method(), force=True)
+        quiet_ignite_info()
     fn(local_rank, args)
 
 
 def launch(fn, args, backend: str | None, nproc: int | None) -> None:
     """Run ``fn(local_rank, args)`` through ignite.distributed.Parallel (spawned, from torchrun/SLURM,
-    or in this process), with the launcher's per-run INFO lines silenced. Spawned processes start
+    or in this process), with Ignite's per-run INFO lines silenced. Spawned processes start
     their DataLoader workers the platform's default way, as every other launch does."""
-    import logging
-
     import ignite.distributed as idist
+    quiet_ignite_info()
     with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
-        logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
         parallel.run(functools.partial(_with_platform_start_method, fn), args)

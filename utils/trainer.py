@@ -117,6 +117,16 @@ def aug_config(args) -> AugConfig:
     return replace(config_for_dataset(args.dataset, args.color_aug), blur_impl=args.blur_impl)
 
 
+def ddp_no_buffer_sync() -> dict[str, bool]:
+    """DDP kwargs that leave each rank's buffers alone in forward (upstream's broadcast_buffers=False).
+    torch 2.14 deprecates that flag for forward_sync_buffers, which differs only in one sync of
+    the buffers at start-up: harmless here, since every rank starts from the same seed."""
+    import inspect
+    from torch.nn.parallel import DistributedDataParallel
+    new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if new else {"broadcast_buffers": False}
+
+
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
     cfg = aug_config(args)
     data = build_pretrain_data(args.dataset, args.datadir, args.download)
@@ -130,7 +140,7 @@ def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
     optimizer = build_optimizer(framework, args)
     model = framework
     if world > 1:
-        model = idist.auto_model(framework, sync_bn=device.type == "cuda", broadcast_buffers=False)
+        model = idist.auto_model(framework, sync_bn=device.type == "cuda", **ddp_no_buffer_sync())
     amp = AMP_DTYPES[args.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     gen = torch.Generator(device=device)

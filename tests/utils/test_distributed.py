@@ -31,8 +31,10 @@ def _one_step(local_rank, out_dir):
                os.path.join(out_dir, f"rank{idist.get_rank()}.pt"))
 
 
-def test_two_gloo_processes_end_a_step_with_identical_state(tmp_path):
+def test_two_gloo_processes_end_a_step_with_identical_state(tmp_path, capfd):
     launch(_one_step, str(tmp_path), "gloo", 2)  # the entry points' launcher: it spawns both ranks
+    printed = "".join(capfd.readouterr())  # the spawned ranks' output too: they write to our descriptors
+    assert "ignite.distributed" not in printed and "Warning" not in printed, printed  # Ignite's INFO, DDP's flags
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert len(r0["labels"]) == len(r1["labels"]) == 32  # global batch split over the ranks
