@@ -13,9 +13,13 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj: dict[str, Any], path: str) -> None:
-    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
+    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one, never half.
+    A disk that is full or read-only gives a one-line CheckpointError; the old file stays as it was."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    except OSError as e:
+        raise _unwritable(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -23,10 +27,29 @@ def save_atomic(obj: dict[str, Any], path: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are shared read-only artefacts
         os.replace(tmp, path)
-    except BaseException:
+        _fsync_directory(directory)  # the rename itself survives a power cut only once its folder is synced
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise _unwritable(path, e) from None
         raise
+
+
+def _unwritable(path: str, e: OSError) -> CheckpointError:
+    kept = "; the previous one is intact" if os.path.exists(path) else ""
+    return CheckpointError(f"cannot write checkpoint {path} ({e.strerror or e}){kept}")
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms that cannot open a folder (Windows) order renames themselves
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Atomic checkpoint writes and safe loading."""
+import errno
 import os
+import tempfile
 
 import pytest
 import torch
@@ -15,6 +17,27 @@ def test_save_is_atomic_and_failed_save_keeps_old_file(tmp_path):
         save_atomic({"bad": lambda: 0}, path)  # not picklable: fails mid-write
     assert torch.equal(load_checkpoint(path)["backbone"]["w"], torch.ones(2))
     assert os.listdir(tmp_path) == ["ckpt.pth"]  # no temp file left behind
+
+
+def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt.pth")
+    save_atomic({"backbone": {"w": torch.ones(2)}}, path)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)  # where a full disk shows up at the latest
+    with pytest.raises(CheckpointError, match=rf"^cannot write checkpoint {path} \(No space left on device\); "
+                                              "the previous one is intact$"):
+        save_atomic({"backbone": {"w": torch.zeros(2)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["backbone"]["w"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["ckpt.pth"]
+
+    def read_only(**kw):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # a folder that became read-only
+    with pytest.raises(CheckpointError, match=r"^cannot write checkpoint \S+new.pth \(Permission denied\)$"):
+        save_atomic({"w": 1}, str(tmp_path / "new.pth"))
 
 
 def test_load_refuses_code_corrupt_and_missing(tmp_path):
