@@ -36,11 +36,29 @@ class ImageNet100(ImageFolder):
         if missing:
             raise DataError(f"{directory}: expected a folder per ImageNet-100 class (<wnid>/*.JPEG); "
                             f"{len(missing)} of 100 missing, e.g. {missing[0]}")
+        empty = [w for w in wnids if not _has_image(os.path.join(directory, w))]
+        if empty:
+            raise DataError(f"{directory}: class folder {empty[0]} holds no images ({len(empty)} of the 100 "
+                            "are empty; an incomplete copy?)")
         return wnids
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         wnids = self.check(directory)
         return wnids, {w: i for i, w in enumerate(wnids)}
+
+
+def _has_image(folder: str) -> bool:
+    """Whether ``folder`` or a folder below it holds an image file. Reads entries lazily and stops at
+    the first image: on an ImageNet class folder that is its first entry, not a listing of 1300."""
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for e in entries:
+                if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS):
+                    return True
+                if e.is_dir():
+                    stack.append(e.path)
+    return False
 
 
 class UnlabeledFolder(DatasetFolder):
@@ -62,16 +80,16 @@ class UnlabeledFolder(DatasetFolder):
 
 
 def image_folder(root: str, transform=None):
-    """``--dataset folder``: class sub-folders give labels; a flat or unstructured tree is unlabelled."""
+    """``--dataset folder``: class sub-folders give labels (an empty one is a class without images); a
+    tree with images beside its sub-folders, or none in any of them, is read unlabelled."""
     if not os.path.isdir(root):
         raise DataError(f"--datadir {root}: not a directory (expected an image tree)")
     subdirs = [d for d in os.scandir(root) if d.is_dir()]
     top_images = [f for f in os.scandir(root) if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS)]
     if subdirs and not top_images:
-        try:
-            return ImageFolder(root, transform=transform, loader=read_rgb)
-        except FileNotFoundError:
-            pass
+        labelled = ImageFolder(root, transform=transform, loader=read_rgb, allow_empty=True)
+        if len(labelled):
+            return labelled
     return UnlabeledFolder(root, transform=transform)
 
 

@@ -1,5 +1,6 @@
 """Pretraining datasets load from tiny copies in the real on-disk formats; bad roots fail clearly."""
 import os
+import shutil
 
 import pytest
 import torch
@@ -76,6 +77,8 @@ def test_folder_with_and_without_labels(tmp_path):
     assert build_pretrain_data("folder", str(tmp_path / "single")).knn_train is None
     flat = build_pretrain_data("folder", str(tmp_path / "flat"))
     assert flat.knn_train is None and len(flat.train) == 2 and flat.train[0][1] == -1
+    (tmp_path / "lab" / "empty").mkdir()  # a class folder without images keeps the others' labels
+    assert build_pretrain_data("folder", str(tmp_path / "lab")).train.classes == ["cat", "dog", "empty"]
 
 
 def test_folder_with_train_and_val_splits(tmp_path):
@@ -105,6 +108,7 @@ def test_every_nth_image_of_each_class_is_a_query():
     ("stl10", "empty", "STL-10 not found.*--download"),
     ("imagenet100", "empty", "train: no such directory"),
     ("imagenet100", "partial", "99 of 100 missing"),
+    ("imagenet100", "one-empty", r"train: class folder n\w+ holds no images \(1 of the 100 are empty"),
     ("folder", "empty", "no images found"),
     ("mnist", "empty", "--dataset must be one of"),
 ])
@@ -115,6 +119,10 @@ def test_missing_or_malformed_data_gets_one_line_error(tmp_path, dataset, setup,
     if setup == "partial":
         (root / "train" / imagenet100_classes()[0]).mkdir(parents=True)
         (root / "val").mkdir()
+    if setup == "one-empty":  # torchvision's ImageFolder would fail later, in the training process
+        write_imagenet100(str(root), extra_classes=0)
+        shutil.rmtree(root / "train" / imagenet100_classes()[7])
+        (root / "train" / imagenet100_classes()[7] / "sub").mkdir(parents=True)
     with pytest.raises(DataError, match=msg) as e:
         check_pretrain_data(dataset, str(root))
     assert "\n" not in str(e.value) and (dataset == "mnist" or str(root) in str(e.value))
