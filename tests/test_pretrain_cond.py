@@ -5,6 +5,10 @@ import math
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import threading
 
 import pytest
 import torch
@@ -197,6 +201,37 @@ def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     save_atomic({"backbone": {}}, str(tmp_path / "eval-only.pth"))
     _expect_error([*base, "--resume", tmp_path / "eval-only.pth"], capsys, r"not a pretraining checkpoint")
     assert sorted(os.listdir(logdir)) == before
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_and_the_folder_is_free_once_it_ends(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """A sweep launched twice: both runs would write the same checkpoints."""
+    from utils.checkpoint import hold_run_lock
+    from utils.validate import validate
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "from utils.checkpoint import hold_run_lock; hold_run_lock(sys.argv[2]); "
+                               "print('held', flush=True); time.sleep(120)", ROOT, str(logdir)],
+                              stdout=subprocess.PIPE, text=True)
+    argv = ["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        _expect_error(argv, capsys, rf"^error: --logdir {re.escape(str(logdir))}: another run \(host:pid "
+                                    rf"\S+:{holder.pid}\) is writing there; wait for it to end")
+        monkeypatch.setenv("RANK", "1")
+        hold_run_lock(str(logdir))  # torchrun's other ranks leave the lock to rank 0
+        monkeypatch.delenv("RANK")
+        # Held from another host (as seen from here): wait, since it may be a crashed node's lock
+        # that the file server has not dropped yet; here the holder ends 1 s into the wait.
+        monkeypatch.setattr(socket, "gethostname", lambda: "another-host")
+        threading.Timer(1.0, holder.kill).start()
+        validate(pretrain_cond.build_parser().parse_args([str(a) for a in argv]))
+        assert holder.poll() is not None and open(logdir / ".lock").read() == f"another-host:{os.getpid()}\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert os.listdir(logdir) == [".lock"]
 
 
 @pytest.mark.parametrize("where,reason", [("", "File exists"), ("sub", "Not a directory")])

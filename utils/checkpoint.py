@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import time
 from typing import Any
 
 import torch
@@ -50,6 +52,49 @@ def _fsync_directory(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_HELD: dict[str, Any] = {}  # run folder -> its open lock file, kept open while this process lives
+# A lock held from another host may outlive its process: after a node crash an NFSv4 server keeps
+# it until the client's lease ends (90 s by default). A job requeued elsewhere waits that long.
+REMOTE_LOCK_WAIT_S = 120.0
+
+
+def hold_run_lock(logdir: str) -> None:
+    """Lock ``logdir`` for this process's life, so that a second run started on it (a sweep launched
+    twice) stops at once instead of writing its checkpoints over this one's. The OS drops the lock
+    when the process ends, however it ends, so a requeued job finds the folder free. Only the first
+    process of a torchrun/SLURM launch locks; file systems without locks (some NFS) go unlocked."""
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    key = os.path.realpath(logdir)
+    if rank != "0" or key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    f = open(os.path.join(logdir, ".lock"), "a+")
+    deadline = time.monotonic() + REMOTE_LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            if holder.startswith(socket.gethostname() + ":") or time.monotonic() > deadline:
+                f.close()
+                raise CheckpointError(f"--logdir {logdir}: another run (host:pid {holder}) is writing there; "
+                                      "wait for it to end or choose another folder") from None
+            time.sleep(1.0)
+        except OSError:
+            f.close()
+            return
+    f.seek(0)
+    f.truncate()
+    f.write(f"{socket.gethostname()}:{os.getpid()}\n")
+    f.flush()
+    _HELD[key] = f
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

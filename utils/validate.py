@@ -14,7 +14,7 @@ from datasets.pretrain import PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
 from models.projector import ConditionedProjector, ProjectorSpec
 
-from .checkpoint import load_checkpoint
+from .checkpoint import hold_run_lock, load_checkpoint
 
 # Args that define the network, its data or the steps of an epoch: a resumed run must not change them.
 RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", "aug_treatment", "aug_inj_type",
@@ -173,8 +173,10 @@ def _check_augself(args) -> None:
 
 def _check_logdir_and_resume(args) -> None:
     args.finished, args.restarted = 0, False
+    if os.path.isdir(args.logdir):
+        hold_run_lock(args.logdir)  # first: a run writing there now is the one thing to report
     if args.resume is None:
-        files = os.listdir(args.logdir) if os.path.isdir(args.logdir) else []
+        files = [f for f in os.listdir(args.logdir) if f != ".lock"] if os.path.isdir(args.logdir) else []
         if any(f.startswith("ckpt-") and f.endswith(".pth") for f in files):
             raise ValueError(f"--logdir {args.logdir} holds a run's checkpoints; pass --resume last to continue "
                              "that run, or choose a new folder")
@@ -183,6 +185,7 @@ def _check_logdir_and_resume(args) -> None:
         if files and not args.restarted:
             raise ValueError(f"--logdir {args.logdir} exists and is not empty, and holds no run; choose a new folder")
         make_output_dir(args.logdir, "--logdir")
+        hold_run_lock(args.logdir)
         return
     if args.resume == "last":
         args.resume = os.path.join(args.logdir, "ckpt-last.pth")
