@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> None:
         launch(training, args, *launch_plan(args))
     except Exception as e:  # data that passed the presence check but cannot be read (e.g. a corrupt image)
         die_or_raise(e)
+    except KeyboardInterrupt:  # Ctrl-C: what is kept, not where the main thread happened to be
+        last = os.path.join(args.logdir, "ckpt-last.pth")
+        kept = f"{last} holds the last finished epoch; add --resume last to continue from it" \
+            if os.path.exists(last) else "no checkpoint was written yet"
+        print(f"interrupted: {kept}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

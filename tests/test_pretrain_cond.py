@@ -5,6 +5,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -232,6 +233,27 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_folder_is_free_once_
         holder.kill()
         holder.wait()
     assert os.listdir(logdir) == [".lock"]
+
+
+def test_ctrl_c_says_what_is_kept_in_one_line(tmp_path):
+    """Ctrl-C sends SIGINT to the terminal's whole process group; Python printed the main thread's stack."""
+    logdir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "pretrain_cond.py", "--logdir", str(logdir), "--framework", "simclr",
+                             *SMALL, "--max-epochs", "50", "--print-freq", "1", "--eval-freq", "0", "--aug-inj-type",
+                             "proj-none"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # SIGINT as from a terminal, even if ours is ignored (nohup, &)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 2 [1/"):
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == f"interrupted: {logdir / 'ckpt-last.pth'} holds the last finished epoch; add --resume last to " \
+                  "continue from it\n"
 
 
 @pytest.mark.parametrize("where,reason", [("", "File exists"), ("sub", "Not a directory")])
