@@ -66,6 +66,7 @@ def test_each_framework_and_method_trains_an_epoch(tmp_path, monkeypatch, framew
     assert "weighted-64NN=" in log  # --knn-k 200 against a bank of 64 labelled images
     losses = [float(x) for x in re.findall(r" loss=(\S+)", log)]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert re.search(r"epoch 1 \[1/2\] .* eta=\w+\n", log) and re.search(r"epoch 1 \[2/2\] .* eta=0s\n", log)
     if method == "augself":
         assert "augself_crop=" in log and "augself_color=" in log
 

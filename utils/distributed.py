@@ -3,6 +3,7 @@ and the launcher the entry points share."""
 from __future__ import annotations
 
 import functools
+import inspect
 import multiprocessing
 
 import torch
@@ -54,6 +55,15 @@ def all_reduce_sum_no_grad(x: Tensor) -> Tensor:
         x = x.clone()
         dist.all_reduce(x)
     return x
+
+
+def ddp_no_buffer_sync() -> dict[str, bool]:
+    """DDP kwargs that leave each rank's buffers alone in forward (upstream's broadcast_buffers=False).
+    torch 2.14 deprecates that flag for forward_sync_buffers, which differs only in one sync of
+    the buffers at start-up: harmless here, since every rank starts from the same seed."""
+    from torch.nn.parallel import DistributedDataParallel
+    new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if new else {"broadcast_buffers": False}
 
 
 def platform_start_method() -> str:

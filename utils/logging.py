@@ -60,6 +60,15 @@ def init_wandb(logdir: str, args: dict[str, Any] | None):
         return None
 
 
+def duration(seconds: float) -> str:
+    """A time to go, to the two largest units: 45s, 12m05s, 3h12m, 2d04h."""
+    s = int(round(seconds))
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit}{s % size // sub_size:02d}{sub}"
+    return f"{s}s"
+
+
 def write_json(path: str, obj: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

@@ -25,9 +25,10 @@ from models import ConditionSpec, Framework, FrameworkOptions, build_framework
 from models.augself import AUGSELF_OUT
 
 from .checkpoint import load_checkpoint, save_atomic
+from .distributed import ddp_no_buffer_sync
 from .input_stream import InputStream
 from .knn import extract_features, knn_accuracy
-from .logging import RunLogger, write_json
+from .logging import RunLogger, duration, write_json
 from .schedule import lr_factor, set_lr
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -115,16 +116,6 @@ def build_loader(args, data: PretrainData, size: int, device: torch.device, rank
 def aug_config(args) -> AugConfig:
     """The augmentation that validated arguments ask for: the dataset's recipe, and how to blur."""
     return replace(config_for_dataset(args.dataset, args.color_aug), blur_impl=args.blur_impl)
-
-
-def ddp_no_buffer_sync() -> dict[str, bool]:
-    """DDP kwargs that leave each rank's buffers alone in forward (upstream's broadcast_buffers=False).
-    torch 2.14 deprecates that flag for forward_sync_buffers, which differs only in one sync of
-    the buffers at start-up: harmless here, since every rank starts from the same seed."""
-    import inspect
-    from torch.nn.parallel import DistributedDataParallel
-    new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-    return {"forward_sync_buffers": False} if new else {"broadcast_buffers": False}
 
 
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
@@ -298,6 +289,10 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
     master = run.rank == 0
     timer = {"t": time.time(), "it": 0}
 
+    @engine.on(Events.STARTED)  # after a resume's restore: the state this run starts from
+    def _start(e: Engine):
+        timer.update(t=time.time(), it=e.state.iteration, t0=time.time(), it0=e.state.iteration)
+
     @engine.on(Events.EPOCH_STARTED)  # fires before Ignite creates the epoch's data iterator
     def _epoch(e: Engine):
         run.set_epoch(e.state.epoch - 1)
@@ -310,8 +305,12 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
         timer.update(t=now, it=e.state.iteration)
         lr = run.optimizer.param_groups[0]["lr"]
         it_in_epoch = (e.state.iteration - 1) % e.state.epoch_length + 1
+        # the run's own pace so far, k-NN evaluations and checkpoints included
+        left = (e.state.epoch_length * a.max_epochs - e.state.iteration) * (now - timer["t0"]) \
+            / (e.state.iteration - timer["it0"])
         log.info(f"epoch {e.state.epoch} [{it_in_epoch}/{e.state.epoch_length}] "
-                 + " ".join(f"{k}={v:.4f}" for k, v in vals.items()) + f" lr={lr:.5f} img/s={ips:.0f}")
+                 + " ".join(f"{k}={v:.4f}" for k, v in vals.items())
+                 + f" lr={lr:.5f} img/s={ips:.0f} eta={duration(left)}")
         log.scalars({f"train/{k}": v for k, v in vals.items()} | {"train/lr": lr, "train/img_per_s": ips},
                     e.state.iteration)
 

@@ -1,9 +1,10 @@
-"""error_line: bad-input errors become one line, also when a DataLoader worker raised them; bugs do not."""
+"""error_line: bad-input errors become one line, also when a DataLoader worker raised them; bugs do not.
+duration: the ETA in the progress lines."""
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
 from datasets.errors import DataError
-from utils.logging import error_line
+from utils.logging import duration, error_line
 
 
 class _Fails(Dataset):
@@ -34,3 +35,8 @@ def test_value_errors_are_bad_input_and_other_errors_are_bugs():
         "--batch-size 512 is larger than the dataset (100 images)"
     assert error_line(_from_worker(RuntimeError("shape mismatch"))) is None
     assert error_line(KeyError("DataError: not really")) is None
+
+
+def test_duration_gives_the_two_largest_units():
+    assert [duration(x) for x in (0, 44.6, 60, 725, 3600, 11_520, 2 * 86_400 + 4 * 3600 + 59)] == \
+        ["0s", "45s", "1m00s", "12m05s", "1h00m", "3h12m", "2d04h"]
