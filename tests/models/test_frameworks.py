@@ -152,3 +152,41 @@ def test_target_update_follows_the_weights_after_a_move_and_a_load(name):
         expected = m * before[n] + (1 - m) * before[n.removeprefix("target_")]
         torch.testing.assert_close(p, expected, msg=n)
         assert not torch.equal(p, before[n])
+
+
+def test_a_framework_added_to_the_registry_trains_through_the_entry_point(tmp_path, monkeypatch):
+    """README 'Adding a framework': a Framework subclass and one registry entry, nothing else;
+    conditioning, AugSelf, logging and checkpoints come from the base and the trainer."""
+    import pretrain_cond
+    from models.frameworks.base import Framework, fp32
+    from models.losses import nt_xent
+    from models.projector import ProjectorSpec
+    from tests.data_formats import write_cifar
+    from utils.checkpoint import load_checkpoint
+
+    class WarmSimCLR(Framework):  # NT-Xent at temperature 0.5, 64-d embeddings
+        @staticmethod
+        def projector_spec(feat_dim, opts):
+            return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=64, depth=2)
+
+        def ssl_forward(self, x1, x2, d1, d2):
+            y1, y2 = self.backbone(x1), self.backbone(x2)
+            z1, z2 = self.projector(y1, d1).float(), self.projector(y2, d2).float()
+            with fp32(z1):
+                loss = nt_xent(z1, z2, 0.5)
+            return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
+
+    monkeypatch.setitem(FRAMEWORKS, "warm_simclr", WarmSimCLR)
+    data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=64, n_test=32)
+    logdir = tmp_path / "run"
+    pretrain_cond.main([str(a) for a in [
+        "--logdir", logdir, "--framework", "warm_simclr", "--dataset", "cifar10", "--datadir", data, "--model",
+        "mini_resnet", "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--device", "cpu",
+        "--print-freq", "1", "--ss-crop", "0.5",
+        "--aug-treatment", "mlp", "--aug-nn-width", "8", "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color"]])
+    ckpt = load_checkpoint(str(logdir / "ckpt-last.pth"))
+    assert ckpt["args"]["framework"] == "warm_simclr" and ckpt["epoch"] == 1
+    assert ckpt["model"]["projector.net.3.weight"].shape == (64, 32)  # its own projector ...
+    assert any(k.startswith("projector.embed.") for k in ckpt["model"])  # ... conditioned on the descriptor
+    assert any(k.startswith("augself.heads.crop") for k in ckpt["model"])
+    assert "augself_crop=" in (logdir / "log.txt").read_text()
