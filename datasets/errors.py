@@ -39,4 +39,3 @@ def read_rgb(path: str):
         return default_loader(path)
     except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a bad file (SyntaxError: bad headers)
         raise unreadable(path, e) from None
-

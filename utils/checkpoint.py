@@ -73,7 +73,10 @@ def hold_run_lock(logdir: str) -> None:
         import fcntl
     except ImportError:  # Windows
         return
-    f = open(os.path.join(logdir, ".lock"), "a+")
+    try:
+        f = open(os.path.join(logdir, ".lock"), "a+")
+    except OSError:  # a folder this run cannot write in: the output-folder check names it
+        return
     deadline = time.monotonic() + REMOTE_LOCK_WAIT_S
     while True:
         try:

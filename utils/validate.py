@@ -184,9 +184,13 @@ def _check_logdir_and_resume(args) -> None:
         args.restarted = "args.json" in files
         if files and not args.restarted:
             raise ValueError(f"--logdir {args.logdir} exists and is not empty, and holds no run; choose a new folder")
-        make_output_dir(args.logdir, "--logdir")
-        hold_run_lock(args.logdir)
-        return
+    else:
+        _check_resume(args)
+    make_output_dir(args.logdir, "--logdir")
+    hold_run_lock(args.logdir)
+
+
+def _check_resume(args) -> None:
     if args.resume == "last":
         args.resume = os.path.join(args.logdir, "ckpt-last.pth")
     ckpt = load_checkpoint(args.resume)
