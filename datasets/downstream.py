@@ -15,7 +15,7 @@ from torchvision import datasets as tvd
 
 from .catalog import DOWNSTREAM_DATASETS, NUM_CLASSES
 from .colordigits import make_colordigits
-from .errors import DataError, from_torchvision, read_rgb
+from .errors import DataError, NamesUnreadable, from_torchvision, read_rgb
 from .folders import SPLITS_DIR
 
 # name -> (published train size, val size, seed) for seeded splits of the training set
@@ -194,7 +194,7 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
     if not root or not os.path.isdir(root):
         raise DataError(f"--datadir {root}: no such directory")
     train, val, test = FAMILIES[name](name, root, transform, ttf, {"download": download})
-    return Splits(train, val, test, NUM_CLASSES[name])
+    return Splits(*(NamesUnreadable(d, name) for d in (train, val, test)), NUM_CLASSES[name])
 
 
 def few_shot_pool(name: str, root: str, transform) -> Dataset:

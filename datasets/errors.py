@@ -1,8 +1,12 @@
 """The one error type for bad data: a one-line message naming the path and the expected layout."""
 from __future__ import annotations
 
+import bisect
+import os
 import re
 from typing import Callable, TypeVar
+
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 T = TypeVar("T")
 
@@ -39,3 +43,45 @@ def read_rgb(path: str):
         return default_loader(path)
     except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a bad file (SyntaxError: bad headers)
         raise unreadable(path, e) from None
+
+
+class NamesUnreadable(Dataset):
+    """``dataset`` whose unreadable images raise ``unreadable`` naming the file. torchvision's own
+    downstream classes (Food-101, Pets, Cars, ...) open their files themselves, so PIL's error that
+    reaches the user names none. Attributes of the wrapped split (``indices``, ...) read through."""
+
+    def __init__(self, dataset: Dataset, name: str):
+        self._wrapped, self._name = dataset, name
+
+    def __len__(self) -> int:
+        return len(self._wrapped)
+
+    def __getitem__(self, i: int):
+        try:
+            return self._wrapped[i]
+        except (OSError, SyntaxError) as e:  # PIL's errors for a bad file; a DataError passes as it is
+            raise unreadable(image_path(self._wrapped, i) or f"--dataset {self._name}: image {i}", e) from None
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("_"):  # its own, not set yet while a loader worker unpickles it
+            raise AttributeError(attr)
+        return getattr(self._wrapped, attr)
+
+
+def image_path(ds: Dataset, i: int) -> str | None:
+    """The file behind item ``i``, through Subset and ConcatDataset, for the file lists torchvision's
+    classes keep (public or not); None where there is none (e.g. CIFAR's arrays)."""
+    while isinstance(ds, (Subset, ConcatDataset)):
+        if isinstance(ds, Subset):
+            ds, i = ds.dataset, ds.indices[i]
+        else:
+            j = bisect.bisect_right(ds.cumulative_sizes, i)
+            ds, i = ds.datasets[j], i - (ds.cumulative_sizes[j - 1] if j else 0)
+    if all(hasattr(ds, a) for a in ("categories", "y", "index", "root")):  # Caltech101
+        return os.path.join(ds.root, "101_ObjectCategories", ds.categories[ds.y[i]], f"image_{ds.index[i]:04d}.jpg")
+    for attr in ("samples", "_samples", "_image_files", "_images"):
+        files = getattr(ds, attr, None)
+        if files is not None:
+            f = files[i]
+            return str(f[0] if isinstance(f, tuple) else f)
+    return None

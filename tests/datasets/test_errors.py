@@ -1,11 +1,14 @@
-"""Unreadable image files fail with one line that names the file, on both JPEG-folder paths."""
+"""Unreadable image files fail with one line that names the file: both JPEG-folder paths of
+pretraining, and every downstream dataset."""
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from datasets.device_decode import DeviceDecodePrefetcher, JpegBytesTwoBoxes, bytes_loader
-from datasets.errors import DataError, read_rgb
+from datasets.errors import DataError, NamesUnreadable, read_rgb
 from datasets.folders import image_folder
 from tests.data_formats import corrupt, write_class_folders, write_jpeg
 
@@ -44,3 +47,34 @@ def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how):
     if how == "truncated":  # the header still reads: the worker ships its bytes for the device
         item = JpegBytesTwoBoxes(ds.samples, 0, 16)[(0, ds.samples.index((bad, 0)))]
         assert item[1] is True
+
+
+def test_torchvision_downstream_classes_name_their_unreadable_file(tmp_path, monkeypatch):
+    """Food-101 and Caltech-101 open their files themselves; the splits name the file through
+    Subset and ConcatDataset all the same, and read through to the split's attributes."""
+    from datasets.downstream import build_downstream
+    from datasets.pretrain import eval_transform
+    from tests import data_formats as W
+    tf = eval_transform("cifar10")
+    food = W.write_food101(str(tmp_path / "food"), per_class=2)
+    bad = W.corrupt(os.path.join(food, "food-101", "images", "dish1", "test0.jpg"), "truncated")
+    s = build_downstream("food101", food, tf)
+    assert s.test[0][0].shape == (3, 32, 32)
+    with pytest.raises(DataError, match=f"^{bad}: cannot read this image \\(.+\\); replace the file"):
+        s.test[2]  # dish0/test0, dish0/test1, dish1/test0
+    cal = build_downstream("caltech101", W.write_caltech101(str(tmp_path / "cal")), tf)
+    assert len(cal.train.indices) == 2525  # the Subset's own attribute, read through the wrapper
+    empty = next(i for i, j in enumerate(cal.train.indices) if j >= 2)  # images 0 and 1 are real JPEGs
+    with pytest.raises(DataError, match=r"^\S+/101_ObjectCategories/class\d{3}/image_\d{4}\.jpg: cannot read"):
+        cal.train[empty]
+
+
+def test_a_dataset_without_files_is_named_by_index():
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            raise OSError("broken data stream when reading image file")
+    with pytest.raises(DataError, match=r"^--dataset toy: image 3: cannot read this image \(broken data stream"):
+        NamesUnreadable(Broken(), "toy")[3]
