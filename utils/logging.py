@@ -70,10 +70,16 @@ def duration(seconds: float) -> str:
 
 
 def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` atomically (temp file + rename); a full or read-only disk is a one-line ValueError."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ValueError(f"cannot write {path} ({e.strerror or e})") from None
 
 
 def die(msg: str) -> "NoReturn":  # noqa: F821

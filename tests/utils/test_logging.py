@@ -40,3 +40,21 @@ def test_value_errors_are_bad_input_and_other_errors_are_bugs():
 def test_duration_gives_the_two_largest_units():
     assert [duration(x) for x in (0, 44.6, 60, 725, 3600, 11_520, 2 * 86_400 + 4 * 3600 + 59)] == \
         ["0s", "45s", "1m00s", "12m05s", "1h00m", "3h12m", "2d04h"]
+
+
+def test_write_json_is_atomic_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import json
+    import os
+    from utils import logging as L
+    path = str(tmp_path / "knn.json")
+    L.write_json(path, {"knn": 0.5})
+
+    def full(obj, f, **kw):
+        f.write("{")  # part of it reached the file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(L.json, "dump", full)
+    with pytest.raises(ValueError, match=rf"^cannot write {path} \(No space left on device\)$"):
+        L.write_json(path, {"knn": 0.9})
+    monkeypatch.undo()
+    assert json.loads(open(path).read()) == {"knn": 0.5} and os.listdir(tmp_path) == ["knn.json"]
