@@ -135,6 +135,7 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
     run(["--logdir", tmp_path / "b", *common, "--stop-after", "1"])
     assert load_checkpoint(str(tmp_path / "b" / "ckpt-last.pth"))["epoch"] == 1
     run(["--logdir", tmp_path / "b", *common, "--resume", "last"])
+    assert "changed since the checkpoint" not in (tmp_path / "b" / "log.txt").read_text()  # --stop-after steers only
     (ma, oa), (mb, ob) = _state(tmp_path / "a" / "ckpt-last.pth"), _state(tmp_path / "b" / "ckpt-last.pth")
     assert ma.keys() == mb.keys()
     for k in ma:
@@ -145,6 +146,10 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     run(["--logdir", tmp_path / "b", *common, "--resume", "last"])
     assert "already finished at epoch 2" in capsys.readouterr().out
+    run(["--logdir", tmp_path / "b", *common, "--resume", "last", "--max-epochs", "3", "--base-lr", "0.1",
+         "--stop-after", "1"])  # the recipe's lr schedule now spans 3 epochs: said, not refused
+    assert "changed since the checkpoint: --max-epochs 2 -> 3; --base-lr 0.03 -> 0.1\n" in \
+        (tmp_path / "b" / "log.txt").read_text()
 
 
 def _expect_error(argv, capsys, pattern):

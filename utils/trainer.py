@@ -30,6 +30,7 @@ from .input_stream import InputStream
 from .knn import extract_features, knn_accuracy
 from .logging import RunLogger, duration, write_json
 from .schedule import lr_factor, set_lr
+from .validate import changed_since
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 AUGMENT_COMPILE_BACKEND = "inductor"  # for --compile-augment; tests use "aot_eager" (same graphs, no codegen)
@@ -384,6 +385,9 @@ def training(local_rank: int, args) -> None:
         restore(run, engine, ckpt)
         run.start_epoch = engine.state.epoch
         log.info(f"resumed from {args.resume} at epoch {engine.state.epoch}")
+        changed = changed_since(ckpt["args"], args)
+        if changed:  # allowed, but e.g. --max-epochs reshapes the lr schedule
+            log.info("changed since the checkpoint: " + "; ".join(changed))
     if rank == 0:
         write_json(os.path.join(args.logdir, "args.json"), vars(args))
         for line in describe(run, epoch_length):

@@ -22,6 +22,19 @@ RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", 
                      "ss_blur", "ss_rot", "ss_sol")
 
 
+# args that steer a run but not what it learns (pretrain_cond.py's "run control" group), and derived ones
+RUN_CONTROL = ("logdir", "resume", "distributed", "nproc_per_node", "stop_after", "print_freq", "ckpt_freq",
+               "eval_freq", "knn_k", "knn_t", "finished", "restarted")
+
+
+def changed_since(old: dict, args) -> list[str]:
+    """'--flag old -> new' for each arg a resumed run changes that RESUME_COMPATIBLE allows to change
+    and that shapes what it learns (e.g. --max-epochs, which reshapes the lr schedule)."""
+    new = vars(args)
+    return [f"--{k.replace('_', '-')} {v!r} -> {new.get(k)!r}" for k, v in old.items()
+            if k not in RUN_CONTROL and new.get(k) != v]
+
+
 def world_size_of(args) -> int:
     if not args.distributed:
         return 1
