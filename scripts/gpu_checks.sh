@@ -23,7 +23,7 @@ step() { echo "=== $* (t=${SECONDS}s)"; }
 run_tests() {
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
   timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
-    tests/datasets/test_device_decode.py tests/utils/test_trainer.py tests/utils/test_input_stream.py -k "cuda" 2>&1 | tail -12
+    tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_trainer.py tests/utils/test_input_stream.py -k "cuda" 2>&1 | tail -12
 }
 
 run_bench() {

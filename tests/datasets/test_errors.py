@@ -34,16 +34,19 @@ def test_folder_dataset_names_its_unreadable_file(tmp_path):
         ds[3]
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
-def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how):
+def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how, device):
     """Garbage fails in the worker that reads the header; a truncated JPEG passes the header and fails
-    in the batched decode, which then decodes the batch's files one by one to find it."""
+    in the batched decode (libjpeg on the CPU, nvJPEG on CUDA), which then decodes the batch's files
+    one by one to find it."""
     root = write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=3, size=(40, 30))
     bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), how)
     ds = image_folder(root)
     loader = bytes_loader(ds.samples, batch_size=6, seed=0, num_workers=0, size=16)
     with pytest.raises(DataError, match=f"^{bad}: cannot read this image"):
-        list(DeviceDecodePrefetcher(loader, torch.device("cpu")))
+        list(DeviceDecodePrefetcher(loader, torch.device(device)))
     if how == "truncated":  # the header still reads: the worker ships its bytes for the device
         item = JpegBytesTwoBoxes(ds.samples, 0, 16)[(0, ds.samples.index((bad, 0)))]
         assert item[1] is True
