@@ -69,6 +69,27 @@ def duration(seconds: float) -> str:
     return f"{s}s"
 
 
+class Pace:
+    """Seconds per step in the last window and time left for a run, for the progress lines. The time
+    left uses the pace since the end of the first window, which holds the start-up (loader workers,
+    cuDNN autotuning, compilation: minutes with --compile), so that it is not counted in every step;
+    k-NN evaluations and checkpoints are."""
+
+    def start(self, now: float, step: int) -> None:
+        self.t, self.step, self.t0, self.step0 = now, step, None, step
+
+    def update(self, now: float, step: int, total_steps: int) -> tuple[float, float]:
+        """(s/step since the last update, s left until ``total_steps``)."""
+        window = (now - self.t) / max(1, step - self.step)
+        if self.t0 is None:
+            self.t0, self.step0 = now, step
+            per_step = window
+        else:
+            per_step = (now - self.t0) / max(1, step - self.step0)
+        self.t, self.step = now, step
+        return window, (total_steps - step) * per_step
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` atomically (temp file + rename); a full or read-only disk is a one-line ValueError."""
     tmp = path + ".tmp"

@@ -28,7 +28,7 @@ from .checkpoint import load_checkpoint, save_atomic
 from .distributed import ddp_no_buffer_sync
 from .input_stream import InputStream
 from .knn import extract_features, knn_accuracy
-from .logging import RunLogger, duration, write_json
+from .logging import Pace, RunLogger, duration, write_json
 from .schedule import lr_factor, set_lr
 from .validate import changed_since
 
@@ -288,11 +288,11 @@ def knn_monitor(run: Run) -> dict[str, float]:
 def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
     a, logdir = run.args, run.args.logdir
     master = run.rank == 0
-    timer = {"t": time.time(), "it": 0}
+    pace = Pace()
 
     @engine.on(Events.STARTED)  # after a resume's restore: the state this run starts from
     def _start(e: Engine):
-        timer.update(t=time.time(), it=e.state.iteration, t0=time.time(), it0=e.state.iteration)
+        pace.start(time.time(), e.state.iteration)
 
     @engine.on(Events.EPOCH_STARTED)  # fires before Ignite creates the epoch's data iterator
     def _epoch(e: Engine):
@@ -301,14 +301,10 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
     @engine.on(Events.ITERATION_COMPLETED(every=a.print_freq))
     def _print(e: Engine):
         vals = {k: float(v) for k, v in e.state.output.items()}
-        now = time.time()
-        ips = (e.state.iteration - timer["it"]) * a.batch_size / max(1e-9, now - timer["t"])
-        timer.update(t=now, it=e.state.iteration)
+        step_s, left = pace.update(time.time(), e.state.iteration, e.state.epoch_length * a.max_epochs)
+        ips = a.batch_size / max(1e-9, step_s)
         lr = run.optimizer.param_groups[0]["lr"]
         it_in_epoch = (e.state.iteration - 1) % e.state.epoch_length + 1
-        # the run's own pace so far, k-NN evaluations and checkpoints included
-        left = (e.state.epoch_length * a.max_epochs - e.state.iteration) * (now - timer["t0"]) \
-            / (e.state.iteration - timer["it0"])
         log.info(f"epoch {e.state.epoch} [{it_in_epoch}/{e.state.epoch_length}] "
                  + " ".join(f"{k}={v:.4f}" for k, v in vals.items())
                  + f" lr={lr:.5f} img/s={ips:.0f} eta={duration(left)}")
@@ -385,8 +381,7 @@ def training(local_rank: int, args) -> None:
         restore(run, engine, ckpt)
         run.start_epoch = engine.state.epoch
         log.info(f"resumed from {args.resume} at epoch {engine.state.epoch}")
-        changed = changed_since(ckpt["args"], args)
-        if changed:  # allowed, but e.g. --max-epochs reshapes the lr schedule
+        if changed := changed_since(ckpt["args"], args):  # allowed, but e.g. --max-epochs reshapes the lr
             log.info("changed since the checkpoint: " + "; ".join(changed))
     if rank == 0:
         write_json(os.path.join(args.logdir, "args.json"), vars(args))

@@ -1,10 +1,10 @@
 """error_line: bad-input errors become one line, also when a DataLoader worker raised them; bugs do not.
-duration: the ETA in the progress lines."""
+Pace, duration: the rate and ETA in the progress lines."""
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
 from datasets.errors import DataError
-from utils.logging import duration, error_line
+from utils.logging import Pace, duration, error_line
 
 
 class _Fails(Dataset):
@@ -58,3 +58,15 @@ def test_write_json_is_atomic_and_a_full_disk_is_one_line(tmp_path, monkeypatch)
         L.write_json(path, {"knn": 0.9})
     monkeypatch.undo()
     assert json.loads(open(path).read()) == {"knn": 0.5} and os.listdir(tmp_path) == ["knn.json"]
+
+
+def test_pace_leaves_the_start_up_window_out_of_the_time_left():
+    """With --compile the first window can take minutes; counted in every step, it inflated the
+    ETA of a 500-epoch run several-fold during its first epoch."""
+    p = Pace()
+    p.start(0.0, 0)
+    assert p.update(100.0, 10, 1000) == (10.0, 990 * 10.0)  # compilation: only the window's pace is known
+    assert p.update(110.0, 20, 1000) == (1.0, 980 * 1.0)  # from then on, the pace since the first window
+    assert p.update(125.0, 30, 1000) == (1.5, 970 * 1.25)  # (a k-NN evaluation ran in this window)
+    p.start(500.0, 200)  # a resumed run starts its own count
+    assert p.update(530.0, 210, 1000) == (3.0, 790 * 3.0)
