@@ -79,17 +79,28 @@ class UnlabeledFolder(DatasetFolder):
         return [(f, -1) for f in files]
 
 
+def folder_classes(root: str) -> list[str]:
+    """The classes ``image_folder`` reads ``root`` with, found without listing every file (the presence
+    check runs it before the run lists the tree): the sub-folders' names, sorted as ImageFolder has
+    them, when the images lie below sub-folders only; else [""], unlabelled. No image: DataError."""
+    if not os.path.isdir(root):
+        raise DataError(f"--datadir {root}: not a directory (expected an image tree)")
+    with os.scandir(root) as it:
+        entries = list(it)
+    subdirs = sorted(e.name for e in entries if e.is_dir())
+    top_images = any(e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS) for e in entries)
+    if subdirs and not top_images and any(_has_image(os.path.join(root, d)) for d in subdirs):
+        return subdirs
+    if not top_images:  # and none below
+        raise DataError(f"{root}: no images found (expected files ending in {', '.join(IMG_EXTENSIONS)})")
+    return [""]
+
+
 def image_folder(root: str, transform=None):
     """``--dataset folder``: class sub-folders give labels (an empty one is a class without images); a
     tree with images beside its sub-folders, or none in any of them, is read unlabelled."""
-    if not os.path.isdir(root):
-        raise DataError(f"--datadir {root}: not a directory (expected an image tree)")
-    subdirs = [d for d in os.scandir(root) if d.is_dir()]
-    top_images = [f for f in os.scandir(root) if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS)]
-    if subdirs and not top_images:
-        labelled = ImageFolder(root, transform=transform, loader=read_rgb, allow_empty=True)
-        if len(labelled):
-            return labelled
+    if folder_classes(root) != [""]:
+        return ImageFolder(root, transform=transform, loader=read_rgb, allow_empty=True)
     return UnlabeledFolder(root, transform=transform)
 
 

@@ -18,7 +18,7 @@ from torchvision import transforms as T
 
 from .colordigits import make_colordigits
 from .errors import DataError, from_torchvision
-from .folders import ImageNet100, image_folder, with_transform
+from .folders import ImageNet100, folder_classes, image_folder, with_transform
 
 IN_MEMORY = ("cifar10", "cifar100", "stl10", "stl10_rot", "stl10_sol", "colordigits")
 FROM_FILES = ("imagenet100", "folder")
@@ -112,8 +112,8 @@ def check_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
         for split in ("train", "val"):
             ImageNet100.check(os.path.join(datadir, split))
     else:
-        folders = [image_folder(root) for root in split_layout(datadir) or (datadir,)]
-        if len(folders) == 2 and folders[0].classes != folders[1].classes:
+        classes = [folder_classes(root) for root in split_layout(datadir) or (datadir,)]
+        if len(classes) == 2 and classes[0] != classes[1]:
             raise DataError(f"--datadir {datadir}: train/ and val/ must hold the same class folders (or give "
                             f"--datadir {os.path.join(datadir, 'train')} to train without the val/ k-NN queries)")
 
