@@ -15,7 +15,7 @@ from torchvision import datasets as tvd
 
 from .catalog import DOWNSTREAM_DATASETS, NUM_CLASSES
 from .colordigits import make_colordigits
-from .errors import DataError, NamesUnreadable, from_torchvision, read_rgb
+from .errors import DataError, NamesUnreadable, from_torchvision
 from .folders import SPLITS_DIR
 
 # name -> (published train size, val size, seed) for seeded splits of the training set
@@ -68,6 +68,7 @@ class SUN397(Dataset):
     """root/SUN397 with ClassName.txt and the Training_01 / Testing_01 partition lists."""
 
     def __init__(self, root: str, split: str, transform=None):
+        from torchvision.datasets.folder import default_loader
         base = os.path.join(root, "SUN397")
         files = [os.path.join(base, f) for f in ("ClassName.txt", f"{split}_01.txt")]
         for f in files:
@@ -78,7 +79,7 @@ class SUN397(Dataset):
         index = {c: i for i, c in enumerate(classes)}
         lines = [ln.strip() for ln in open(files[1]) if ln.strip()]
         self.samples = [(base + ln, index[os.path.dirname(ln)]) for ln in lines]
-        self.transform, self.loader = transform, read_rgb
+        self.transform, self.loader = transform, default_loader
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -108,7 +109,7 @@ def _folder(path: str, root: str, transform):
     if not os.path.isdir(path):
         raise DataError(f"--datadir {root}: missing {path} (expected root/train/<class>/ and root/test/<class>/)")
     try:
-        return tvd.ImageFolder(path, transform=transform, loader=read_rgb)
+        return tvd.ImageFolder(path, transform=transform)
     except FileNotFoundError as e:  # empty tree or empty class folder
         raise DataError(f"--datadir {root}: {path}: {str(e).splitlines()[0]}") from None
 
@@ -200,9 +201,11 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
 def few_shot_pool(name: str, root: str, transform) -> Dataset:
     """All images of a few-shot benchmark: cub200 (train + test), fc100 (test classes), plant_disease."""
     if name == "cub200":
-        return ConcatDataset([_folder(os.path.join(root, s), root, transform) for s in ("train", "test")])
-    if name == "fc100":
-        return _folder(os.path.join(root, "test"), root, transform)
-    if name == "plant_disease":
-        return _folder(root, root, transform)
-    raise DataError(f"--dataset must be one of cub200, fc100, plant_disease, got {name!r}")
+        pool = ConcatDataset([_folder(os.path.join(root, s), root, transform) for s in ("train", "test")])
+    elif name == "fc100":
+        pool = _folder(os.path.join(root, "test"), root, transform)
+    elif name == "plant_disease":
+        pool = _folder(root, root, transform)
+    else:
+        raise DataError(f"--dataset must be one of cub200, fc100, plant_disease, got {name!r}")
+    return NamesUnreadable(pool, name)

@@ -134,6 +134,9 @@ def test_few_shot_pools(tmp_path):
     assert len(few_shot_pool("fc100", str(tmp_path / "fc100"), TF)) == 4
     W.write_class_folders(str(tmp_path / "plant"), ["leaf_a", "leaf_b", "leaf_c"], 2)
     assert len(few_shot_pool("plant_disease", str(tmp_path / "plant"), TF)) == 6
+    bad = W.corrupt(str(tmp_path / "cub" / "test" / "002.b" / "1.jpg"), "truncated")
+    with pytest.raises(DataError, match=f"^{bad}: cannot read this image"):
+        few_shot_pool("cub200", str(tmp_path / "cub"), TF)[9]  # through the ConcatDataset
 
 
 @pytest.mark.parametrize("name,setup,msg", [
