@@ -46,9 +46,10 @@ def read_rgb(path: str):
 
 
 class NamesUnreadable(Dataset):
-    """``dataset`` whose unreadable images raise ``unreadable`` naming the file. torchvision's own
-    downstream classes (Food-101, Pets, Cars, ...) open their files themselves, so PIL's error that
-    reaches the user names none. Attributes of the wrapped split (``indices``, ...) read through."""
+    """``dataset`` whose unreadable images raise ``unreadable`` naming the file: every downstream split
+    and few-shot pool. torchvision's own classes (Food-101, Pets, Cars, ...) open their files
+    themselves, so PIL's error that reaches the user names none; one wrapper serves them and the
+    folder datasets alike. Attributes of the wrapped split (``indices``, ...) read through."""
 
     def __init__(self, dataset: Dataset, name: str):
         self._wrapped, self._name = dataset, name
