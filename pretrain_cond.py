@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from utils.logging import die, die_or_raise
+    from utils.logging import die, die_or_raise, interrupted
     from utils.validate import launch_plan, validate
 
     args = build_parser().parse_args(argv)
@@ -160,12 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         launch(training, args, *launch_plan(args))
     except Exception as e:  # data that passed the presence check but cannot be read (e.g. a corrupt image)
         die_or_raise(e)
-    except KeyboardInterrupt:  # Ctrl-C: what is kept, not where the main thread happened to be
+    except KeyboardInterrupt:
         last = os.path.join(args.logdir, "ckpt-last.pth")
-        kept = f"{last} holds the last finished epoch; add --resume last to continue from it" \
-            if os.path.exists(last) else "no checkpoint was written yet"
-        print(f"interrupted: {kept}", file=sys.stderr)
-        raise SystemExit(130) from None
+        interrupted(f"{last} holds the last finished epoch; add --resume last to continue from it"
+                    if os.path.exists(last) else "no checkpoint was written yet")
 
 
 if __name__ == "__main__":

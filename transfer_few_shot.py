@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     from datasets.pretrain import eval_transform
     from utils.features import load_backbone, sharded_features
     from utils.few_shot import few_shot_eval
-    from utils.logging import die_or_raise, write_json
+    from utils.logging import RESULTS_KEPT, die_or_raise, interrupted, write_json
     from utils.validate import check_frozen_eval, require
 
     args = build_parser().parse_args(argv)
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
             write_json(out, {"acc": mean, "ci95": ci, "args": vars(args)})
     except Exception as e:  # DataError, CheckpointError and flag errors: one line, no traceback
         die_or_raise(e)
+    except KeyboardInterrupt:
+        interrupted(RESULTS_KEPT)
 
 
 if __name__ == "__main__":

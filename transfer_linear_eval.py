@@ -110,7 +110,7 @@ def _log_external(args, path: str, res) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from utils.logging import die_or_raise
+    from utils.logging import RESULTS_KEPT, die_or_raise, interrupted
     args = build_parser().parse_args(argv)
     try:
         validate(args)
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         launch(evaluate, args, *launch_plan(args))
     except Exception as e:  # DataError, CheckpointError and flag errors: one line, no traceback
         die_or_raise(e)
+    except KeyboardInterrupt:
+        interrupted(RESULTS_KEPT)
 
 
 if __name__ == "__main__":

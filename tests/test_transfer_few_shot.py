@@ -36,3 +36,16 @@ def test_bad_input_one_line_error(colordigits_ckpt, tmp_path, capsys, extra, pat
                                                    "--model", "mini_resnet", "--dataset", "plant_disease",
                                                    "--datadir", tmp_path, "--device", "cpu", *extra],
                           capsys, pattern)
+
+
+def test_ctrl_c_says_what_is_kept_in_one_line(colordigits_ckpt, tmp_path, monkeypatch, capsys):
+    import datasets.downstream
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(datasets.downstream, "few_shot_pool", interrupt)
+    with pytest.raises(SystemExit) as stop:
+        transfer_few_shot.main(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+                                "--dataset", "plant_disease", "--datadir", str(tmp_path), "--device", "cpu"])
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.startswith("interrupted: the results printed above are in their JSON files")

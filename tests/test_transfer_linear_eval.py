@@ -39,6 +39,20 @@ def test_builtin_colordigits(colordigits_ckpt, capsys, dataset, classes):
     assert res["test"] > 1.5 / classes  # well above chance after one epoch
 
 
+def test_ctrl_c_says_what_is_kept_in_one_line(colordigits_ckpt, monkeypatch, capsys):
+    import utils.linear_eval
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils.linear_eval, "linear_eval", interrupt)
+    with pytest.raises(SystemExit) as stop:
+        run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+             "--dataset", "colordigits", "--num-workers", "0"])
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "interrupted: the results printed above are in their JSON files; the " \
+                                      "checkpoints after them were not evaluated\n"
+
+
 def _expect_error(argv, capsys, pattern):
     expect_one_line_error(transfer_linear_eval.main, argv, capsys, pattern)
 

@@ -109,6 +109,15 @@ def die(msg: str) -> "NoReturn":  # noqa: F821
     raise SystemExit(2)
 
 
+RESULTS_KEPT = "the results printed above are in their JSON files; the checkpoints after them were not evaluated"
+
+
+def interrupted(kept: str) -> "NoReturn":  # noqa: F821
+    """Ctrl-C: one line saying what is kept, not where the main thread happened to be; exit 130 as a shell does."""
+    print(f"interrupted: {kept}", file=sys.stderr)
+    raise SystemExit(130)
+
+
 def error_line(e: BaseException) -> str | None:
     """The one-line message of a bad-input error: a ValueError raised in this process (flags, data,
     checkpoints), or a DataError raised in a DataLoader worker or a spawned process (its text then

@@ -17,7 +17,7 @@ from torch.profiler import record_function
 from torch.utils._pytree import tree_map
 
 from augmentations import (AugConfig, ViewAugment, ViewDraws, augself_targets, build_descriptor, compiled,
-                           config_for_dataset)
+                           config_for_dataset, descriptor_dim)
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
@@ -37,7 +37,6 @@ AUGMENT_COMPILE_BACKEND = "inductor"  # for --compile-augment; tests use "aot_ea
 
 
 def condition_spec(args) -> ConditionSpec:
-    from augmentations import descriptor_dim
     dim = descriptor_dim(args.aug_cond) if args.aug_inj_type != "proj-none" else 0
     return ConditionSpec(dim, args.aug_treatment, args.aug_inj_type, args.aug_nn_width, args.aug_nn_depth,
                          args.aug_hn_type)
@@ -340,12 +339,29 @@ def attach_progress_bar(engine: Engine, every: int) -> None:
                                           event_name=Events.ITERATION_COMPLETED(every=every))
 
 
+def method_line(a, cfg: AugConfig) -> str:
+    """Baseline, AugSelf or CASSLE, as the flags make it, naming conditioning flags that change nothing."""
+    heads = ", ".join(f"{k} {w:g}" for k, w in augself_weights(a).items())
+    augself = f"; AugSelf heads: {heads}" if heads else ""
+    if a.aug_inj_type == "proj-none":
+        unused = f"; --aug-cond {' '.join(a.aug_cond)} is not used" if a.aug_cond else ""
+        return f"projector without conditioning (--aug-inj-type proj-none){unused}{augself}"
+    mlp = f"depth {a.aug_nn_depth}, width {a.aug_nn_width}"
+    treatment = {"raw": f"as is, {a.aug_inj_type}", "mlp": f"through an MLP ({mlp}), {a.aug_inj_type}",
+                 "hn": f"into a hypernetwork ({mlp}) that makes the projector ({a.aug_hn_type})"}[a.aug_treatment]
+    line = f"CASSLE: the {descriptor_dim(a.aug_cond)}-d descriptor ({' '.join(a.aug_cond)}) {treatment}{augself}"
+    if "blur" in a.aug_cond and cfg.blur_kernel is None:  # allowed (the paper's flags), but worth knowing
+        line += f"; its blur piece is always 0, as the --dataset {a.dataset} recipe never blurs"
+    return line
+
+
 def describe(run: Run, epoch_length: int) -> list[str]:
-    """The run's opening lines: what trains on what, and what the k-NN monitor compares."""
+    """The run's opening lines: what trains on what, by which method, and what the k-NN monitor compares."""
     a, d = run.args, run.data
     n = sum(p.numel() for p in run.framework.parameters() if p.requires_grad)
     lines = [f"{a.framework} on {a.dataset} ({len(d.train)} images), {a.model}, {n / 1e6:.2f}M trainable parameters, "
-             f"{run.world} process(es) on {run.device.type}, {epoch_length} steps/epoch, precision {a.precision}"]
+             f"{run.world} process(es) on {run.device.type}, {epoch_length} steps/epoch, precision {a.precision}",
+             method_line(a, run.cfg)]
     if a.restarted:
         lines.append(f"{a.logdir} held a run stopped before its first checkpoint: it starts again from epoch 1")
     if a.eval_freq > 0:

@@ -178,10 +178,31 @@ def test_opening_lines_say_what_trains_and_what_the_knn_monitor_compares(tmp_pat
     import dataclasses
     from utils.trainer import describe
     run = tiny_run(tmp_path, "--aug-inj-type", "proj-none")
-    head, knn = describe(run, 44)
+    head, method, knn = describe(run, 44)
     assert head.startswith("simsiam on colordigits (1438 images), mini_resnet, ") and "44 steps/epoch" in head
+    assert method == "projector without conditioning (--aug-inj-type proj-none)"
     assert knn == "k-NN monitor: 359 labelled queries against 1438 labelled images"
     run.data = dataclasses.replace(run.data, knn_train=None, knn_test=None)
-    assert describe(run, 44)[1] == "k-NN monitor off: the data has no labelled split"
+    assert describe(run, 44)[2] == "k-NN monitor off: the data has no labelled split"
     run.args.eval_freq = 0
-    assert len(describe(run, 44)) == 1
+    assert len(describe(run, 44)) == 2
+
+
+def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_path):
+    from augmentations import config_for_dataset
+    from utils.trainer import method_line
+    run = tiny_run(tmp_path, "--aug-inj-type", "proj-none")
+    a, small = run.args, config_for_dataset("colordigits")
+    a.aug_cond, a.ss_crop, a.ss_color = ["color", "crop"], 0.5, 0.25
+    assert method_line(a, small) == ("projector without conditioning (--aug-inj-type proj-none); --aug-cond color "
+                                     "crop is not used; AugSelf heads: crop 0.5, color 0.25")
+    a.ss_crop = a.ss_color = -1.0
+    a.aug_inj_type, a.aug_treatment, a.aug_nn_depth, a.aug_nn_width = "proj-cat", "mlp", 6, 64
+    a.aug_cond = ["blur", "color", "color_diff", "crop", "grayscale"]
+    line = method_line(a, config_for_dataset("imagenet100"))
+    assert line == ("CASSLE: the 13-d descriptor (blur color color_diff crop grayscale) through an MLP "
+                    "(depth 6, width 64), proj-cat")
+    assert method_line(a, small) == line + "; its blur piece is always 0, as the --dataset colordigits recipe never blurs"
+    a.aug_treatment, a.aug_cond = "hn", ["flip"]
+    assert method_line(a, small) == ("CASSLE: the 1-d descriptor (flip) into a hypernetwork (depth 6, width 64) "
+                                     "that makes the projector (mlp)")
