@@ -2,6 +2,8 @@
 with all-gathered embeddings, and both ranks end a step with identical state."""
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import ignite.distributed as idist
 import torch
@@ -46,6 +48,21 @@ def test_two_gloo_processes_end_a_step_with_identical_state(tmp_path, capfd):
     assert torch.equal(r0["queue"], r1["queue"]) and int(r0["ptr"]) == int(r1["ptr"]) == 64  # all-gathered
     # spawned ranks start their loader workers as a plain run does, not by spawning them too
     assert r0["start_method"] == r1["start_method"] == platform_start_method()  # "fork" on Linux
+
+
+def test_torchrun_launch_takes_its_ranks_from_the_environment(tmp_path):
+    """As on a cluster (torchrun / srun): the entry point joins the ranks torchrun made, spawning none."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    logdir = tmp_path / "run"
+    argv = [a for a in ARGV if a not in ("--nproc-per-node", "2")]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "pretrain_cond.py", "--logdir", str(logdir), *argv, "--batch-size", "256",
+                           "--eval-freq", "0"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = (logdir / "log.txt").read_text()
+    assert "2 process(es) on cpu, 5 steps/epoch" in log  # 1438 images, global batch 256: not 4 processes
+    assert log.count("done: checkpoint") == 1  # rank 0 alone writes
+    assert torch.load(logdir / "ckpt-last.pth", weights_only=True)["epoch"] == 1
 
 
 def _features(local_rank, out_dir):
