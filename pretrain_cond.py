@@ -17,7 +17,7 @@ import torch
 
 from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, VIEW_GRAPHS
 from datasets import PRETRAIN_DATASETS
-from models import BACKBONES, FRAMEWORKS
+from models import BACKBONES, COMPILE_MODES, FRAMEWORKS
 
 
 def _data_flags(a) -> None:
@@ -83,7 +83,10 @@ def _speed_flags(a) -> None:
       help="autocast dtype; auto = bf16 on CUDA, fp32 on CPU (losses are computed in fp32)")
     a("--channels-last", action=argparse.BooleanOptionalAction, default=None,
       help="NHWC memory format (default: on for CUDA)")
-    a("--compile", action="store_true", help="torch.compile the backbone")
+    a("--compile", action="store_true", help="torch.compile the backbone (default: off; no gain measured at r18-32)")
+    a("--compile-mode", default="default", choices=COMPILE_MODES,
+      help="torch.compile mode for --compile: 'reduce-overhead' replays the backbone's kernels as CUDA "
+           "graphs, for steps bound by the host's launch time (small images); default: default")
     a("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
       help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
            "per view become a few fused kernels; the first steps are slower while it compiles "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .augself import AugSelfHeads
-from .backbones import BACKBONES, build_backbone
+from .backbones import BACKBONES, COMPILE_MODES, build_backbone
 from .frameworks import FRAMEWORKS, Framework, FrameworkOptions
 from .projector import ConditionSpec
 
@@ -18,5 +18,5 @@ def build_framework(framework: str, model: str, cond: ConditionSpec, opts: Frame
     return FRAMEWORKS[framework](backbone, feat_dim, cond, opts or FrameworkOptions(), heads)
 
 
-__all__ = ["BACKBONES", "FRAMEWORKS", "AugSelfHeads", "ConditionSpec", "Framework", "FrameworkOptions",
+__all__ = ["BACKBONES", "COMPILE_MODES", "FRAMEWORKS", "AugSelfHeads", "ConditionSpec", "Framework", "FrameworkOptions",
            "build_backbone", "build_framework"]

@@ -14,6 +14,8 @@ from torchvision import models as tvm
 BACKBONE_DIMS = {"resnet18": 512, "resnet50": 2048, "cifar_resnet18": 512, "cifar_resnet50": 2048,
                  "vit_small": 384, "vit_base": 768, "mini_resnet": 128}
 BACKBONES = tuple(BACKBONE_DIMS)
+# torch.compile's modes (--compile-mode): "reduce-overhead" and "max-autotune" replay CUDA graphs
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _resnet(name: str, cifar_stem: bool, torchvision_init: bool) -> tuple[nn.Module, int]:

@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
+from models import COMPILE_MODES  # noqa: E402
 
 CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-nn-depth", "6", "--aug-nn-width", "64",
           "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "blur", "grayscale"]
@@ -61,6 +62,8 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     argv += ["--compile"] * a.compile
+    if getattr(a, "compile_mode", "default") != "default":  # profile_step.py has no such flag
+        argv += ["--compile-mode", a.compile_mode]
     for flag in ("compile_augment", "overlap_augment"):
         if getattr(a, flag) is not None:
             argv.append(f"--{'' if getattr(a, flag) else 'no-'}{flag.replace('_', '-')}")
@@ -276,6 +279,7 @@ def variant_args(setting: str, a, flags: dict[str, object], datadir: str | None,
 def _compiled(args) -> str:
     what = {(False, False): "off", (True, False): "backbone", (False, True): "augment", (True, True): "both"}[
         (bool(args.compile), bool(args.compile_augment))]
+    what += f" ({args.compile_mode})" if args.compile and args.compile_mode != "default" else ""
     what += " (whole view)" if args.compile_augment and args.augment_graph == "view" else ""
     return what + (f", {args.augment_ahead} steps ahead" if args.augment_ahead > 1 else "")
 
@@ -309,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC (default: pretrain_cond.py's, on for CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                   help="torch.compile mode for --compile (reduce-overhead: CUDA graphs)")
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
     p.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS,

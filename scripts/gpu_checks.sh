@@ -2,8 +2,8 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graph profile decode stages bench blur split overlap compile variants sklearn sweep fidelity
-# entry. The default is the first five, an estimated 400 s. Measured on an H100: tests 77 s, graph 97 s
+# Steps: tests graph profile decode stages bench blur split overlap compile cudagraphs variants sklearn sweep
+# fidelity entry. The default is the first five, an estimated 400 s. Measured on an H100: tests 77 s, graph 97 s
 # (then as two processes, with two settings; now four in one), blur 132 s, profile 69 s, bench 99 s,
 # entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s; stages is not yet
 # timed (~40 s expected); tests and graph have grown since they were timed.
@@ -42,6 +42,16 @@ run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer 
   timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours augment \
     --variants augment_graph=view augment_graph=view,augment_ahead=8 augment_graph=view,augment_ahead=32 \
     --repeats 4 --out "$OUT/bench_graph.json" 2>&1 | grep "^| r"
+}
+
+run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay the backbone's ~400 launches
+  step "backbone compiled with CUDA graphs (--compile --compile-mode reduce-overhead) vs not, r18-32, 4 workers"
+  for v in "" "--compile --compile-mode reduce-overhead"; do
+    tag=$(echo "x$v" | tr -cd 'a-z')
+    timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours $v --repeats 3 \
+      --out "$TMP/cudagraphs_$tag.json" 2>&1 | grep "^| r"
+    cat "$TMP/cudagraphs_$tag.json" >> "$OUT/cudagraphs.jsonl" 2>/dev/null && echo >> "$OUT/cudagraphs.jsonl"
+  done
 }
 
 run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H100 profile)

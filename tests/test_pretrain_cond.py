@@ -169,6 +169,8 @@ def _expect_error(argv, capsys, pattern):
     (["--jpeg-worker-fraction", "1.5"], r"--jpeg-worker-fraction must be in \[0, 1\], got 1.5"),
     (["--augment-graph", "view"], r"--augment-graph view compiles the whole view: it needs --compile-augment"),
     (["--augment-ahead", "0"], r"--augment-ahead must be positive, got 0"),
+    (["--compile-mode", "reduce-overhead"],
+     r"--compile-mode reduce-overhead is how --compile compiles the backbone: add --compile$"),
     (["--augment-ahead", "4", "--compile-augment"],
      r"--augment-ahead 4 makes each view of 4 steps in one whole-view call: it needs --augment-graph view"),
     (["--knn-k", "0"], r"--knn-k must be positive, got 0$"),

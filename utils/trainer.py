@@ -34,6 +34,7 @@ from .validate import changed_since
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 AUGMENT_COMPILE_BACKEND = "inductor"  # for --compile-augment; tests use "aot_eager" (same graphs, no codegen)
+BACKBONE_COMPILE_BACKEND = "inductor"  # for --compile (--compile-mode applies to inductor only); likewise
 
 
 def condition_spec(args) -> ConditionSpec:
@@ -127,7 +128,7 @@ def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
     if args.channels_last:
         framework = framework.to(memory_format=torch.channels_last)
     if args.compile:
-        framework.backbone.compile()
+        framework.backbone.compile(backend=BACKBONE_COMPILE_BACKEND, mode=args.compile_mode)
     optimizer = build_optimizer(framework, args)
     model = framework
     if world > 1:

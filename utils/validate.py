@@ -91,6 +91,8 @@ def resolve_defaults(args) -> None:
         if getattr(args, flag) and not can_compile:
             raise ValueError(f"--{flag.replace('_', '-')} on CUDA needs Triton, a C compiler and a GPU of compute "
                              "capability >= 7.0; drop the flag")
+    if args.compile_mode != "default" and not args.compile:
+        raise ValueError(f"--compile-mode {args.compile_mode} is how --compile compiles the backbone: add --compile")
     if args.blur_impl == "auto":  # measured on an H100 (README, Speed): compiled shift 2.0 ms a view, conv 10.9
         args.blur_impl = "shift" if args.compile_augment else "conv"
     if args.augment_graph == "view" and not args.compile_augment:

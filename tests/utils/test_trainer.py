@@ -98,6 +98,56 @@ def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework, compi
     torch.cuda.synchronize()
 
 
+def _compile_spy(monkeypatch) -> list:
+    """Record how ``nn.Module.compile`` is called, then compile as asked."""
+    calls, real = [], torch.nn.Module.compile
+
+    def spy(self, *args, **kwargs):
+        calls.append((type(self).__name__, kwargs))
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(torch.nn.Module, "compile", spy)
+    return calls
+
+
+def test_compile_compiles_the_online_backbone_in_its_mode_and_trains_the_same(tmp_path, monkeypatch):
+    """--compile / --compile-mode: only the online backbone goes through torch.compile, in the mode
+    asked for, and the run is the eager run (aot_eager traces the same graphs without codegen)."""
+    import utils.trainer as trainer
+    calls = _compile_spy(monkeypatch)
+    monkeypatch.setattr(trainer, "BACKBONE_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    losses = {}
+    for name, flags in {"eager": [], "compiled": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
+        run = tiny_run(tmp_path / name, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type",
+                       "proj-cat", "--aug-cond", "crop", "color", *flags)
+        step, batch = make_step(run, total_steps=10), next(iter(run.loader))
+        losses[name] = [float(step(StubEngine(), batch)["loss"]) for _ in range(2)]
+        compiled_call = run.framework.backbone._compiled_call_impl
+        assert (compiled_call is not None) == (name == "compiled")
+        assert run.framework.target_backbone._compiled_call_impl is None  # MoCo's key encoder stays eager
+    assert calls == [("MiniResNet", {"backend": "aot_eager", "mode": "reduce-overhead"})]
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backbone_compiled_with_cuda_graphs_trains_like_eager(tmp_path):
+    """--compile --compile-mode reduce-overhead: Inductor's CUDA graphs replay the online backbone,
+    called on two views a step beside MoCo's eager key encoder, across steps and around an eval-mode
+    call as the k-NN monitor makes, with the eager run's losses."""
+    framework = "moco"
+    losses = {}
+    for name, flags in {"eager": [], "graphs": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
+        run = tiny_run(tmp_path / name, "--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type",
+                       "proj-cat", "--aug-cond", "crop", "color", "--precision", "fp32", device="cuda")
+        step, batches = make_step(run, total_steps=10), iter(run.loader)
+        losses[name] = [float(step(StubEngine(), next(batches))["loss"]) for _ in range(4)]
+        with torch.no_grad():  # what the k-NN monitor does between epochs, then training goes on
+            run.framework.backbone.eval()
+            run.framework.backbone(next(batches)[0][:, :, :32, :32].float())
+            run.framework.backbone.train()
+        losses[name].append(float(step(StubEngine(), next(batches))["loss"]))
+    assert losses["graphs"] == pytest.approx(losses["eager"], rel=2e-3)
+
+
 def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path, monkeypatch):
     """--compile-augment: views, descriptors and AugSelf targets go through torch.compile, stage by stage
     or (--augment-graph view) as one graph per view, and the run is the eager run (the aot_eager
