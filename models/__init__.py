@@ -18,5 +18,5 @@ def build_framework(framework: str, model: str, cond: ConditionSpec, opts: Frame
     return FRAMEWORKS[framework](backbone, feat_dim, cond, opts or FrameworkOptions(), heads)
 
 
-__all__ = ["BACKBONES", "COMPILE_MODES", "FRAMEWORKS", "AugSelfHeads", "ConditionSpec", "Framework", "FrameworkOptions",
-           "build_backbone", "build_framework"]
+__all__ = ["BACKBONES", "COMPILE_MODES", "FRAMEWORKS", "AugSelfHeads", "ConditionSpec", "Framework",
+           "FrameworkOptions", "build_backbone", "build_framework"]

@@ -252,7 +252,8 @@ def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_pa
     line = method_line(a, config_for_dataset("imagenet100"))
     assert line == ("CASSLE: the 13-d descriptor (blur color color_diff crop grayscale) through an MLP "
                     "(depth 6, width 64), proj-cat")
-    assert method_line(a, small) == line + "; its blur piece is always 0, as the --dataset colordigits recipe never blurs"
+    never = "; its blur piece is always 0, as the --dataset colordigits recipe never blurs"
+    assert method_line(a, small) == line + never
     a.aug_treatment, a.aug_cond = "hn", ["flip"]
     assert method_line(a, small) == ("CASSLE: the 1-d descriptor (flip) into a hypernetwork (depth 6, width 64) "
                                      "that makes the projector (mlp)")
