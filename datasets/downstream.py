@@ -192,7 +192,9 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
         tr, te = make_colordigits("train"), make_colordigits("test")
         train, val = seeded_split(PILTensorDataset(tr[0], tr[pick], ttf), name)
         return Splits(train, val, PILTensorDataset(te[0], te[pick], transform), NUM_CLASSES[name])
-    if not root or not os.path.isdir(root):
+    if not root:
+        raise DataError(f"--dataset {name} needs --datadir, the folder that holds it")
+    if not os.path.isdir(root):
         raise DataError(f"--datadir {root}: no such directory")
     train, val, test = FAMILIES[name](name, root, transform, ttf, {"download": download})
     return Splits(*(NamesUnreadable(d, name) for d in (train, val, test)), NUM_CLASSES[name])

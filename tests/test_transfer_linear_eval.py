@@ -61,6 +61,7 @@ def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
     base = ["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet"]
     _expect_error([*base, "--dataset", "cifar10", "--datadir", tmp_path / "none"], capsys,
                   r"--datadir .*none: no such directory")
+    _expect_error([*base, "--dataset", "cifar10"], capsys, r"--dataset cifar10 needs --datadir, the folder that holds it$")
     (tmp_path / "empty").mkdir()
     _expect_error([*base, "--dataset", "pets", "--datadir", tmp_path / "empty"], capsys,
                   r"pets not found or corrupted .*--download")
