@@ -55,8 +55,9 @@ def test_torchrun_launch_takes_its_ranks_from_the_environment(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     logdir = tmp_path / "run"
     argv = [a for a in ARGV if a not in ("--nproc-per-node", "2")]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "pretrain_cond.py", "--logdir", str(logdir), *argv, "--batch-size", "256",
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "--local-addr", "127.0.0.1"]  # not the host's name, which a CI machine may not resolve
+    done = subprocess.run([*torchrun, "pretrain_cond.py", "--logdir", str(logdir), *argv, "--batch-size", "256",
                            "--eval-freq", "0"], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     log = (logdir / "log.txt").read_text()
