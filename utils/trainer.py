@@ -279,7 +279,10 @@ def knn_monitor(run: Run) -> dict[str, float]:
     a, bb = run.args, run.framework.backbone
     kw = dict(batch_size=256, mean=run.cfg.mean, std=run.cfg.std, num_workers=a.num_workers,
               channels_last=a.channels_last)
-    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+    # Eager even with --compile: the eval-mode backbone and each new batch shape would compile again
+    # (and record CUDA graphs, with reduce-overhead), minutes at ResNet-50 for a few batches.
+    with torch.compiler.set_stance("force_eager"), \
+            torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         tr = extract_features(bb, run.data.knn_train, run.device, **kw)
         te = extract_features(bb, run.data.knn_test, run.device, **kw)
     return knn_accuracy(*tr, *te, k=a.knn_k, temperature=a.knn_t)

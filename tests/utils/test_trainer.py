@@ -1,4 +1,5 @@
 """The training step of utils.trainer: nothing in it makes the host wait for the device."""
+import dataclasses
 import traceback
 
 import pytest
@@ -111,10 +112,19 @@ def _compile_spy(monkeypatch) -> list:
 
 def test_compile_compiles_the_online_backbone_in_its_mode_and_trains_the_same(tmp_path, monkeypatch):
     """--compile / --compile-mode: only the online backbone goes through torch.compile, in the mode
-    asked for, and the run is the eager run (aot_eager traces the same graphs without codegen)."""
+    asked for, and the run is the eager run (aot_eager traces the same graphs without codegen). The
+    k-NN monitor runs it eager: no graph is compiled for eval mode or its batch shapes."""
+    import types
+
+    from torch._dynamo.backends.registry import lookup_backend
+
     import utils.trainer as trainer
-    calls = _compile_spy(monkeypatch)
-    monkeypatch.setattr(trainer, "BACKBONE_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    calls, graphs = _compile_spy(monkeypatch), []
+
+    def counting_aot_eager(gm, example_inputs, **options):  # options: the mode, as Inductor would get it
+        graphs.append(options)
+        return lookup_backend("aot_eager")(gm, example_inputs)
+    monkeypatch.setattr(trainer, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
     losses = {}
     for name, flags in {"eager": [], "compiled": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
         run = tiny_run(tmp_path / name, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type",
@@ -124,28 +134,35 @@ def test_compile_compiles_the_online_backbone_in_its_mode_and_trains_the_same(tm
         compiled_call = run.framework.backbone._compiled_call_impl
         assert (compiled_call is not None) == (name == "compiled")
         assert run.framework.target_backbone._compiled_call_impl is None  # MoCo's key encoder stays eager
-    assert calls == [("MiniResNet", {"backend": "aot_eager", "mode": "reduce-overhead"})]
+    assert calls == [("MiniResNet", {"backend": counting_aot_eager, "mode": "reduce-overhead"})]
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5)
+    trained = len(graphs)
+    assert trained >= 1 and all(options == {"mode": "reduce-overhead"} for options in graphs)
+    small = lambda d, n: types.SimpleNamespace(images=d.images[:n], labels=d.labels[:n])  # noqa: E731
+    run.data = dataclasses.replace(run.data, knn_train=small(run.data.knn_train, 300),
+                                   knn_test=small(run.data.knn_test, 70))  # batches of 256 and 44
+    assert 0 <= trainer.knn_monitor(run)["nn1"] <= 1
+    assert len(graphs) == trained
+    step(StubEngine(), batch)  # and training goes on with the graphs it has
+    assert len(graphs) == trained
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_backbone_compiled_with_cuda_graphs_trains_like_eager(tmp_path):
     """--compile --compile-mode reduce-overhead: Inductor's CUDA graphs replay the online backbone,
-    called on two views a step beside MoCo's eager key encoder, across steps and around an eval-mode
-    call as the k-NN monitor makes, with the eager run's losses."""
-    framework = "moco"
-    losses = {}
+    called on two views a step beside MoCo's eager key encoder, across steps and around the k-NN
+    monitor, with the eager run's losses."""
+    import utils.trainer as trainer
+    losses, knn = {}, {}
     for name, flags in {"eager": [], "graphs": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
-        run = tiny_run(tmp_path / name, "--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type",
+        run = tiny_run(tmp_path / name, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type",
                        "proj-cat", "--aug-cond", "crop", "color", "--precision", "fp32", device="cuda")
         step, batches = make_step(run, total_steps=10), iter(run.loader)
         losses[name] = [float(step(StubEngine(), next(batches))["loss"]) for _ in range(4)]
-        with torch.no_grad():  # what the k-NN monitor does between epochs, then training goes on
-            run.framework.backbone.eval()
-            run.framework.backbone(next(batches)[0][:, :, :32, :32].float())
-            run.framework.backbone.train()
+        knn[name] = trainer.knn_monitor(run)["nn1"]  # between epochs; then training goes on
         losses[name].append(float(step(StubEngine(), next(batches))["loss"]))
     assert losses["graphs"] == pytest.approx(losses["eager"], rel=2e-3)
+    assert knn["graphs"] == pytest.approx(knn["eager"], abs=3 / 359)  # a neighbour or two may swap
 
 
 def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path, monkeypatch):
