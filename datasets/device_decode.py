@@ -31,7 +31,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from augmentations import crop_pil_box, sample_box_pairs
 
-from .errors import unreadable
+from .errors import PIL_FILE_ERRORS, unreadable
 from .loaders import EpochIndexSampler, check_batch_fits, view_generator
 
 
@@ -86,7 +86,7 @@ class JpegBytesTwoBoxes(Dataset):
         try:
             with Image.open(io.BytesIO(data.numpy())) as im:
                 return read(im)
-        except (OSError, ValueError, SyntaxError) as e:
+        except PIL_FILE_ERRORS as e:
             raise unreadable(self.samples[index][0], e) from None
 
     def _header(self, index: int) -> tuple[Tensor, int, int, bool]:

@@ -26,6 +26,10 @@ def from_torchvision(make: Callable[[], T], root: str, name: str, layout: str | 
                         "--download fetches it where a network exists") from e
 
 
+# What PIL raises for a file it cannot read (SyntaxError: some broken headers)
+PIL_FILE_ERRORS = (OSError, ValueError, SyntaxError)
+
+
 def unreadable(path: str, err: BaseException) -> DataError:
     """The error for an image file that cannot be decoded (PIL's own message rarely names the file)."""
     from PIL import UnidentifiedImageError
@@ -41,7 +45,7 @@ def read_rgb(path: str):
     from torchvision.datasets.folder import default_loader
     try:
         return default_loader(path)
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a bad file (SyntaxError: bad headers)
+    except PIL_FILE_ERRORS as e:
         raise unreadable(path, e) from None
 
 

@@ -10,6 +10,7 @@ import torch
 from ignite.engine import Engine
 
 import pretrain_cond
+from tests.helpers import ROOT
 from utils.distributed import launch, platform_start_method
 from utils.trainer import build_run, make_step
 from utils.validate import validate
@@ -52,13 +53,12 @@ def test_two_gloo_processes_end_a_step_with_identical_state(tmp_path, capfd):
 
 def test_torchrun_launch_takes_its_ranks_from_the_environment(tmp_path):
     """As on a cluster (torchrun / srun): the entry point joins the ranks torchrun made, spawning none."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     logdir = tmp_path / "run"
     argv = [a for a in ARGV if a not in ("--nproc-per-node", "2")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "--local-addr", "127.0.0.1"]  # not the host's name, which a CI machine may not resolve
     done = subprocess.run([*torchrun, "pretrain_cond.py", "--logdir", str(logdir), *argv, "--batch-size", "256",
-                           "--eval-freq", "0"], cwd=root, capture_output=True, text=True, timeout=300)
+                           "--eval-freq", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     log = (logdir / "log.txt").read_text()
     assert "2 process(es) on cpu, 5 steps/epoch" in log  # 1438 images, global batch 256: not 4 processes
