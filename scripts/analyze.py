@@ -51,7 +51,7 @@ class Setup:
         from augmentations import config_for_dataset
         from datasets.pretrain import build_pretrain_data
         from utils.checkpoint import load_checkpoint
-        from utils.trainer import build_model
+        from utils.run import build_model
         from utils.validate import resolve_device
         ckpt = load_checkpoint(a.ckpt)
         if "args" not in ckpt or "model" not in ckpt:

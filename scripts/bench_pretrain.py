@@ -155,7 +155,7 @@ class Pipelines:
 
     def model(self):
         """(a) views, records and descriptors made once, reused every step: the ceiling."""
-        from utils.trainer import make_inputs, make_model_step
+        from utils.step import make_inputs, make_model_step
         made = make_inputs(self.run)([next(iter(endless(self.run.loader)()))])[0]
         model_step = make_model_step(self.run, 10**6)
         return (lambda _: model_step(self.engine, made)), lambda: iter(int, 1)
@@ -163,7 +163,7 @@ class Pipelines:
     def upstream(self):
         """(b) PIL crops in loader workers, plain copies, colour ops batched on the device."""
         from datasets import PretrainData, worker_crop_loader
-        from utils.trainer import make_step
+        from utils.step import make_step
         run = self.run
         pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
         loader = worker_crop_loader(pil, run.cfg.size, self.a.batch_size, run.args.seed, self.workers)
@@ -174,26 +174,26 @@ class Pipelines:
 
     def ours(self, run=None):
         """(c) the default of pretrain_cond.py (or ``run``: that of another JPEG path or a --variants flag)."""
-        from utils.trainer import engine_and_data
+        from utils.step import engine_and_data
         step, data = engine_and_data(run or self.run, 10**6)
         return (lambda b: step(self.engine, b)), endless(data)
 
     def ours_other(self):
         """(d) JPEG folders: the --jpeg-decode path that the default did not pick."""
-        from utils.trainer import build_loader
+        from utils.run import build_loader
         run = self.run
         args = argparse.Namespace(**{**vars(run.args), "jpeg_decode": self.other})
         return self.ours(dataclasses.replace(run, loader=build_loader(args, run.data, run.cfg.size, run.device)))
 
     def augment(self, run=None):
-        """(e) the input side of (c) alone (utils.trainer.make_inputs): views, descriptors, targets; no model."""
-        from utils.trainer import input_stream
+        """(e) the input side of (c) alone (utils.step.make_inputs): views, descriptors, targets; no model."""
+        from utils.step import input_stream
         return (lambda _: None), endless(input_stream(run or self.run, overlap=False))
 
     def builders(self, setting: str, datadir: str | None) -> tuple[dict, dict]:
         """({name: builder} of the pipelines asked for, {variant name: (flags, spec)}): the --variants
         are "ours" and "augment" again on a run with those input-side flags changed."""
-        from utils.trainer import aug_config
+        from utils.run import aug_config
         kinds = {"model": self.model, "upstream": self.upstream, "ours": self.ours, "ours-other": self.ours_other,
                  "augment": self.augment}
         chosen = [n for n in self.a.pipelines if not (self.run.data.in_memory and n == "ours-other")]  # no JPEGs
@@ -234,7 +234,7 @@ def measure(builders: dict, a, device: torch.device) -> dict[str, list[dict]]:
 
 def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
     """The table's rows for one setting and worker count."""
-    from utils.trainer import build_run
+    from utils.run import build_run
     args = make_args(setting, a, datadir, workers)
     pipes = Pipelines(build_run(args, torch.device(a.device)), a, workers)
     builders, variants = pipes.builders(setting, datadir)

@@ -23,7 +23,7 @@ step() { echo "=== $* (t=${SECONDS}s)"; }
 run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backbone: step cudagraphs runs it
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
   timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
-    tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_trainer.py tests/utils/test_input_stream.py -k "cuda and not cuda_graphs" 2>&1 | tail -12
+    tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_step.py tests/utils/test_input_stream.py -k "cuda and not cuda_graphs" 2>&1 | tail -12
 }
 
 run_bench() {
@@ -46,7 +46,7 @@ run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer 
 
 run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay the backbone's ~400 launches
   step "backbone compiled with CUDA graphs (--compile --compile-mode reduce-overhead): its test, then r18-32 with and without"
-  timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_trainer.py -k "cuda_graphs" 2>&1 | tail -4
+  timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" 2>&1 | tail -4
   for v in "" "--compile --compile-mode reduce-overhead"; do
     tag=$(echo "x$v" | tr -cd 'a-z')
     timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours $v --repeats 3 \

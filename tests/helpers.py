@@ -22,7 +22,7 @@ def expect_one_line_error(main, argv, capsys, pattern: str) -> None:
 def tiny_run(tmp_path, *extra, device="cpu", data=("--dataset", "colordigits")):
     """A built pretraining Run of mini_resnet on colordigits (batch 32, 1 epoch), set to epoch 0."""
     import pretrain_cond
-    from utils.trainer import build_run
+    from utils.run import build_run
     from utils.validate import validate
     args = pretrain_cond.build_parser().parse_args(
         ["--logdir", str(tmp_path / "run"), *data, "--model", "mini_resnet",

@@ -127,9 +127,9 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
     """... and the uninterrupted run, with its inputs made two steps' at a time through the compiled whole
     view (--augment-ahead 2: groups of 2, 2 and 1 per epoch) and a group ahead (--overlap-augment), is the
     same run, bit for bit."""
-    import utils.trainer
+    import utils.step
     from tests.data_formats import write_cifar
-    monkeypatch.setattr(utils.trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
+    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
     data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=80, n_test=32)  # 5 steps of 16
     common = ["--framework", "moco", "--dataset", "cifar10", "--datadir", data, "--model", "mini_resnet",
               "--batch-size", "16", "--proj-hidden", "64", "--print-freq", "2", "--eval-freq", "1", "--device", "cpu",

@@ -168,7 +168,7 @@ def _check_model(args) -> None:
         raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
     if args.framework not in FRAMEWORKS:
         raise ValueError(f"--framework must be one of {tuple(FRAMEWORKS)}, got {args.framework!r}")
-    from utils.trainer import condition_spec
+    from utils.run import condition_spec
     from models.backbones import BACKBONE_DIMS
     # A one-layer stand-in projector runs the same conditioning checks as the real one, cheaply.
     ConditionedProjector(BACKBONE_DIMS[args.model], ProjectorSpec(8, 8, 1), condition_spec(args))

@@ -143,8 +143,8 @@ def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
 
 def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, monkeypatch):
     """"augment_graph=view,augment_ahead=2" changes both flags of one variant (the input side alone here)."""
-    import utils.trainer
-    monkeypatch.setattr(utils.trainer, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    import utils.step
+    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
     out = tmp_path / "b.json"
     _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
                                   "--compile-augment", "--pipelines", "augment",

@@ -12,7 +12,8 @@ from ignite.engine import Engine
 import pretrain_cond
 from tests.helpers import ROOT
 from utils.distributed import launch, platform_start_method
-from utils.trainer import build_run, make_step
+from utils.run import build_run
+from utils.step import make_step
 from utils.validate import validate
 
 ARGV = ["--dataset", "colordigits", "--model", "mini_resnet", "--batch-size", "64", "--max-epochs", "1",
