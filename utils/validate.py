@@ -49,11 +49,14 @@ def world_size_of(args) -> int:
 
 
 def launch_plan(args) -> tuple[str | None, int | None]:
-    """(backend, processes to spawn) for ignite.distributed.Parallel."""
-    if not args.distributed:
+    """(backend, processes to spawn) for ignite.distributed.Parallel; (None, None): this process alone.
+
+    A world of one that no launcher made (``--distributed`` on one GPU) runs in this process: DDP and
+    SyncBatchNorm over one process change nothing, and a spawned process costs seconds of imports."""
+    launched = "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if not args.distributed or (not launched and world_size_of(args) == 1):
         return None, None
     backend = "nccl" if args.device == "cuda" else "gloo"
-    launched = "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     return backend, None if launched else world_size_of(args)
 
 

@@ -78,3 +78,25 @@ def test_resolve_device_shared_by_every_entry_point(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="--device must be cuda, cpu or auto, got 'gpu'"):
         resolve_device("gpu")
+
+
+def test_launch_plan_spawns_only_for_a_world_of_several(monkeypatch):
+    """--distributed spawns one process per rank; a world of one runs in this process (its DDP and
+    SyncBatchNorm would change nothing); ranks that torchrun or SLURM made are joined, not spawned."""
+    from utils.validate import launch_plan
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert launch_plan(_args("--device", "cpu")) == (None, None)
+    assert launch_plan(_args("--device", "cpu", "--distributed")) == (None, None)
+    assert launch_plan(_args("--device", "cuda", "--distributed")) == (None, None)  # one visible GPU
+    assert launch_plan(_args("--device", "cpu", "--distributed", "--nproc-per-node", "2")) == ("gloo", 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert launch_plan(_args("--device", "cuda", "--distributed")) == ("nccl", 8)
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    assert launch_plan(_args("--device", "cuda", "--distributed")) == ("nccl", None)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node 1: its process group is joined
+    assert launch_plan(_args("--device", "cuda", "--distributed")) == ("nccl", None)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert launch_plan(_args("--device", "cpu", "--distributed")) == ("gloo", None)
