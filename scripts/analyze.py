@@ -53,7 +53,7 @@ class Setup:
         from utils.checkpoint import load_checkpoint
         from utils.run import build_model
         from utils.validate import resolve_device
-        ckpt = load_checkpoint(a.ckpt)
+        ckpt = load_checkpoint(a.ckpt, flag="--ckpt")
         if "args" not in ckpt or "model" not in ckpt:
             raise ValueError(f"--ckpt {a.ckpt}: needs a checkpoint from pretrain_cond.py (keys 'args' and 'model')")
         self.train_args = SimpleNamespace(**ckpt["args"])

@@ -210,10 +210,13 @@ def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
                   r"incompatible arguments: --batch-size 256 -> 128$")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x00garbage")
-    _expect_error([*base, "--resume", bad], capsys, r"bad.pth: unreadable or corrupt")
+    _expect_error([*base, "--resume", bad], capsys, r"--resume .*bad.pth: unreadable or corrupt")
+    _expect_error([*base, "--resume", tmp_path / "none.pth"], capsys, r"--resume .*none.pth: no such file$")
+    _expect_error([*base[2:], "--logdir", tmp_path / "new", "--resume", "last"], capsys,
+                  r"--resume last: --logdir .*new holds no ckpt-last.pth \(no epoch of a run there has ended\)")
     save_atomic({"backbone": {}}, str(tmp_path / "eval-only.pth"))
     _expect_error([*base, "--resume", tmp_path / "eval-only.pth"], capsys, r"not a pretraining checkpoint")
-    assert sorted(os.listdir(logdir)) == before
+    assert sorted(os.listdir(logdir)) == before and not (tmp_path / "new").exists()
 
 
 def test_a_second_run_on_a_folder_in_use_is_refused_and_the_folder_is_free_once_it_ends(tmp_path, capsys,

@@ -70,9 +70,9 @@ def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
                   r"--metric must be top1 or class-avg")
     save_atomic({"model": {}}, str(tmp_path / "nobb.pth"))
     _expect_error(["--ckpt", tmp_path / "nobb.pth", "--model", "mini_resnet", "--dataset", "colordigits",
-                   "--pretrain-data", "colordigits"], capsys, r"nobb.pth: has no 'backbone' key")
+                   "--pretrain-data", "colordigits"], capsys, r"--ckpt .*nobb.pth: has no 'backbone' key")
     _expect_error([*base[:4], "--model", "resnet18", "--dataset", "colordigits"], capsys,
-                  r"backbone does not match --model resnet18 \(\d+ missing")
+                  r"--ckpt .*: backbone does not match --model resnet18 \(\d+ missing")
     for flag, value, expected in [("--pretrain-data", "imagenet", r"--pretrain-data must be one of"),
                                   ("--max-iter", "0", r"--max-iter must be positive, got 0$"),
                                   ("--batch-size", "0", r"--batch-size must be positive, got 0$"),

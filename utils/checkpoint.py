@@ -100,16 +100,17 @@ def hold_run_lock(logdir: str) -> None:
     _HELD[key] = f
 
 
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; one-line CheckpointError if unreadable."""
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu", flag: str = "checkpoint") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; one-line CheckpointError if unreadable, naming
+    ``flag`` (the command-line flag that gave ``path``)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path}: no such file")
+        raise CheckpointError(f"{flag} {path}: no such file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means a corrupt or foreign file
-        raise CheckpointError(f"checkpoint {path}: unreadable or corrupt ({type(e).__name__})") from None
+        raise CheckpointError(f"{flag} {path}: unreadable or corrupt ({type(e).__name__})") from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(ckpt).__name__}")
+        raise CheckpointError(f"{flag} {path}: expected a dict, got {type(ckpt).__name__}")
     return ckpt
 
 

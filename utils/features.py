@@ -12,9 +12,10 @@ from .distributed import gather_no_grad, rank, world_size
 from .knn import extract_features
 
 
-def load_backbone(path: str, model: str, image_size: int) -> nn.Module:
-    """Build ``model`` and load ``ckpt['backbone']`` strictly (CheckpointError on any mismatch)."""
-    state = backbone_state_dict(load_checkpoint(path), path)
+def load_backbone(path: str, model: str, image_size: int, flag: str = "--ckpt") -> nn.Module:
+    """Build ``model`` and load ``ckpt['backbone']`` strictly (CheckpointError on any mismatch, naming
+    ``flag``, the command-line flag that gave ``path``)."""
+    state = backbone_state_dict(load_checkpoint(path, flag=flag), f"{flag} {path}")
     net, _ = build_backbone(model, image_size)
     own = net.state_dict()
     missing = [k for k in own if k not in state]
@@ -22,7 +23,7 @@ def load_backbone(path: str, model: str, image_size: int) -> nn.Module:
     wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
         ex = (missing or unexpected or wrong)[0]
-        raise CheckpointError(f"{path}: backbone does not match --model {model} ({len(missing)} missing, "
+        raise CheckpointError(f"{flag} {path}: backbone does not match --model {model} ({len(missing)} missing, "
                               f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped keys, e.g. {ex})")
     net.load_state_dict(state)
     return net

@@ -153,7 +153,7 @@ def training(local_rank: int, args) -> None:
     # The exception that stops a run reaches the entry point, which prints it once: one line for bad
     # data, a traceback for a bug. Ignite would log it before, with a worker's whole traceback.
     engine.logger.setLevel(logging.CRITICAL)
-    ckpt = load_checkpoint(args.resume, device) if args.resume else None
+    ckpt = load_checkpoint(args.resume, device, flag="--resume") if args.resume else None
     if ckpt and ckpt["engine"]["epoch_length"] != epoch_length:  # --batch-size is checked in validation
         raise ValueError(f"--resume {args.resume}: its run took {ckpt['engine']['epoch_length']} steps per epoch, "
                          f"the data now gives {epoch_length} ({len(run.data.train)} images at --batch-size "

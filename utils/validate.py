@@ -211,7 +211,10 @@ def _check_logdir_and_resume(args) -> None:
 def _check_resume(args) -> None:
     if args.resume == "last":
         args.resume = os.path.join(args.logdir, "ckpt-last.pth")
-    ckpt = load_checkpoint(args.resume)
+        if not os.path.isfile(args.resume):
+            raise ValueError(f"--resume last: --logdir {args.logdir} holds no ckpt-last.pth (no epoch of a run "
+                             "there has ended); leave out --resume to start a run")
+    ckpt = load_checkpoint(args.resume, flag="--resume")
     missing = [k for k in ("args", "model", "engine", "optimizer", "epoch") if k not in ckpt]
     if missing:
         raise ValueError(f"--resume {args.resume}: not a pretraining checkpoint (missing {', '.join(missing)})")

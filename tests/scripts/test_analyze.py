@@ -53,7 +53,7 @@ def test_predict_aug_interpolation_pca_neighbors_write_files(colordigits_ckpt):
 
 @pytest.mark.parametrize("argv,pattern", [
     (["spectrum", "--ckpt", "x.pth"], "unknown command 'spectrum'"),
-    (["pca", "--ckpt", "/no/such.pth"], "no such file"),
+    (["pca", "--ckpt", "/no/such.pth"], "--ckpt /no/such.pth: no such file"),
     (["neighbors", "--ckpt", "x.pth", "--k", "0"], "--k must be positive, got 0"),
     (["pca", "--ckpt", "x.pth", "--num-images", "-1"], "--num-images must be positive, got -1"),
 ])

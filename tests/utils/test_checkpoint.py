@@ -52,8 +52,10 @@ def test_load_refuses_code_corrupt_and_missing(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pth: unreadable"):
         load_checkpoint(str(junk))
-    with pytest.raises(CheckpointError, match="no such file"):
+    with pytest.raises(CheckpointError, match="^checkpoint .*none.pth: no such file$"):
         load_checkpoint(str(tmp_path / "none.pth"))
+    with pytest.raises(CheckpointError, match="^--ckpt .*junk.pth: unreadable or corrupt"):  # named by its flag
+        load_checkpoint(str(junk), flag="--ckpt")
 
 
 def test_backbone_state_strips_module_prefix_and_needs_key():
