@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--ckpt", nargs="+", required=True, help="checkpoints with a 'backbone' key")
-    a("--pretrain-data", default="imagenet100", help="data the backbone was pretrained on, one of "
-      f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation")
+    a("--pretrain-data", default=None, help="data the backbone was pretrained on, one of "
+      f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation (default: the "
+      "--dataset stored in a pretrain_cond.py checkpoint; else imagenet100)")
     a("--model", default="resnet50", help=f"backbone architecture, one of {', '.join(BACKBONES)}")
     a("--dataset", default="cub200", help=f"one of {', '.join(FEW_SHOT_DATASETS)}")
     a("--datadir", required=True, help="dataset root (see the layouts above)")
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.dataset not in FEW_SHOT_DATASETS:
             raise ValueError(f"--dataset must be one of {FEW_SHOT_DATASETS}, got {args.dataset!r}")
         require(args, "positive", "N", "K", "Q", "num_tasks")
-        check_frozen_eval(args)
+        check_frozen_eval(args, default_pretrain_data="imagenet100")
         device = torch.device(args.device)
         size = config_for_dataset(args.pretrain_data).size
         pool = few_shot_pool(args.dataset, args.datadir, eval_transform(args.pretrain_data))

@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--ckpt", nargs="+", required=True, help="one or more checkpoints with a 'backbone' key")
-    a("--pretrain-data", default="stl10", help="data the backbone was pretrained on, one of "
-      f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation")
+    a("--pretrain-data", default=None, help="data the backbone was pretrained on, one of "
+      f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation (default: the "
+      "--dataset stored in a pretrain_cond.py checkpoint; else stl10, upstream's default)")
     a("--model", default="resnet18", help=f"backbone architecture of the checkpoints, one of {', '.join(BACKBONES)}")
     a("--dataset", default="cifar10", help=f"downstream dataset, one of {', '.join(DOWNSTREAM_DATASETS)}")
     a("--datadir", default=None, help="dataset root in torchvision's layout (see README for folder datasets)")
@@ -36,13 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-iter", type=int, default=5000, help="L-BFGS iterations per fit (published: 5000)")
     a("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
       help="train features from Resize(256)+TenCrop(224) (default: on for cub200 and flowers-Nshot with "
-           "imagenet100 models)")
+           "224 px models: imagenet100 or folder)")
     a("--tensorboard", default=None, help="also log the results as TensorBoard scalars into this folder")
     return p
 
 
 def validate(args) -> None:
     """Every bad input fails here in one line, before any feature is extracted."""
+    from augmentations import config_for_dataset
     from utils.validate import check_frozen_eval, make_output_dir, require
     if args.dataset not in DOWNSTREAM_DATASETS:
         raise ValueError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {args.dataset!r}")
@@ -50,9 +52,10 @@ def validate(args) -> None:
     if args.metric not in ("top1", "class-avg"):
         raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
     require(args, "positive", "max_iter")
-    check_frozen_eval(args)
+    check_frozen_eval(args, default_pretrain_data="stl10")
     if args.ten_crop is None:
-        args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and args.pretrain_data == "imagenet100"
+        args.ten_crop = ((args.dataset == "cub200" or "shot" in args.dataset)
+                         and config_for_dataset(args.pretrain_data).size == 224)
     if args.tensorboard:
         make_output_dir(args.tensorboard, "--tensorboard")
 

@@ -30,6 +30,8 @@ def test_episodes_on_a_class_folder(colordigits_ckpt, tmp_path, capsys):
     (["--batch-size", "0"], r"--batch-size must be positive, got 0$"),
     (["--num-workers", "-1"], r"--num-workers must be >= 0, got -1$"),
     (["--model", "resnet18"], r"backbone does not match --model resnet18"),
+    (["--pretrain-data", "imagenet100"], r"was pretrained on --dataset colordigits, whose images --pretrain-data "
+                                         r"imagenet100 would resize or normalise otherwise"),
 ])
 def test_bad_input_one_line_error(colordigits_ckpt, tmp_path, capsys, extra, pattern):
     expect_one_line_error(transfer_few_shot.main, ["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt,

@@ -83,15 +83,20 @@ def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
                   r"--tensorboard .*a-file/tb: cannot create this folder \(Not a directory\)$")
 
 
-def test_a_model_pretrained_on_any_pretraining_dataset_can_be_evaluated(colordigits_ckpt):
-    """The sweep passes a run's --dataset as --pretrain-data: stl10_rot and folder runs included."""
+def test_a_model_pretrained_on_any_pretraining_dataset_can_be_evaluated(tmp_path):
+    """The sweep passes a run's --dataset as --pretrain-data: stl10_rot and folder runs included
+    (a checkpoint without pretraining arguments, so that no value contradicts it)."""
+    import torch
     from PIL import Image
     from datasets import PRETRAIN_DATASETS
     from datasets.pretrain import eval_transform
+    from models import build_backbone
+    ckpt = str(tmp_path / "backbone-only.pth")
+    torch.save({"backbone": build_backbone("mini_resnet", 32)[0].state_dict()}, ckpt)
     sizes = {}
     for data in PRETRAIN_DATASETS:
         args = transfer_linear_eval.build_parser().parse_args(
-            ["--pretrain-data", data, "--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--dataset", "colordigits"])
+            ["--pretrain-data", data, "--ckpt", ckpt, "--model", "mini_resnet", "--dataset", "colordigits"])
         transfer_linear_eval.validate(args)
         sizes[data] = eval_transform(data)(Image.new("RGB", (300, 260))).shape[-1]
     assert sizes == {"cifar10": 32, "cifar100": 32, "stl10": 96, "stl10_rot": 96, "stl10_sol": 96,
@@ -116,3 +121,27 @@ def test_tensorboard_logging(colordigits_ckpt, tmp_path):
     acc = EventAccumulator(str(tmp_path / "tb")).Reload()
     tags = acc.Tags()["scalars"]
     assert any(t.endswith("/test_top1") for t in tags)
+
+
+def test_pretrain_data_comes_from_the_checkpoint_and_must_agree_with_it(colordigits_ckpt, tmp_path, capsys):
+    """Left out, --pretrain-data is the checkpoint's own --dataset (stl10, upstream's default, for a
+    checkpoint without one); one that would resize or normalise its images otherwise is refused."""
+    import torch
+
+    from models import build_backbone
+
+    def validated(*extra):
+        args = transfer_linear_eval.build_parser().parse_args(
+            ["--ckpt", *extra[:1], "--model", "mini_resnet", "--device", "cpu", *map(str, extra[1:])])
+        transfer_linear_eval.validate(args)
+        return args
+    assert validated(colordigits_ckpt, "--dataset", "colordigits").pretrain_data == "colordigits"
+    assert validated(colordigits_ckpt, "--pretrain-data", "cifar100").pretrain_data == "cifar100"  # same 32 px view
+    _expect_error(["--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--pretrain-data", "stl10"], capsys,
+                  r"--ckpt .*ckpt-last.pth was pretrained on --dataset colordigits, whose images --pretrain-data "
+                  r"stl10 would resize or normalise otherwise: pass --pretrain-data colordigits")
+    bare = str(tmp_path / "backbone-only.pth")  # e.g. a converted checkpoint: no pretraining arguments
+    torch.save({"backbone": build_backbone("mini_resnet", 96)[0].state_dict()}, bare)
+    assert validated(bare).pretrain_data == "stl10"
+    assert not validated(bare, "--dataset", "cub200").ten_crop
+    assert validated(bare, "--dataset", "cub200", "--pretrain-data", "folder").ten_crop  # any 224 px model

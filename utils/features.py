@@ -12,10 +12,12 @@ from .distributed import gather_no_grad, rank, world_size
 from .knn import extract_features
 
 
-def load_backbone(path: str, model: str, image_size: int, flag: str = "--ckpt") -> nn.Module:
+def load_backbone(path: str, model: str, image_size: int, flag: str = "--ckpt",
+                  ckpt: dict | None = None) -> nn.Module:
     """Build ``model`` and load ``ckpt['backbone']`` strictly (CheckpointError on any mismatch, naming
-    ``flag``, the command-line flag that gave ``path``)."""
-    state = backbone_state_dict(load_checkpoint(path, flag=flag), f"{flag} {path}")
+    ``flag``, the command-line flag that gave ``path``); ``ckpt``: the checkpoint, if already loaded."""
+    ckpt = load_checkpoint(path, flag=flag) if ckpt is None else ckpt
+    state = backbone_state_dict(ckpt, f"{flag} {path}")
     net, _ = build_backbone(model, image_size)
     own = net.state_dict()
     missing = [k for k in own if k not in state]

@@ -136,11 +136,37 @@ def make_output_dir(path: str, flag: str) -> None:
         raise ValueError(f"{flag} {path}: this folder is not writable")
 
 
-def check_frozen_eval(args) -> None:
-    """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
-    checkpoint's backbone and folder, where its result JSON is written once all the work is done."""
-    from .features import load_backbone
+def eval_view(pretrain_data: str) -> tuple:
+    """What the evaluation transform takes from the pretraining data: its resolution and normalisation."""
+    cfg = config_for_dataset(pretrain_data)
+    return cfg.size, cfg.mean, cfg.std
+
+
+def pretrained_on(ckpt: dict) -> str | None:
+    """The --dataset a pretrain_cond.py checkpoint was trained on; None for other checkpoints."""
+    dataset = ckpt.get("args", {}).get("dataset") if isinstance(ckpt.get("args"), dict) else None
+    return dataset if dataset in PRETRAIN_DATASETS else None
+
+
+def _check_pretrain_data(args, path: str, trained_on: str | None, default: str) -> None:
+    """--pretrain-data as given or, left out, the first checkpoint's own --dataset (``default`` for a
+    checkpoint without one); refused where it would resize or normalise a checkpoint's images otherwise."""
+    if args.pretrain_data is None:
+        args.pretrain_data = trained_on or default
     if args.pretrain_data not in PRETRAIN_DATASETS:
+        raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
+    if trained_on and eval_view(trained_on) != eval_view(args.pretrain_data):
+        raise ValueError(f"--ckpt {path} was pretrained on --dataset {trained_on}, whose images --pretrain-data "
+                         f"{args.pretrain_data} would resize or normalise otherwise: pass --pretrain-data "
+                         f"{trained_on} (and evaluate checkpoints of such different data in separate runs)")
+
+
+def check_frozen_eval(args, default_pretrain_data: str) -> None:
+    """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
+    checkpoint's pretraining data, backbone and folder, where its result JSON is written once all
+    the work is done. Sets ``args.pretrain_data`` where it was left out."""
+    from .features import load_backbone
+    if args.pretrain_data is not None and args.pretrain_data not in PRETRAIN_DATASETS:
         raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
     if args.model not in BACKBONES:
         raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
@@ -148,7 +174,9 @@ def check_frozen_eval(args) -> None:
     require(args, "non-negative", "num_workers")
     args.device = resolve_device(args.device)
     for path in args.ckpt:
-        load_backbone(path, args.model, config_for_dataset(args.pretrain_data).size)
+        ckpt = load_checkpoint(path, flag="--ckpt")
+        _check_pretrain_data(args, path, pretrained_on(ckpt), default_pretrain_data)
+        load_backbone(path, args.model, config_for_dataset(args.pretrain_data).size, ckpt=ckpt)
         if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise ValueError(f"--ckpt {path}: its folder is not writable, and the result JSON is written next to it")
 
