@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--pretrain-data", default=None, help="data the backbone was pretrained on, one of "
       f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation (default: the "
       "--dataset stored in a pretrain_cond.py checkpoint; else stl10, upstream's default)")
-    a("--model", default="resnet18", help=f"backbone architecture of the checkpoints, one of {', '.join(BACKBONES)}")
+    a("--model", default=None, help=f"backbone architecture of the checkpoints, one of {', '.join(BACKBONES)} "
+      "(default: the --model stored in a pretrain_cond.py checkpoint; else resnet18, upstream's default)")
     a("--dataset", default="cifar10", help=f"downstream dataset, one of {', '.join(DOWNSTREAM_DATASETS)}")
     a("--datadir", default=None, help="dataset root in torchvision's layout (see README for folder datasets)")
     a("--download", action="store_true", help="let torchvision download the dataset (needs network)")
@@ -52,7 +53,7 @@ def validate(args) -> None:
     if args.metric not in ("top1", "class-avg"):
         raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
     require(args, "positive", "max_iter")
-    check_frozen_eval(args, default_pretrain_data="stl10")
+    check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
     if args.ten_crop is None:
         args.ten_crop = ((args.dataset == "cub200" or "shot" in args.dataset)
                          and config_for_dataset(args.pretrain_data).size == 224)

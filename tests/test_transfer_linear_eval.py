@@ -123,9 +123,10 @@ def test_tensorboard_logging(colordigits_ckpt, tmp_path):
     assert any(t.endswith("/test_top1") for t in tags)
 
 
-def test_pretrain_data_comes_from_the_checkpoint_and_must_agree_with_it(colordigits_ckpt, tmp_path, capsys):
-    """Left out, --pretrain-data is the checkpoint's own --dataset (stl10, upstream's default, for a
-    checkpoint without one); one that would resize or normalise its images otherwise is refused."""
+def test_pretrain_data_and_model_come_from_the_checkpoint_and_must_agree_with_it(colordigits_ckpt, tmp_path, capsys):
+    """Left out, --pretrain-data and --model are the checkpoint's own --dataset and --model (upstream's
+    stl10 and resnet18 for a checkpoint without them); a --pretrain-data that would resize or normalise
+    its images otherwise is refused."""
     import torch
 
     from models import build_backbone
@@ -136,6 +137,9 @@ def test_pretrain_data_comes_from_the_checkpoint_and_must_agree_with_it(colordig
         transfer_linear_eval.validate(args)
         return args
     assert validated(colordigits_ckpt, "--dataset", "colordigits").pretrain_data == "colordigits"
+    stored = transfer_linear_eval.build_parser().parse_args(["--ckpt", colordigits_ckpt, "--device", "cpu"])
+    transfer_linear_eval.validate(stored)  # neither flag given: both as the checkpoint stores them
+    assert (stored.pretrain_data, stored.model) == ("colordigits", "mini_resnet")
     assert validated(colordigits_ckpt, "--pretrain-data", "cifar100").pretrain_data == "cifar100"  # same 32 px view
     _expect_error(["--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--pretrain-data", "stl10"], capsys,
                   r"--ckpt .*ckpt-last.pth was pretrained on --dataset colordigits, whose images --pretrain-data "
@@ -143,5 +147,7 @@ def test_pretrain_data_comes_from_the_checkpoint_and_must_agree_with_it(colordig
     bare = str(tmp_path / "backbone-only.pth")  # e.g. a converted checkpoint: no pretraining arguments
     torch.save({"backbone": build_backbone("mini_resnet", 96)[0].state_dict()}, bare)
     assert validated(bare).pretrain_data == "stl10"
+    with pytest.raises(ValueError, match="backbone does not match --model resnet18"):  # upstream's default model
+        transfer_linear_eval.validate(transfer_linear_eval.build_parser().parse_args(["--ckpt", bare, "--device", "cpu"]))
     assert not validated(bare, "--dataset", "cub200").ten_crop
     assert validated(bare, "--dataset", "cub200", "--pretrain-data", "folder").ten_crop  # any 224 px model

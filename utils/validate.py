@@ -142,40 +142,40 @@ def eval_view(pretrain_data: str) -> tuple:
     return cfg.size, cfg.mean, cfg.std
 
 
-def pretrained_on(ckpt: dict) -> str | None:
-    """The --dataset a pretrain_cond.py checkpoint was trained on; None for other checkpoints."""
-    dataset = ckpt.get("args", {}).get("dataset") if isinstance(ckpt.get("args"), dict) else None
-    return dataset if dataset in PRETRAIN_DATASETS else None
+def stored(ckpt: dict, key: str, allowed: tuple) -> str | None:
+    """``key`` of the arguments a pretrain_cond.py checkpoint stores, if one of ``allowed``; else None."""
+    value = ckpt["args"].get(key) if isinstance(ckpt.get("args"), dict) else None
+    return value if value in allowed else None
 
 
-def _check_pretrain_data(args, path: str, trained_on: str | None, default: str) -> None:
-    """--pretrain-data as given or, left out, the first checkpoint's own --dataset (``default`` for a
-    checkpoint without one); refused where it would resize or normalise a checkpoint's images otherwise."""
-    if args.pretrain_data is None:
-        args.pretrain_data = trained_on or default
-    if args.pretrain_data not in PRETRAIN_DATASETS:
-        raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
+def _defaults_from_checkpoint(args, path: str, ckpt: dict, defaults: dict[str, str]) -> None:
+    """--pretrain-data and --model as given or, left out, as the first checkpoint stores them (``defaults``
+    for one that stores none); a --pretrain-data that would resize or normalise a checkpoint's images
+    otherwise is refused (a --model that is not the checkpoint's fails to load)."""
+    trained_on = stored(ckpt, "dataset", PRETRAIN_DATASETS)
+    args.pretrain_data = args.pretrain_data or trained_on or defaults["pretrain_data"]
+    args.model = args.model or stored(ckpt, "model", BACKBONES) or defaults["model"]
     if trained_on and eval_view(trained_on) != eval_view(args.pretrain_data):
         raise ValueError(f"--ckpt {path} was pretrained on --dataset {trained_on}, whose images --pretrain-data "
                          f"{args.pretrain_data} would resize or normalise otherwise: pass --pretrain-data "
                          f"{trained_on} (and evaluate checkpoints of such different data in separate runs)")
 
 
-def check_frozen_eval(args, default_pretrain_data: str) -> None:
+def check_frozen_eval(args, defaults: dict[str, str]) -> None:
     """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
-    checkpoint's pretraining data, backbone and folder, where its result JSON is written once all
-    the work is done. Sets ``args.pretrain_data`` where it was left out."""
+    checkpoint's pretraining data, backbone and folder, where its result JSON is written once all the
+    work is done. Sets ``args.pretrain_data`` and ``args.model`` where they were left out."""
     from .features import load_backbone
     if args.pretrain_data is not None and args.pretrain_data not in PRETRAIN_DATASETS:
         raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
-    if args.model not in BACKBONES:
+    if args.model is not None and args.model not in BACKBONES:
         raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
     require(args, "positive", "batch_size")
     require(args, "non-negative", "num_workers")
     args.device = resolve_device(args.device)
     for path in args.ckpt:
         ckpt = load_checkpoint(path, flag="--ckpt")
-        _check_pretrain_data(args, path, pretrained_on(ckpt), default_pretrain_data)
+        _defaults_from_checkpoint(args, path, ckpt, defaults)
         load_backbone(path, args.model, config_for_dataset(args.pretrain_data).size, ckpt=ckpt)
         if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise ValueError(f"--ckpt {path}: its folder is not writable, and the result JSON is written next to it")
