@@ -138,15 +138,20 @@ def test_pretrain_data_and_model_come_from_the_checkpoint_and_must_agree_with_it
         return args
     assert validated(colordigits_ckpt, "--dataset", "colordigits").pretrain_data == "colordigits"
     stored = transfer_linear_eval.build_parser().parse_args(["--ckpt", colordigits_ckpt, "--device", "cpu"])
+    capsys.readouterr()
     transfer_linear_eval.validate(stored)  # neither flag given: both as the checkpoint stores them
     assert (stored.pretrain_data, stored.model) == ("colordigits", "mini_resnet")
+    assert capsys.readouterr().out == (f"using --pretrain-data colordigits (as {colordigits_ckpt} stores it), "
+                                       f"--model mini_resnet (as {colordigits_ckpt} stores it)\n")
     assert validated(colordigits_ckpt, "--pretrain-data", "cifar100").pretrain_data == "cifar100"  # same 32 px view
     _expect_error(["--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--pretrain-data", "stl10"], capsys,
                   r"--ckpt .*ckpt-last.pth was pretrained on --dataset colordigits, whose images --pretrain-data "
                   r"stl10 would resize or normalise otherwise: pass --pretrain-data colordigits")
     bare = str(tmp_path / "backbone-only.pth")  # e.g. a converted checkpoint: no pretraining arguments
     torch.save({"backbone": build_backbone("mini_resnet", 96)[0].state_dict()}, bare)
+    capsys.readouterr()
     assert validated(bare).pretrain_data == "stl10"
+    assert capsys.readouterr().out == f"using --pretrain-data stl10 (the default: {bare} stores none)\n"
     with pytest.raises(ValueError, match="backbone does not match --model resnet18"):  # upstream's default model
         transfer_linear_eval.validate(transfer_linear_eval.build_parser().parse_args(["--ckpt", bare, "--device", "cpu"]))
     assert not validated(bare, "--dataset", "cub200").ten_crop

@@ -148,23 +148,29 @@ def stored(ckpt: dict, key: str, allowed: tuple) -> str | None:
     return value if value in allowed else None
 
 
-def _defaults_from_checkpoint(args, path: str, ckpt: dict, defaults: dict[str, str]) -> None:
+def _defaults_from_checkpoint(args, path: str, ckpt: dict, defaults: dict[str, str]) -> list[str]:
     """--pretrain-data and --model as given or, left out, as the first checkpoint stores them (``defaults``
-    for one that stores none); a --pretrain-data that would resize or normalise a checkpoint's images
-    otherwise is refused (a --model that is not the checkpoint's fails to load)."""
+    for one that stores none), each value taken named with where it came from; a --pretrain-data that
+    would resize or normalise a checkpoint's images otherwise is refused (a wrong --model fails to load)."""
     trained_on = stored(ckpt, "dataset", PRETRAIN_DATASETS)
-    args.pretrain_data = args.pretrain_data or trained_on or defaults["pretrain_data"]
-    args.model = args.model or stored(ckpt, "model", BACKBONES) or defaults["model"]
+    taken = []
+    for name, value in (("pretrain_data", trained_on), ("model", stored(ckpt, "model", BACKBONES))):
+        if getattr(args, name) is None:
+            setattr(args, name, value or defaults[name])
+            source = f"as {path} stores it" if value else f"the default: {path} stores none"
+            taken.append(f"--{name.replace('_', '-')} {getattr(args, name)} ({source})")
     if trained_on and eval_view(trained_on) != eval_view(args.pretrain_data):
         raise ValueError(f"--ckpt {path} was pretrained on --dataset {trained_on}, whose images --pretrain-data "
                          f"{args.pretrain_data} would resize or normalise otherwise: pass --pretrain-data "
                          f"{trained_on} (and evaluate checkpoints of such different data in separate runs)")
+    return taken
 
 
-def check_frozen_eval(args, defaults: dict[str, str]) -> None:
+def check_frozen_eval(args, defaults: dict[str, str]) -> list[str]:
     """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
     checkpoint's pretraining data, backbone and folder, where its result JSON is written once all the
-    work is done. Sets ``args.pretrain_data`` and ``args.model`` where they were left out."""
+    work is done. Sets ``args.pretrain_data`` and ``args.model`` where they were left out, and returns
+    those values, each named with where it came from (for the run's opening line)."""
     from .features import load_backbone
     if args.pretrain_data is not None and args.pretrain_data not in PRETRAIN_DATASETS:
         raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
@@ -173,12 +179,14 @@ def check_frozen_eval(args, defaults: dict[str, str]) -> None:
     require(args, "positive", "batch_size")
     require(args, "non-negative", "num_workers")
     args.device = resolve_device(args.device)
+    taken = []
     for path in args.ckpt:
         ckpt = load_checkpoint(path, flag="--ckpt")
-        _defaults_from_checkpoint(args, path, ckpt, defaults)
+        taken += _defaults_from_checkpoint(args, path, ckpt, defaults)
         load_backbone(path, args.model, config_for_dataset(args.pretrain_data).size, ckpt=ckpt)
         if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise ValueError(f"--ckpt {path}: its folder is not writable, and the result JSON is written next to it")
+    return taken
 
 
 def _check_numbers(args) -> None:
