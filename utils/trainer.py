@@ -125,13 +125,39 @@ def method_line(a, cfg: AugConfig) -> str:
     return line
 
 
+def input_line(a, in_memory: bool, device: str) -> str:
+    """How the views are made and the backbone runs, as the speed flags (resolved) make it; naming a JPEG
+    flag that changes nothing because the data is held in memory."""
+    device = "GPU" if device == "cuda" else device.upper()
+    if in_memory:
+        source = f"uint8 images held on the {device}, views made there in batches, crop included"
+    elif a.jpeg_decode == "device":
+        shared = f" ({a.jpeg_worker_fraction:.0%} decoded by PIL in the workers)" if a.jpeg_worker_fraction else ""
+        source = (f"JPEG bytes and crop boxes from {a.num_workers} loader workers, nvJPEG decode and crops in "
+                  f"batches on the {device}{shared}, the rest of the views there")
+    else:
+        source = f"JPEG decode and crops by PIL in {a.num_workers} loader workers, the rest of the views on the {device}"
+    how = [("compiled" if a.compile_augment else "eager") + (" per stage" if a.augment_graph == "stages" else
+                                                             " as one graph per view")]
+    if a.augment_ahead > 1:
+        how.append(f"{a.augment_ahead} steps at once")
+    if a.overlap_augment:
+        how.append("a step ahead on a side stream")
+    backbone = f"compiled ({a.compile_mode})" if a.compile else "eager"
+    line = f"input: {source}; augmentation {', '.join(how)}; backbone {backbone}" + (
+        ", channels_last" if a.channels_last else "")
+    if in_memory and a.jpeg_worker_fraction:
+        line += f"; --jpeg-worker-fraction is not used, as --dataset {a.dataset} is held in memory"
+    return line
+
+
 def describe(run: Run, epoch_length: int) -> list[str]:
     """The run's opening lines: what trains on what, by which method, and what the k-NN monitor compares."""
     a, d = run.args, run.data
     n = sum(p.numel() for p in run.framework.parameters() if p.requires_grad)
     lines = [f"{a.framework} on {a.dataset} ({len(d.train)} images), {a.model}, {n / 1e6:.2f}M trainable parameters, "
              f"{run.world} process(es) on {run.device.type}, {epoch_length} steps/epoch, precision {a.precision}",
-             method_line(a, run.cfg)]
+             method_line(a, run.cfg), input_line(a, d.in_memory, run.device.type)]
     if a.restarted:
         lines.append(f"{a.logdir} held a run stopped before its first checkpoint: it starts again from epoch 1")
     if a.eval_freq > 0:

@@ -37,14 +37,16 @@ def test_opening_lines_say_what_trains_and_what_the_knn_monitor_compares(tmp_pat
     import dataclasses
     from utils.trainer import describe
     run = tiny_run(tmp_path, "--aug-inj-type", "proj-none")
-    head, method, knn = describe(run, 44)
+    head, method, inputs, knn = describe(run, 44)
+    assert inputs == ("input: uint8 images held on the CPU, views made there in batches, crop included; "
+                      "augmentation eager per stage; backbone eager")
     assert head.startswith("simsiam on colordigits (1438 images), mini_resnet, ") and "44 steps/epoch" in head
     assert method == "projector without conditioning (--aug-inj-type proj-none)"
     assert knn == "k-NN monitor: 359 labelled queries against 1438 labelled images"
     run.data = dataclasses.replace(run.data, knn_train=None, knn_test=None)
-    assert describe(run, 44)[2] == "k-NN monitor off: the data has no labelled split"
+    assert describe(run, 44)[3] == "k-NN monitor off: the data has no labelled split"
     run.args.eval_freq = 0
-    assert len(describe(run, 44)) == 2
+    assert len(describe(run, 44)) == 3
 
 
 def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_path):
@@ -66,3 +68,22 @@ def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_pa
     a.aug_treatment, a.aug_cond = "hn", ["flip"]
     assert method_line(a, small) == ("CASSLE: the 1-d descriptor (flip) into a hypernetwork (depth 6, width 64) "
                                      "that makes the projector (mlp)")
+
+
+def test_input_line_says_how_views_are_made_and_names_a_jpeg_flag_that_changes_nothing(tmp_path):
+    from utils.trainer import input_line
+    a = tiny_run(tmp_path, "--aug-inj-type", "proj-none").args
+    a.compile_augment, a.augment_graph, a.augment_ahead, a.overlap_augment = True, "view", 8, True
+    a.compile, a.compile_mode, a.channels_last, a.jpeg_worker_fraction = True, "reduce-overhead", True, 0.25
+    assert input_line(a, True, "cuda") == (
+        "input: uint8 images held on the GPU, views made there in batches, crop included; augmentation compiled "
+        "as one graph per view, 8 steps at once, a step ahead on a side stream; backbone compiled (reduce-overhead), "
+        "channels_last; --jpeg-worker-fraction is not used, as --dataset colordigits is held in memory")
+    a.num_workers, a.jpeg_decode = 4, "device"
+    assert input_line(a, False, "cuda").startswith(
+        "input: JPEG bytes and crop boxes from 4 loader workers, nvJPEG decode and crops in batches on the GPU "
+        "(25% decoded by PIL in the workers), the rest of the views there; augmentation compiled")
+    a.jpeg_decode, a.compile, a.channels_last = "workers", False, False
+    assert input_line(a, False, "cuda").startswith(
+        "input: JPEG decode and crops by PIL in 4 loader workers, the rest of the views on the GPU; ")
+    assert input_line(a, False, "cuda").endswith("; backbone eager")
