@@ -2,8 +2,9 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graph profile decode stages bench blur split overlap compile cudagraphs variants sklearn sweep
-# fidelity entry. The default is the first five, an estimated 400 s. Measured on an H100: tests 77 s, graph 97 s
+# Steps: tests graph cudagraphs profile decode stages bench blur split overlap compile variants sklearn sweep
+# fidelity entry. The default is the first six, most decisive first: what does not fit in one call's time
+# is what matters least (cudagraphs ~3-4 min, not yet timed). Measured on an H100: tests 77 s, graph 97 s
 # (then as two processes, with two settings; now four in one), blur 132 s, profile 69 s, bench 99 s,
 # entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s; stages is not yet
 # timed (~40 s expected); tests and graph have grown since they were timed.
@@ -140,7 +141,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests graph profile decode stages}"; do
+for s in "${@:-tests graph cudagraphs profile decode stages}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"
