@@ -44,7 +44,8 @@ def _optimisation_flags(a) -> None:
 def _run_flags(a) -> None:
     a("--logdir", required=True, help="output folder: log.txt, TensorBoard events, args.json, checkpoints")
     a("--resume", default=None, help="continue from a checkpoint path, or 'last' for LOGDIR/ckpt-last.pth")
-    a("--distributed", action="store_true", help="one process per GPU (spawned; one GPU runs in this process), or the ranks of torchrun/SLURM")
+    a("--distributed", action="store_true",
+      help="one process per GPU (spawned; one GPU runs in this process), or the ranks of torchrun/SLURM")
     a("--nproc-per-node", type=int, default=None, help="processes to spawn with --distributed (default: #GPUs)")
     a("--stop-after", type=int, default=None,
       help="train at most N epochs in this invocation, then exit (time-limited jobs; continue with --resume last)")

@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.dataset not in FEW_SHOT_DATASETS:
             raise ValueError(f"--dataset must be one of {FEW_SHOT_DATASETS}, got {args.dataset!r}")
         require(args, "positive", "N", "K", "Q", "num_tasks")
-        taken = check_frozen_eval(args, defaults={"pretrain_data": "imagenet100", "model": "resnet50"})
-        if taken:
-            print("using " + ", ".join(taken))
+        check_frozen_eval(args, defaults={"pretrain_data": "imagenet100", "model": "resnet50"})
         device = torch.device(args.device)
         size = config_for_dataset(args.pretrain_data).size
         pool = few_shot_pool(args.dataset, args.datadir, eval_transform(args.pretrain_data))

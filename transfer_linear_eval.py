@@ -53,9 +53,7 @@ def validate(args) -> None:
     if args.metric not in ("top1", "class-avg"):
         raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
     require(args, "positive", "max_iter")
-    taken = check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
-    if taken:
-        print("using " + ", ".join(taken))
+    check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
     if args.ten_crop is None:
         args.ten_crop = ((args.dataset == "cub200" or "shot" in args.dataset)
                          and config_for_dataset(args.pretrain_data).size == 224)

@@ -166,11 +166,11 @@ def _defaults_from_checkpoint(args, path: str, ckpt: dict, defaults: dict[str, s
     return taken
 
 
-def check_frozen_eval(args, defaults: dict[str, str]) -> list[str]:
+def check_frozen_eval(args, defaults: dict[str, str]) -> None:
     """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
     checkpoint's pretraining data, backbone and folder, where its result JSON is written once all the
-    work is done. Sets ``args.pretrain_data`` and ``args.model`` where they were left out, and returns
-    those values, each named with where it came from (for the run's opening line)."""
+    work is done. Sets ``args.pretrain_data`` and ``args.model`` where they were left out, and prints
+    those values, each named with where it came from."""
     from .features import load_backbone
     if args.pretrain_data is not None and args.pretrain_data not in PRETRAIN_DATASETS:
         raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
@@ -186,7 +186,8 @@ def check_frozen_eval(args, defaults: dict[str, str]) -> list[str]:
         load_backbone(path, args.model, config_for_dataset(args.pretrain_data).size, ckpt=ckpt)
         if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise ValueError(f"--ckpt {path}: its folder is not writable, and the result JSON is written next to it")
-    return taken
+    if taken:
+        print("using " + ", ".join(taken))
 
 
 def _check_numbers(args) -> None:
