@@ -35,14 +35,23 @@ def changed_since(old: dict, args) -> list[str]:
             if k not in RUN_CONTROL and new.get(k) != v]
 
 
-def world_size_of(args) -> int:
-    if not args.distributed:
-        return 1
+def launcher_world() -> int | None:
+    """The world size a launcher set in the environment (torchrun's WORLD_SIZE, or SLURM's task count
+    when several tasks were started); None where no launcher made this process's ranks."""
     env = os.environ
     if "WORLD_SIZE" in env:
         return int(env["WORLD_SIZE"])
     if int(env.get("SLURM_NTASKS", "1")) > 1:
         return int(env["SLURM_NTASKS"])
+    return None
+
+
+def world_size_of(args) -> int:
+    if not args.distributed:
+        return 1
+    launched = launcher_world()
+    if launched is not None:
+        return launched
     if getattr(args, "nproc_per_node", None):
         return args.nproc_per_node
     return torch.cuda.device_count() if args.device == "cuda" else 1
@@ -53,7 +62,7 @@ def launch_plan(args) -> tuple[str | None, int | None]:
 
     A world of one that no launcher made (``--distributed`` on one GPU) runs in this process: DDP and
     SyncBatchNorm over one process change nothing, and a spawned process costs seconds of imports."""
-    launched = "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    launched = launcher_world() is not None
     if not args.distributed or (not launched and world_size_of(args) == 1):
         return None, None
     backend = "nccl" if args.device == "cuda" else "gloo"
