@@ -6,10 +6,11 @@ two crop boxes exactly as ``TwoCrops`` does (same seeds, same draws), so both pa
 records. The main process decodes the whole batch with one ``torchvision.io.decode_jpeg`` call on
 the device and crops/resizes each image there (antialiased bilinear, as PIL does).
 
-Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet) are decoded
-and cropped by PIL in the worker, exactly as on the worker-crop path. So is a fixed pseudo-random
-share ``worker_fraction`` of all images (``--jpeg-worker-fraction``): the CPU workers and the GPU
-decoder then work on each batch side by side, and their throughputs add up.
+Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; truncated
+JPEGs, which PIL refuses by name) are decoded and cropped by PIL in the worker, exactly as on the
+worker-crop path. So is a fixed pseudo-random share ``worker_fraction`` of all images
+(``--jpeg-worker-fraction``): the CPU workers and the GPU decoder then work on each batch side by
+side, and their throughputs add up.
 """
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def read_bytes(path: str) -> Tensor:
     with open(path, "rb") as f:
         f.readinto(out.numpy())
     return out
+
+
+def ends_after_scan(data: Tensor) -> bool:
+    """Whether JPEG bytes ``data`` hold an end-of-image marker (FFD9) after the first scan starts.
+
+    A truncated file has none. PIL and libjpeg refuse such a file, but nvJPEG is not known to, and
+    a decoder that fills the missing rows would train on them silently; so a worker routes the file
+    to PIL, which names it. The walk follows segment lengths up to the first SOS, skipping an Exif
+    thumbnail's own markers (inside APP1); FFD9 cannot occur in entropy-coded data (0xFF is stuffed),
+    and a trailer after the EOI does not hide it.
+    """
+    b = data.numpy()
+    i = 2  # after SOI
+    while i + 4 <= len(b) and b[i] == 0xFF:
+        if b[i + 1] == 0xDA:  # most files end with the EOI; the search is for those with a trailer
+            return bool(b[-2] == 0xFF and b[-1] == 0xD9) or b[i:].tobytes().rfind(b"\xff\xd9") >= 0
+        i += 1 if b[i + 1] == 0xFF else 2 + (int(b[i + 2]) << 8 | int(b[i + 3]))  # fill byte, or a segment
+    return False
 
 
 def decoded_in_worker(index: int, fraction: float) -> bool:
@@ -94,7 +113,8 @@ class JpegBytesTwoBoxes(Dataset):
         data = read_bytes(self.samples[index][0])
         # PIL decodes lazily: this reads the header
         (w, h), on_device = self._open(data, index, lambda im: (im.size, im.format == "JPEG" and im.mode == "RGB"))
-        return data, h, w, on_device and not decoded_in_worker(index, self.worker_fraction)
+        on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(data)
+        return data, h, w, on_device
 
 
 class BytesBatch(NamedTuple):

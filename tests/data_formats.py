@@ -75,11 +75,25 @@ def write_jpeg(path: str, size: tuple[int, int], seed: int) -> None:
 
 def corrupt(path: str, how: str) -> str:
     """Damage an image file as downloads and disks do: 'truncated' keeps its first half (the header
-    reads, the pixels do not), 'garbage' replaces it with bytes no decoder recognises."""
+    reads, the pixels do not), 'garbage' replaces it with bytes no decoder recognises, 'tables'
+    drops a JPEG's quantisation tables (the header reads, the file ends as it should, decoding fails)."""
     data = open(path, "rb").read()
+    damaged = {"truncated": lambda: data[: len(data) // 2], "tables": lambda: _without_segment(data, 0xDB),
+               "garbage": lambda: b"<html>403 Forbidden</html>"}[how]()
     with open(path, "wb") as f:
-        f.write(data[: len(data) // 2] if how == "truncated" else b"<html>403 Forbidden</html>")
+        f.write(damaged)
     return path
+
+
+def _without_segment(jpeg: bytes, marker: int) -> bytes:
+    """``jpeg`` without its header segments of type ``marker`` (those before the first scan)."""
+    out, i = bytearray(jpeg[:2]), 2
+    while jpeg[i + 1] != 0xDA:
+        end = i + 2 + (jpeg[i + 2] << 8 | jpeg[i + 3])
+        if jpeg[i + 1] != marker:
+            out += jpeg[i:end]
+        i = end
+    return bytes(out + jpeg[i:])
 
 
 def write_imagenet100(root: str, per_class: int = 1, val_per_class: int = 1, size=(40, 32),

@@ -1,5 +1,6 @@
 """Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
 pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale) decoded by workers."""
+import io
 import os
 
 import numpy as np
@@ -8,7 +9,8 @@ import torch
 from PIL import Image
 
 from datasets import worker_crop_loader
-from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker, read_bytes
+from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker,
+                                    ends_after_scan, read_bytes)
 from datasets.folders import image_folder
 from tests.data_formats import write_jpeg
 
@@ -91,6 +93,31 @@ def test_worker_share_is_a_fixed_spread_out_fraction():
         assert abs(sum(chosen) / 4000 - f) < 0.02
         assert abs(sum(chosen[:40]) / 40 - f) < 0.2  # spread over the index range, not a block
     assert [decoded_in_worker(i, 0.5) for i in range(50)] == [decoded_in_worker(i, 0.5) for i in range(50)]
+
+
+def _jpeg(arr: np.ndarray, **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+def test_a_jpeg_is_whole_when_an_end_marker_follows_its_first_scan():
+    """What a truncated file lacks, checked so that an Exif thumbnail's own end marker (which the
+    main image's scan follows) or a trailer after the end cannot mislead it."""
+    arr = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    whole = lambda data: ends_after_scan(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    thumb = _jpeg(arr[:20, :30])
+    for data in (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr, exif=b"Exif\x00\x00" + thumb)):
+        assert Image.open(io.BytesIO(data)).size == (120, 90)
+        assert whole(data) and whole(data + b"trailer bytes")
+        for cut in (data[:-2], data[: len(data) // 2], data[: len(data) - 40]):
+            assert not whole(cut)
+            with pytest.raises(OSError, match="truncated"):  # what PIL says of each of them
+                Image.open(io.BytesIO(cut)).load()
+    cut = _jpeg(arr, exif=b"Exif\x00\x00" + thumb)
+    cut = cut[: len(cut) // 2]
+    assert cut.rfind(b"\xff\xd9") > cut.find(b"\xff\xda")  # a plain search is misled by the thumbnail
+    assert not whole(cut)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
