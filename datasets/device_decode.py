@@ -6,8 +6,8 @@ two crop boxes exactly as ``TwoCrops`` does (same seeds, same draws), so both pa
 records. The main process decodes the whole batch with one ``torchvision.io.decode_jpeg`` call on
 the device and crops/resizes each image there (antialiased bilinear, as PIL does).
 
-Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; truncated
-JPEGs, which PIL refuses by name) are decoded and cropped by PIL in the worker, exactly as on the
+Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; JPEGs coded
+in RGB; truncated JPEGs, which PIL refuses by name) are decoded and cropped by PIL in the worker, exactly as on the
 worker-crop path. So is a fixed pseudo-random share ``worker_fraction`` of all images
 (``--jpeg-worker-fraction``): the CPU workers and the GPU decoder then work on each batch side by
 side, and their throughputs add up.
@@ -63,6 +63,16 @@ def ends_after_scan(data: Tensor) -> bool:
     return False
 
 
+def ycbcr_jpeg(im: Image.Image) -> bool:
+    """Whether an opened file (header read) is a three-channel YCbCr JPEG, the kind nvJPEG is made
+    for. A JPEG coded in RGB (Adobe transform 0, or components named R, G, B) is not: libjpeg skips
+    the YCbCr conversion for it, which GPU decoders are not known to do, so PIL decodes it."""
+    if im.format != "JPEG" or im.mode != "RGB":
+        return False
+    rgb_coded = im.info.get("adobe_transform") == 0 or [c[0] for c in getattr(im, "layer", [])] == [82, 71, 66]
+    return not rgb_coded
+
+
 def decoded_in_worker(index: int, fraction: float) -> bool:
     """Whether image ``index`` is decoded by a loader worker rather than on the device: a fixed
     pseudo-random share ``fraction`` of the dataset (Knuth's multiplicative hash spreads it over
@@ -112,7 +122,7 @@ class JpegBytesTwoBoxes(Dataset):
         """(bytes, height, width, whether the device decodes it), from the JPEG header alone."""
         data = read_bytes(self.samples[index][0])
         # PIL decodes lazily: this reads the header
-        (w, h), on_device = self._open(data, index, lambda im: (im.size, im.format == "JPEG" and im.mode == "RGB"))
+        (w, h), on_device = self._open(data, index, lambda im: (im.size, ycbcr_jpeg(im)))
         on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(data)
         return data, h, w, on_device
 

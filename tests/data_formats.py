@@ -78,14 +78,14 @@ def corrupt(path: str, how: str) -> str:
     reads, the pixels do not), 'garbage' replaces it with bytes no decoder recognises, 'tables'
     drops a JPEG's quantisation tables (the header reads, the file ends as it should, decoding fails)."""
     data = open(path, "rb").read()
-    damaged = {"truncated": lambda: data[: len(data) // 2], "tables": lambda: _without_segment(data, 0xDB),
+    damaged = {"truncated": lambda: data[: len(data) // 2], "tables": lambda: without_segment(data, 0xDB),
                "garbage": lambda: b"<html>403 Forbidden</html>"}[how]()
     with open(path, "wb") as f:
         f.write(damaged)
     return path
 
 
-def _without_segment(jpeg: bytes, marker: int) -> bytes:
+def without_segment(jpeg: bytes, marker: int) -> bytes:
     """``jpeg`` without its header segments of type ``marker`` (those before the first scan)."""
     out, i = bytearray(jpeg[:2]), 2
     while jpeg[i + 1] != 0xDA:

@@ -10,9 +10,9 @@ from PIL import Image
 
 from datasets import worker_crop_loader
 from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker,
-                                    ends_after_scan, read_bytes)
+                                    ends_after_scan, read_bytes, ycbcr_jpeg)
 from datasets.folders import image_folder
-from tests.data_formats import write_jpeg
+from tests.data_formats import without_segment, write_jpeg
 
 
 def _folder(tmp_path, n=6):
@@ -60,29 +60,38 @@ def test_device_decode_is_deterministic_across_workers_and_changes_with_epoch(tm
 
 
 def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
+    """PNG, CMYK, grayscale, and JPEGs coded in RGB rather than YCbCr (marked either by an Adobe
+    segment or by their components' names alone): PIL decodes them in the workers."""
     rng = np.random.default_rng(0)
     (tmp_path / "c").mkdir()
-    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "c" / "a.png")
-    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).convert("CMYK").save(tmp_path / "c" / "b.jpg")
+    img = lambda: Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    img().save(tmp_path / "c" / "a.png")
+    img().convert("CMYK").save(tmp_path / "c" / "b.jpg")
     Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8)).save(tmp_path / "c" / "c.jpg")
     write_jpeg(str(tmp_path / "c" / "d.jpg"), (40, 30), 1)
+    img().save(tmp_path / "c" / "e.jpg", keep_rgb=True)
+    (tmp_path / "c" / "f.jpg").write_bytes(without_segment(_jpeg(np.asarray(img()), keep_rgb=True), 0xEE))
+    assert Image.open(tmp_path / "c" / "f.jpg").info.get("adobe") is None  # only the names say RGB
+    e = Image.open(tmp_path / "c" / "e.jpg")
+    e.layer = [(k + 1, *c[1:]) for k, c in enumerate(e.layer)]  # only the Adobe segment says RGB
+    assert not ycbcr_jpeg(e) and ycbcr_jpeg(Image.open(tmp_path / "c" / "d.jpg"))
     ds = image_folder(str(tmp_path))
-    loader = bytes_loader(ds.samples, 4, seed=0, num_workers=0, size=16)
+    loader = bytes_loader(ds.samples, 6, seed=0, num_workers=0, size=16)
     batch = next(iter(loader))
     names = [p.split("/")[-1] for p, _ in ds.samples]
     order = [int(i) for _, i in loader.sampler]
     assert {names[i]: bool(e) for i, e in zip(order, batch.encoded)} == {
-        "a.png": False, "b.jpg": False, "c.jpg": False, "d.jpg": True}
-    assert batch.crops.shape == (3, 2, 3, 16, 16)  # both views cropped there
+        "a.png": False, "b.jpg": False, "c.jpg": False, "d.jpg": True, "e.jpg": False, "f.jpg": False}
+    assert batch.crops.shape == (5, 2, 3, 16, 16)  # both views cropped there
     sizes = batch.offsets.diff()  # only the nvJPEG file's bytes travel, and exactly its bytes
     (d,) = [k for k, i in enumerate(order) if names[i] == "d.jpg"]
-    assert sizes.tolist() == [os.path.getsize(ds.samples[order[d]][0]) if k == d else 0 for k in range(4)]
+    assert sizes.tolist() == [os.path.getsize(ds.samples[order[d]][0]) if k == d else 0 for k in range(6)]
     assert torch.equal(batch.data, read_bytes(ds.samples[order[d]][0]))
-    ref, dev = _both(ds, size=16, batch=4, epoch=0)
-    names = [names[i] for i in _order(ds, 4, 0)]
+    ref, dev = _both(ds, size=16, batch=6, epoch=0)
+    names = [names[i] for i in _order(ds, 6, 0)]
     for k in (0, 3):  # the worker-decoded files are the worker path's crops exactly
         same = [torch.equal(r, d) for r, d in zip(ref[0][k], dev[0][k])]
-        assert [s for s, n in zip(same, names) if n != "d.jpg"] == [True, True, True]
+        assert [s for s, n in zip(same, names) if n != "d.jpg"] == [True] * 5
         diff = (ref[0][k].int() - dev[0][k].int()).abs()
         assert diff.float().mean() < 0.5 and diff.max() <= 2
 
