@@ -29,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.functional import pil_to_tensor
 
 from augmentations import crop_pil_box, sample_box_pairs
 
@@ -105,12 +106,12 @@ class JpegBytesTwoBoxes(Dataset):
         items = []
         for (data, _, _, encoded), (b1, b2), src, (_, index) in zip(heads, boxes, hw.float(), keys):
             if not encoded:
-                rgb = self._open(data, index, lambda im: im.convert("RGB"))
+                rgb = self.read_pil(data, index, lambda im: im.convert("RGB"))
                 data = torch.stack([crop_pil_box(rgb, b1, self.size), crop_pil_box(rgb, b2, self.size)])
             items.append((data, encoded, b1, b2, src, self.samples[index][1], index))
         return items
 
-    def _open(self, data: Tensor, index: int, read):
+    def read_pil(self, data: Tensor, index: int, read):
         """``read(PIL image)`` of image ``index``'s bytes; a file PIL cannot read raises ``unreadable``."""
         try:
             with Image.open(io.BytesIO(data.numpy())) as im:
@@ -122,7 +123,7 @@ class JpegBytesTwoBoxes(Dataset):
         """(bytes, height, width, whether the device decodes it), from the JPEG header alone."""
         data = read_bytes(self.samples[index][0])
         # PIL decodes lazily: this reads the header
-        (w, h), on_device = self._open(data, index, lambda im: (im.size, ycbcr_jpeg(im)))
+        (w, h), on_device = self.read_pil(data, index, lambda im: (im.size, ycbcr_jpeg(im)))
         on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(data)
         return data, h, w, on_device
 
@@ -260,17 +261,22 @@ class DeviceDecodePrefetcher:
         return v1, v2, done
 
     def _decode(self, batch: BytesBatch, idx: list[int], offsets: list[int]) -> list[Tensor]:
-        """The batch items ``idx`` decoded in one call; if that fails, each alone, to name the bad file."""
+        """The batch items ``idx`` decoded in one call; if that fails, each alone (``_decode_one``)."""
         files = batch.encoded_bytes(idx, offsets)
         try:
             return decode_batch(files, self.device)
         except RuntimeError:
-            for i, data in zip(idx, files):
-                try:
-                    decode_batch([data], self.device)
-                except RuntimeError as e:
-                    raise unreadable(self.loader.dataset.samples[int(batch.indices[i])][0], e) from None
-            raise
+            return [self._decode_one(data, int(batch.indices[i])) for i, data in zip(idx, files)]
+
+    def _decode_one(self, data: Tensor, index: int) -> Tensor:
+        """Image ``index`` decoded on the device, or by PIL where the device decoder refuses it (e.g. an
+        arithmetic-coded JPEG, which nvJPEG does not take): a file that PIL reads, as the worker path
+        does, must not stop a run. A file PIL refuses too raises ``unreadable``, naming it."""
+        try:
+            return decode_batch([data], self.device)[0]
+        except RuntimeError:
+            rgb = self.loader.dataset.read_pil(data, index, lambda im: pil_to_tensor(im.convert("RGB")))
+            return rgb.to(self.device)
 
     def _submit(self, pool: ThreadPoolExecutor, batch: BytesBatch):
         # which items the device decodes, where their bytes are, and each worker crop's row

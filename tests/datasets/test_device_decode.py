@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import worker_crop_loader
+from datasets import device_decode, worker_crop_loader
 from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker,
                                     ends_after_scan, read_bytes, ycbcr_jpeg)
 from datasets.folders import image_folder
@@ -94,6 +94,28 @@ def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
         assert [s for s, n in zip(same, names) if n != "d.jpg"] == [True] * 5
         diff = (ref[0][k].int() - dev[0][k].int()).abs()
         assert diff.float().mean() < 0.5 and diff.max() <= 2
+
+
+def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkeypatch):
+    """nvJPEG refuses some files that PIL reads (arithmetic-coded JPEGs). The refusal of one file is
+    injected here into the CPU decoder: the batch holding it is decoded file by file, PIL decodes
+    that one (libjpeg's pixels, as the CPU decoder's), and the views are those of an undisturbed run."""
+    ds = _folder(tmp_path)
+    views = lambda: list(DeviceDecodePrefetcher(bytes_loader(ds.samples, 6, seed=5, num_workers=0, size=24),
+                                                torch.device("cpu"), threads=1))
+    expected = views()
+    refused, real, calls = read_bytes(ds.samples[2][0]), device_decode.decode_batch, []
+
+    def refusing(files, device):
+        calls.append(len(files))
+        if any(torch.equal(f, refused) for f in files):
+            raise RuntimeError("decode_jpeg: this decoder does not take the file")
+        return real(files, device)
+
+    monkeypatch.setattr(device_decode, "decode_batch", refusing)
+    got = views()
+    assert calls == [6] + [1] * 6  # one batched call, then each file alone
+    assert all(torch.equal(x, y) for a, b in zip(expected, got, strict=True) for x, y in zip(a, b, strict=True))
 
 
 def test_worker_share_is_a_fixed_spread_out_fraction():

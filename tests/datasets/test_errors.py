@@ -41,7 +41,7 @@ def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how, devic
     """Garbage fails in the worker that reads the header; a truncated JPEG (no end marker) is sent
     to the worker's PIL decode, which refuses it by name; a JPEG broken inside but whole fails in
     the batched decode (libjpeg on the CPU, nvJPEG on CUDA), which then decodes the batch's files
-    one by one to find it."""
+    one by one, and PIL, given the file the device refused, refuses it too and names it."""
     root = write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=3, size=(40, 30))
     bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), how)
     ds = image_folder(root)
