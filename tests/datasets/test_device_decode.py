@@ -1,5 +1,6 @@
 """Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
-pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale) decoded by workers."""
+pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale, RGB-coded, truncated)
+decoded by workers, and a file the device decoder refuses decoded by PIL."""
 import io
 import os
 
@@ -19,6 +20,12 @@ def _folder(tmp_path, n=6):
     for i in range(n):
         write_jpeg(str(tmp_path / f"c{i % 2}" / f"{i}.jpg"), (60 + 7 * i, 44 + 3 * i), i)
     return image_folder(str(tmp_path))
+
+
+def _jpeg(arr: np.ndarray, **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", **save)
+    return buf.getvalue()
 
 
 def _both(ds, size=24, batch=3, epoch=1, workers=0, fraction=0.0):
@@ -124,12 +131,6 @@ def test_worker_share_is_a_fixed_spread_out_fraction():
         assert abs(sum(chosen) / 4000 - f) < 0.02
         assert abs(sum(chosen[:40]) / 40 - f) < 0.2  # spread over the index range, not a block
     assert [decoded_in_worker(i, 0.5) for i in range(50)] == [decoded_in_worker(i, 0.5) for i in range(50)]
-
-
-def _jpeg(arr: np.ndarray, **save) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", **save)
-    return buf.getvalue()
 
 
 def test_a_jpeg_is_whole_when_an_end_marker_follows_its_first_scan():
