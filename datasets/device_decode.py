@@ -53,15 +53,17 @@ def ends_after_scan(data: Tensor) -> bool:
     A truncated file has none. PIL and libjpeg refuse such a file, but nvJPEG is not known to, and
     a decoder that fills the missing rows would train on them silently; so a worker routes the file
     to PIL, which names it. The walk follows segment lengths up to the first SOS, skipping an Exif
-    thumbnail's own markers (inside APP1); FFD9 cannot occur in entropy-coded data (0xFF is stuffed),
-    and a trailer after the EOI does not hide it.
+    thumbnail's own markers (inside APP1) and, as PIL and libjpeg do, stray bytes between segments;
+    FFD9 cannot occur in entropy-coded data (0xFF is stuffed), and a trailer after the EOI does not
+    hide it.
     """
-    b = data.numpy()
+    raw = data.numpy().tobytes()
     i = 2  # after SOI
-    while i + 4 <= len(b) and b[i] == 0xFF:
-        if b[i + 1] == 0xDA:  # most files end with the EOI; the search is for those with a trailer
-            return bool(b[-2] == 0xFF and b[-1] == 0xD9) or b[i:].tobytes().rfind(b"\xff\xd9") >= 0
-        i += 1 if b[i + 1] == 0xFF else 2 + (int(b[i + 2]) << 8 | int(b[i + 3]))  # fill byte, or a segment
+    while (i := raw.find(b"\xff", i)) >= 0 and i + 4 <= len(raw):
+        marker = raw[i + 1]
+        if marker == 0xDA:  # most files end with the EOI; the search is for those with a trailer
+            return raw.endswith(b"\xff\xd9") or raw.rfind(b"\xff\xd9", i) >= 0
+        i += 1 if marker == 0xFF else 2 + (raw[i + 2] << 8 | raw[i + 3])  # a fill byte, or a segment
     return False
 
 

@@ -146,6 +146,11 @@ def test_a_jpeg_is_whole_when_an_end_marker_follows_its_first_scan():
             assert not whole(cut)
             with pytest.raises(OSError, match="truncated"):  # what PIL says of each of them
                 Image.open(io.BytesIO(cut)).load()
+    data = _jpeg(arr)
+    app0 = 4 + (data[4] << 8 | data[5])  # SOI + the first segment
+    junk = data[:app0] + b"\x00stray bytes" + data[app0:]  # skipped by PIL and libjpeg alike
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(junk))), np.asarray(Image.open(io.BytesIO(data))))
+    assert whole(junk) and not whole(junk[: len(junk) // 2])
     cut = _jpeg(arr, exif=b"Exif\x00\x00" + thumb)
     cut = cut[: len(cut) // 2]
     assert cut.rfind(b"\xff\xd9") > cut.find(b"\xff\xda")  # a plain search is misled by the thumbnail
