@@ -337,9 +337,11 @@ def test_jpeg_decode_on_the_device_trains_like_worker_decoding(tmp_path):
         assert torch.equal(allw[k], wrk[k]), k
 
 
-@pytest.mark.parametrize("decode,how", [("workers", "truncated"), ("device", "truncated"), ("device", "garbage")])
+@pytest.mark.parametrize("decode,how", [("workers", "truncated"), ("device", "truncated"), ("device", "garbage"),
+                                        ("device", "tables")])
 def test_an_unreadable_image_stops_the_run_with_one_line_naming_it(tmp_path, capsys, decode, how):
-    """Found mid-epoch, in a loader worker or in the device's batched decode, not before training."""
+    """Found mid-epoch, in a loader worker or (a whole file that no decoder reads) in the device's
+    decoder threads, not before training."""
     from tests.data_formats import corrupt, write_class_folders
     write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=4, size=(40, 30))
     bad = corrupt(str(tmp_path / "data" / "b" / "2.jpg"), how)
