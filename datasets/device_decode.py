@@ -232,12 +232,26 @@ class DeviceDecodePrefetcher:
         self.threads, self.depth = max(1, threads), max(1, depth)
         cuda = self.device.type == "cuda"
         self.streams = [torch.cuda.Stream(self.device) if cuda else None for _ in range(self.threads)]
+        self.sent = {"device": 0, "workers": 0}  # this epoch's images, by where they were sent to be decoded
+        self.refused: list[int] = []  # this epoch's images that the device refused and PIL decoded
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+        self.sent, self.refused = {"device": 0, "workers": 0}, []
+
+    def report(self) -> str:
+        """Where this epoch's images were decoded, for the log: a large PIL share (a folder of PNGs,
+        say) means the device decodes little, and the loader workers set the pace."""
+        on_device = self.sent["device"] - len(self.refused)
+        line = (f"decoded {on_device} images on the {self.device.type.upper()} and {self.sent['workers']} by PIL "
+                "in the loader workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
+        if self.refused:
+            line += (f", {len(self.refused)} by PIL after the device refused them (the first: "
+                     f"{self.loader.dataset.samples[self.refused[0]][0]})")
+        return line + ", in this process"
 
     def _chunk(self, batch: BytesBatch, idx: list[int], plan: tuple[list, list, list], stream):
         """Both views of the batch items ``idx``, in that order: bytes decoded and cropped here,
@@ -279,6 +293,7 @@ class DeviceDecodePrefetcher:
             return decode_batch([data], self.device)[0]
         except RuntimeError:
             rgb = self.loader.dataset.read_pil(data, index, lambda im: pil_to_tensor(im.convert("RGB")))
+            self.refused.append(index)  # list.append is atomic: the decoder threads share the list
             return rgb.to(self.device)
 
     def _submit(self, pool: ThreadPoolExecutor, batch: BytesBatch):
@@ -289,6 +304,9 @@ class DeviceDecodePrefetcher:
 
     def _collect(self, batch: BytesBatch, futures):
         chunks = [f.result() for f in futures]
+        on_device = int(batch.encoded.sum())
+        self.sent["device"] += on_device
+        self.sent["workers"] += len(batch.encoded) - on_device
         main = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         for v1, v2, done in chunks:
             if main is not None:

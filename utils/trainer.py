@@ -13,6 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from augmentations import AugConfig, descriptor_dim
+from datasets.device_decode import DeviceDecodePrefetcher
 
 from .checkpoint import load_checkpoint, save_atomic
 from .knn import extract_features, knn_accuracy
@@ -83,6 +84,8 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
     @engine.on(Events.EPOCH_COMPLETED)
     def _epoch_end(e: Engine):
         ep = e.state.epoch
+        if master and ep == run.start_epoch + 1 and isinstance(run.loader, DeviceDecodePrefetcher):
+            log.info(f"epoch {ep}: {run.loader.report()}")  # the share is the same every epoch
         if a.eval_freq > 0 and (ep % a.eval_freq == 0 or ep == a.max_epochs) and run.data.knn_train is not None:
             if master:
                 acc = knn_monitor(run)

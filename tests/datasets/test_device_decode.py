@@ -94,6 +94,8 @@ def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
     (d,) = [k for k, i in enumerate(order) if names[i] == "d.jpg"]
     assert sizes.tolist() == [os.path.getsize(ds.samples[order[d]][0]) if k == d else 0 for k in range(6)]
     assert torch.equal(batch.data, read_bytes(ds.samples[order[d]][0]))
+    prefetcher = DeviceDecodePrefetcher(loader, torch.device("cpu"))
+    assert len(list(prefetcher)) == 1 and prefetcher.sent == {"device": 1, "workers": 5}
     ref, dev = _both(ds, size=16, batch=6, epoch=0)
     names = [names[i] for i in _order(ds, 6, 0)]
     for k in (0, 3):  # the worker-decoded files are the worker path's crops exactly
@@ -108,9 +110,11 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
     injected here into the CPU decoder: the batch holding it is decoded file by file, PIL decodes
     that one (libjpeg's pixels, as the CPU decoder's), and the views are those of an undisturbed run."""
     ds = _folder(tmp_path)
-    views = lambda: list(DeviceDecodePrefetcher(bytes_loader(ds.samples, 6, seed=5, num_workers=0, size=24),
-                                                torch.device("cpu"), threads=1))
-    expected = views()
+    prefetcher = lambda: DeviceDecodePrefetcher(bytes_loader(ds.samples, 6, seed=5, num_workers=0, size=24),
+                                                torch.device("cpu"), threads=1)
+    p = prefetcher()
+    expected = list(p)
+    assert p.sent == {"device": 6, "workers": 0} and p.refused == []
     refused, real, calls = read_bytes(ds.samples[2][0]), device_decode.decode_batch, []
 
     def refusing(files, device):
@@ -120,9 +124,14 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
         return real(files, device)
 
     monkeypatch.setattr(device_decode, "decode_batch", refusing)
-    got = views()
+    p = prefetcher()
+    got = list(p)
     assert calls == [6] + [1] * 6  # one batched call, then each file alone
     assert all(torch.equal(x, y) for a, b in zip(expected, got, strict=True) for x, y in zip(a, b, strict=True))
+    assert p.refused == [2] and p.report().startswith("decoded 5 images on the CPU and 0 by PIL in the loader workers")
+    assert p.report().endswith(f"1 by PIL after the device refused them (the first: {ds.samples[2][0]}), in this process")
+    p.set_epoch(1)  # the counts are an epoch's
+    assert p.sent == {"device": 0, "workers": 0} and p.refused == []
 
 
 def test_worker_share_is_a_fixed_spread_out_fraction():
