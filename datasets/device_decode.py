@@ -246,8 +246,9 @@ class DeviceDecodePrefetcher:
         """Where this epoch's images were decoded, for the log: a large PIL share (a folder of PNGs,
         say) means the device decodes little, and the loader workers set the pace."""
         on_device = self.sent["device"] - len(self.refused)
-        line = (f"decoded {on_device} images on the {self.device.type.upper()} and {self.sent['workers']} by PIL "
-                "in the loader workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
+        where = "GPU" if self.device.type == "cuda" else self.device.type.upper()
+        line = (f"decoded {on_device} images on the {where} and {self.sent['workers']} by PIL in the loader "
+                "workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
         if self.refused:
             line += (f", {len(self.refused)} by PIL after the device refused them (the first: "
                      f"{self.loader.dataset.samples[self.refused[0]][0]})")

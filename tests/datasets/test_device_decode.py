@@ -215,7 +215,9 @@ def test_cuda_nvjpeg_batches_match_the_cpu_path(tmp_path, fraction):
     ds = image_folder(str(tmp_path))
     loader = bytes_loader(ds.samples, 3, seed=5, num_workers=0, size=24, worker_fraction=fraction)
     cpu = list(DeviceDecodePrefetcher(loader, torch.device("cpu")))
-    gpu = list(DeviceDecodePrefetcher(loader, torch.device("cuda")))
+    on_gpu = DeviceDecodePrefetcher(loader, torch.device("cuda"))
+    gpu = list(on_gpu)
+    assert on_gpu.refused == [] and on_gpu.report().startswith(f"decoded {on_gpu.sent['device']} images on the GPU ")
     for c, g in zip(cpu, gpu):
         assert g[0].is_cuda
         for k in (1, 2, 4, 5, 6):
