@@ -233,7 +233,7 @@ class DeviceDecodePrefetcher:
         cuda = self.device.type == "cuda"
         self.streams = [torch.cuda.Stream(self.device) if cuda else None for _ in range(self.threads)]
         self.sent = {"device": 0, "workers": 0}  # this epoch's images, by where they were sent to be decoded
-        self.refused: list[int] = []  # this epoch's images that the device refused and PIL decoded
+        self.refused: list[str] = []  # this epoch's files that the device refused and PIL decoded
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -241,18 +241,6 @@ class DeviceDecodePrefetcher:
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
         self.sent, self.refused = {"device": 0, "workers": 0}, []
-
-    def report(self) -> str:
-        """Where this epoch's images were decoded, for the log: a large PIL share (a folder of PNGs,
-        say) means the device decodes little, and the loader workers set the pace."""
-        on_device = self.sent["device"] - len(self.refused)
-        where = "GPU" if self.device.type == "cuda" else self.device.type.upper()
-        line = (f"decoded {on_device} images on the {where} and {self.sent['workers']} by PIL in the loader "
-                "workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
-        if self.refused:
-            line += (f", {len(self.refused)} by PIL after the device refused them (the first: "
-                     f"{self.loader.dataset.samples[self.refused[0]][0]})")
-        return line + ", in this process"
 
     def _chunk(self, batch: BytesBatch, idx: list[int], plan: tuple[list, list, list], stream):
         """Both views of the batch items ``idx``, in that order: bytes decoded and cropped here,
@@ -294,7 +282,7 @@ class DeviceDecodePrefetcher:
             return decode_batch([data], self.device)[0]
         except RuntimeError:
             rgb = self.loader.dataset.read_pil(data, index, lambda im: pil_to_tensor(im.convert("RGB")))
-            self.refused.append(index)  # list.append is atomic: the decoder threads share the list
+            self.refused.append(self.loader.dataset.samples[index][0])  # atomic: the decoder threads share it
             return rgb.to(self.device)
 
     def _submit(self, pool: ThreadPoolExecutor, batch: BytesBatch):

@@ -85,7 +85,7 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
     def _epoch_end(e: Engine):
         ep = e.state.epoch
         if master and ep == run.start_epoch + 1 and isinstance(run.loader, DeviceDecodePrefetcher):
-            log.info(f"epoch {ep}: {run.loader.report()}")  # the share is the same every epoch
+            log.info(f"epoch {ep}: {decode_line(run.loader)}")  # the share is the same every epoch
         if a.eval_freq > 0 and (ep % a.eval_freq == 0 or ep == a.max_epochs) and run.data.knn_train is not None:
             if master:
                 acc = knn_monitor(run)
@@ -128,10 +128,14 @@ def method_line(a, cfg: AugConfig) -> str:
     return line
 
 
+def device_word(device_type: str) -> str:
+    return "GPU" if device_type == "cuda" else device_type.upper()
+
+
 def input_line(a, in_memory: bool, device: str) -> str:
     """How the views are made and the backbone runs, as the speed flags (resolved) make it; naming a JPEG
     flag that changes nothing because the data is held in memory."""
-    device = "GPU" if device == "cuda" else device.upper()
+    device = device_word(device)
     if in_memory:
         source = f"uint8 images held on the {device}, views made there in batches, crop included"
     elif a.jpeg_decode == "device":
@@ -152,6 +156,17 @@ def input_line(a, in_memory: bool, device: str) -> str:
     if in_memory and a.jpeg_worker_fraction:
         line += f"; --jpeg-worker-fraction is not used, as --dataset {a.dataset} is held in memory"
     return line
+
+
+def decode_line(loader: DeviceDecodePrefetcher) -> str:
+    """Where an epoch's images were decoded on the nvJPEG path: a large PIL share (a folder of PNGs,
+    say) means the device decodes little, and the loader workers set the pace."""
+    on_device = loader.sent["device"] - len(loader.refused)
+    line = (f"decoded {on_device} images on the {device_word(loader.device.type)} and {loader.sent['workers']} by "
+            "PIL in the loader workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
+    if loader.refused:
+        line += f", {len(loader.refused)} by PIL after the device refused them (the first: {loader.refused[0]})"
+    return line + ", in this process"
 
 
 def describe(run: Run, epoch_length: int) -> list[str]:

@@ -14,6 +14,7 @@ from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_r
                                     ends_after_scan, read_bytes, ycbcr_jpeg)
 from datasets.folders import image_folder
 from tests.data_formats import without_segment, write_jpeg
+from utils.trainer import decode_line
 
 
 def _folder(tmp_path, n=6):
@@ -128,8 +129,10 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
     got = list(p)
     assert calls == [6] + [1] * 6  # one batched call, then each file alone
     assert all(torch.equal(x, y) for a, b in zip(expected, got, strict=True) for x, y in zip(a, b, strict=True))
-    assert p.refused == [2] and p.report().startswith("decoded 5 images on the CPU and 0 by PIL in the loader workers")
-    assert p.report().endswith(f"1 by PIL after the device refused them (the first: {ds.samples[2][0]}), in this process")
+    assert p.refused == [ds.samples[2][0]]
+    assert decode_line(p).startswith("decoded 5 images on the CPU and 0 by PIL in the loader workers")
+    assert decode_line(p).endswith(f"1 by PIL after the device refused them (the first: {ds.samples[2][0]}), "
+                                   "in this process")
     p.set_epoch(1)  # the counts are an epoch's
     assert p.sent == {"device": 0, "workers": 0} and p.refused == []
 
@@ -217,7 +220,8 @@ def test_cuda_nvjpeg_batches_match_the_cpu_path(tmp_path, fraction):
     cpu = list(DeviceDecodePrefetcher(loader, torch.device("cpu")))
     on_gpu = DeviceDecodePrefetcher(loader, torch.device("cuda"))
     gpu = list(on_gpu)
-    assert on_gpu.refused == [] and on_gpu.report().startswith(f"decoded {on_gpu.sent['device']} images on the GPU ")
+    assert on_gpu.refused == []
+    assert decode_line(on_gpu).startswith(f"decoded {on_gpu.sent['device']} images on the GPU ")
     for c, g in zip(cpu, gpu):
         assert g[0].is_cuda
         for k in (1, 2, 4, 5, 6):
