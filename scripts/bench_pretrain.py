@@ -23,7 +23,9 @@ Pipelines:
             same code on one H100 host
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON. Each
 measurement runs at least --steps steps and --min-seconds; with --repeats R the pipelines are
-measured R times round-robin, and the table gives the median with the range in brackets.
+measured R times round-robin, and the table gives the median with the range in brackets. Each
+measurement is also printed ("round" lines) and written to the JSON as it is taken, so that a run
+cut off by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
@@ -220,8 +222,10 @@ class Pipelines:
         return label + (" + overlap" if args.overlap_augment and name in ("ours", "ours-other") else "")
 
 
-def measure(builders: dict, a, device: torch.device) -> dict[str, list[dict]]:
-    """Every pipeline ``a.repeats`` times, round-robin, so slow drifts of the machine hit them alike."""
+def measure(builders: dict, a, device: torch.device):
+    """Every pipeline ``a.repeats`` times, round-robin, so slow drifts of the machine hit them alike.
+    Yields (round, name, all runs so far) after each measurement, so that a run cut off by a time limit
+    keeps, and has printed, what it measured (the device time of a GPU session is scarce)."""
     made = {name: build() for name, build in builders.items()}
     its = {name: iter(batches()) for name, (_, batches) in made.items()}
     runs = {name: [] for name in made}
@@ -229,27 +233,27 @@ def measure(builders: dict, a, device: torch.device) -> dict[str, list[dict]]:
         warmup = a.warmup if rep == 0 else min(a.warmup, 2)  # compiled and warm by then
         for name, (step, _) in made.items():
             runs[name].append(timed(step, its[name], warmup, a.steps, a.min_seconds, a.batch_size, device))
-    return runs
+            yield rep, name, runs
 
 
-def bench_setting(setting: str, a, workers: int, datadir: str | None) -> list[dict]:
-    """The table's rows for one setting and worker count."""
+def bench_setting(setting: str, a, workers: int, datadir: str | None):
+    """Yields the table's rows for one setting and worker count, for the pipelines measured so far,
+    after each measurement (which it prints as a "round" line, against that round's model-only figure)."""
     from utils.run import build_run
     args = make_args(setting, a, datadir, workers)
     pipes = Pipelines(build_run(args, torch.device(a.device)), a, workers)
     builders, variants = pipes.builders(setting, datadir)
-    runs = measure(builders, a, pipes.run.device)
     common = dict(setting=setting, workers=workers, model=args.model, precision=args.precision,
                   channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
                   augment_graph=args.augment_graph, augment_ahead=args.augment_ahead, blur_impl=args.blur_impl)
-    results = []
-    for name, measured in runs.items():
-        row = {"pipeline": pipes.label(name), "default": name == "ours", **summarise(measured), **common}
-        if name in variants:
-            flags, spec = variants[name]
-            row.update({**flags, "variant": spec})
-        results.append(row)
-    return results
+    for rep, name, runs in measure(builders, a, pipes.run.device):
+        rate, model = runs[name][rep]["images_per_s"], runs.get("model", [])
+        vs = f" ({rate / model[rep]['images_per_s']:.2f} of the model)" if len(model) > rep and name != "model" else ""
+        print(f"round {rep + 1}/{a.repeats} {setting} {workers} workers: {pipes.label(name)} "
+              f"{rate:.0f} images/s{vs}", flush=True)
+        yield [{"pipeline": pipes.label(n), "default": n == "ours", **summarise(measured), **common,
+                **({**variants[n][0], "variant": variants[n][1]} if n in variants else {})}
+               for n, measured in runs.items() if measured]
 
 
 VARIANT_FLAGS = {"augment_graph": VIEW_GRAPHS, "augment_ahead": ("1", "2", "4", "8", "16", "32"),
@@ -365,9 +369,11 @@ def main(argv=None):
                 write_jpegs(jpegs, n, 320 if not a.tiny else 64)
         for setting in a.settings:
             for w in a.workers:
-                rows += bench_setting(setting, a, w, jpegs if setting == "r50-224" else None)
-                with open(a.out, "w") as f:  # after each setting, so a cut-off run keeps what it measured
-                    json.dump({"device": device, "rows": rows, "args": vars(a)}, f, indent=2)
+                measured = []
+                for measured in bench_setting(setting, a, w, jpegs if setting == "r50-224" else None):
+                    with open(a.out, "w") as f:  # after each measurement, so a cut-off run keeps what it measured
+                        json.dump({"device": device, "rows": rows + measured, "args": vars(a)}, f, indent=2)
+                rows += measured
     print(table(rows, device))
 
 

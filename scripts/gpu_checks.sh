@@ -8,7 +8,7 @@
 # (then as two processes, with two settings; now four in one), blur 132 s, profile 69 s, bench 99 s,
 # entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s; stages is not yet
 # timed (~40 s expected); tests and graph have grown since they were timed.
-# JSON results go to $OUT as they come.
+# JSON results go to $OUT as they come, after each measurement.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 PY=${PYTHON:-python3}
@@ -20,6 +20,9 @@ CASSLE=(--aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type pr
 BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --min-seconds 1.5 --jpeg-dir "$TMP/jpegs")
 
 step() { echo "=== $* (t=${SECONDS}s)"; }
+# bench_pretrain.py's lines worth keeping: each measurement as it is taken ("round"; what a step cut off by its
+# time limit still shows, with its JSON written so far), then the table's rows
+rows() { grep --line-buffered -E "^(round |\| r)"; }
 
 run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backbone: step cudagraphs runs it
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
@@ -29,20 +32,20 @@ run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backb
 
 run_bench() {
   step "pretraining throughput, default settings"
-  timeout 300 $PY "${BENCH[@]}" --workers 4 16 --out "$OUT/bench_pretrain.json" 2>&1 | tail -30
+  timeout 300 $PY "${BENCH[@]}" --workers 4 16 --out "$OUT/bench_pretrain.json" 2>&1 | rows
 }
 
 run_compile() {
   step "pretraining throughput with --no-compile-augment (eager augmentation; the default compiles it on CUDA)"
   timeout 240 $PY "${BENCH[@]}" --workers 4 --no-compile-augment --pipelines model ours augment \
-    --out "$OUT/bench_eager_augment.json" 2>&1 | grep "^|"
+    --out "$OUT/bench_eager_augment.json" 2>&1 | rows
 }
 
 run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer compiled calls cut
   step "compiled augmentation, r18-32, 4 workers: per stage (default) vs whole view vs whole view for 8 / 32 steps at once"
   timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours augment \
     --variants augment_graph=view augment_graph=view,augment_ahead=8 augment_graph=view,augment_ahead=32 \
-    --repeats 4 --out "$OUT/bench_graph.json" 2>&1 | grep "^| r"
+    --repeats 4 --out "$OUT/bench_graph.json" 2>&1 | rows
 }
 
 run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay the backbone's ~400 launches
@@ -51,8 +54,7 @@ run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay 
   for v in "" "--compile --compile-mode reduce-overhead"; do
     tag=$(echo "x$v" | tr -cd 'a-z')
     timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours $v --repeats 3 \
-      --out "$TMP/cudagraphs_$tag.json" 2>&1 | grep "^| r"
-    cat "$TMP/cudagraphs_$tag.json" >> "$OUT/cudagraphs.jsonl" 2>/dev/null && echo >> "$OUT/cudagraphs.jsonl"
+      --out "$OUT/cudagraphs_$tag.json" 2>&1 | rows
   done
 }
 
@@ -61,13 +63,13 @@ run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H
   timeout 150 $PY scripts/bench_augment.py --device cuda --recipes imagenet100 --compile inductor --graphs stages \
     --blur-impls conv shift --out "$OUT/bench_augment_blur.json" 2>&1 | grep "^|"
   timeout 200 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --pipelines model ours --variants blur_impl=conv \
-    --repeats 3 --out "$OUT/bench_blur.json" 2>&1 | grep "^| r"
+    --repeats 3 --out "$OUT/bench_blur.json" 2>&1 | rows
 }
 
 run_overlap() {
   step "pretraining throughput without and with --overlap-augment (inputs made a step ahead, on a side stream), 4 workers"
   timeout 300 $PY "${BENCH[@]}" --workers 4 --pipelines model ours --variants overlap_augment=true --repeats 3 \
-    --out "$OUT/bench_overlap.json" 2>&1 | grep "^| r"
+    --out "$OUT/bench_overlap.json" 2>&1 | rows
 }
 
 run_decode() {
@@ -85,8 +87,7 @@ run_split() {
   step "JPEG decode shared between loader workers (PIL) and nvJPEG, r50-224, 4 workers"
   for f in 0.25 0.4 0.55; do
     timeout 100 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --jpeg-decode device --pipelines model ours \
-      --jpeg-worker-fraction $f --out "$TMP/split_$f.json" 2>&1 | grep "^| r50"
-    cat "$TMP/split_$f.json" >> "$OUT/split.jsonl" 2>/dev/null && echo >> "$OUT/split.jsonl"
+      --jpeg-worker-fraction $f --out "$OUT/split_$f.json" 2>&1 | rows
   done
 }
 
@@ -104,8 +105,7 @@ run_variants() {
            "--settings r18-32 r50-224 --precision bf16 --no-channels-last" \
            "--settings r18-32 r50-224 --compile"; do
     tag=$(echo "$v" | tr -cd 'a-z0-9' | tail -c 24)
-    timeout 300 $PY "${BENCH[@]}" --workers 4 --pipelines model $v --out "$TMP/variant_$tag.json" 2>&1 | grep "^|" | tail -3
-    cat "$TMP/variant_$tag.json" >> "$OUT/variants.jsonl" 2>/dev/null && echo >> "$OUT/variants.jsonl"
+    timeout 300 $PY "${BENCH[@]}" --workers 4 --pipelines model $v --out "$OUT/variant_$tag.json" 2>&1 | rows
   done
 }
 

@@ -20,7 +20,7 @@ def _load(name):
     return mod
 
 
-def test_bench_pretrain_smoke(tmp_path):
+def test_bench_pretrain_smoke(tmp_path, capsys):
     out = tmp_path / "b.json"
     _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
                                   "--batch-size", "8", "--steps", "1", "--warmup", "1", "--min-seconds", "0",
@@ -30,6 +30,41 @@ def test_bench_pretrain_smoke(tmp_path):
     for r in rows:  # the median of three measurements
         assert len(r["images_per_s_all"]) == 3 and all(x > 0 for x in r["images_per_s_all"])
         assert r["images_per_s"] == sorted(r["images_per_s_all"])[1]
+    # each measurement is printed as it is taken, round-robin, against its round's model-only figure
+    rounds = re.findall(r"^round (\d)/3 r18-32 0 workers: (\w+) (\d+) images/s(.*)$", capsys.readouterr().out, re.M)
+    assert [(r, name) for r, name, _, _ in rounds] == [(str(i), n) for i in (1, 2, 3) for n in
+                                                       ("model", "upstream", "ours", "augment")]
+    model = {r: int(rate) for r, name, rate, _ in rounds if name == "model"}
+    for r, name, rate, vs in rounds:
+        if name == "model":
+            assert vs == ""
+        else:  # the printed rates are rounded to whole images/s
+            ratio = float(re.fullmatch(r" \((\d+\.\d\d) of the model\)", vs).group(1))
+            rel = 0.6 / int(rate) + 0.6 / model[r]  # each rate rounded by up to 0.5
+            assert ratio == pytest.approx(int(rate) / model[r], rel=rel, abs=0.006)
+    assert sorted(float(rate) for r, name, rate, _ in rounds if name == "ours") == [
+        pytest.approx(x, abs=0.5) for x in sorted(rows[2]["images_per_s_all"])]
+
+
+def test_bench_pretrain_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
+    """A run stopped by a time limit (here: interrupted in its third measurement) has written the
+    first two to its JSON: a GPU session's device time is too scarce to lose a step's figures."""
+    bench, out, calls = _load("bench_pretrain"), tmp_path / "b.json", []
+
+    def timed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = bench.timed
+    monkeypatch.setattr(bench, "timed", timed)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0", "--batch-size", "8",
+                    "--steps", "1", "--warmup", "1", "--min-seconds", "0", "--pipelines", "model", "ours", "augment",
+                    "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["pipeline"] for r in rows] == ["model", "ours"] and all(r["images_per_s"] > 0 for r in rows)
 
 
 def test_bench_timed_runs_at_least_the_steps_and_the_seconds():
