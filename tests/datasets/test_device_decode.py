@@ -1,6 +1,7 @@
 """Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
 pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale, RGB-coded, truncated)
 decoded by workers, and a file the device decoder refuses decoded by PIL."""
+import functools
 import io
 import os
 
@@ -106,10 +107,13 @@ def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
         assert diff.float().mean() < 0.5 and diff.max() <= 2
 
 
-def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkeypatch):
+@pytest.mark.parametrize("together", [False, True])  # crop_resize's conversion on the CPU, and the GPU's
+def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkeypatch, together):
     """nvJPEG refuses some files that PIL reads (arithmetic-coded JPEGs). The refusal of one file is
     injected here into the CPU decoder: the batch holding it is decoded file by file, PIL decodes
-    that one (libjpeg's pixels, as the CPU decoder's), and the views are those of an undisturbed run."""
+    that one (libjpeg's pixels, as the CPU decoder's; in HWC memory), and the views are those of an
+    undisturbed run."""
+    monkeypatch.setattr(device_decode, "crop_resize", functools.partial(crop_resize, convert_together=together))
     ds = _folder(tmp_path)
     prefetcher = lambda: DeviceDecodePrefetcher(bytes_loader(ds.samples, 6, seed=5, num_workers=0, size=24),
                                                 torch.device("cpu"), threads=1)
@@ -194,6 +198,7 @@ def test_crop_resize_matches_torchvision_resized_crop_on_tensors(together):
     import torchvision.transforms.v2.functional as F2
     g = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 256, (3, 50 + 9 * i, 70 - 5 * i), dtype=torch.uint8, generator=g) for i in range(3)]
+    imgs[1] = imgs[1].permute(1, 2, 0).contiguous().permute(2, 0, 1)  # HWC memory, as pil_to_tensor gives
     boxes = torch.tensor([[3., 5., 40., 30.], [0., 0., 59., 65.], [10., 2., 8., 12.]])
     other = torch.tensor([[0., 0., 50., 65.], [7., 9., 20., 21.], [1., 1., 66., 10.]])
     out, out2 = crop_resize(imgs, (boxes, other), 20, convert_together=together)
