@@ -21,8 +21,8 @@ BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --min-secon
 
 step() { echo "=== $* (t=${SECONDS}s)"; }
 # bench_pretrain.py's lines worth keeping: each measurement as it is taken ("round"; what a step cut off by its
-# time limit still shows, with its JSON written so far), then the table's rows
-rows() { grep --line-buffered -E "^(round |\| r)"; }
+# time limit still shows, with its JSON written so far), the table's rows, and an error's last line
+rows() { grep --line-buffered -E "^(round |\| r)|Error|error:"; }
 
 run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backbone: step cudagraphs runs it
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
