@@ -61,8 +61,8 @@ def ends_after_scan(data: Tensor) -> bool:
     i = 2  # after SOI
     while (i := raw.find(b"\xff", i)) >= 0 and i + 4 <= len(raw):
         marker = raw[i + 1]
-        if marker == 0xDA:  # most files end with the EOI; the search is for those with a trailer
-            return raw.endswith(b"\xff\xd9") or raw.rfind(b"\xff\xd9", i) >= 0
+        if marker == 0xDA:  # rfind starts at the end, where most files have the EOI
+            return raw.rfind(b"\xff\xd9", i) >= 0
         i += 1 if marker == 0xFF else 2 + (raw[i + 2] << 8 | raw[i + 3])  # a fill byte, or a segment
     return False
 

@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import FRAMEWORKS
 from tests.helpers import StubEngine, tiny_run
-from utils.step import make_step
+from utils.step import engine_and_data, make_step
 
 # Ops that, on a CUDA tensor, block the host until the device has caught up: reading a value back
 # (item, tolist, bool), data-dependent output shapes, and torch.tensor(python data), which is a
@@ -84,7 +84,6 @@ def test_steps_made_ahead_never_wait_for_the_device(tmp_path, monkeypatch):
     input side (the model step is checked above). The view functions run eagerly here (no backend)
     so that the hook sees every op they dispatch."""
     import utils.step
-    from utils.step import engine_and_data
     monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", None)
     run = tiny_run(tmp_path, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
                    "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5",
