@@ -7,7 +7,8 @@ records. The main process decodes the whole batch with one ``torchvision.io.deco
 the device and crops/resizes each image there (antialiased bilinear, as PIL does).
 
 Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; JPEGs coded
-in RGB; truncated JPEGs, which PIL refuses by name) are decoded and cropped by PIL in the worker,
+in RGB; truncated JPEGs and JPEGs missing a quantisation table, which PIL refuses by name) are
+decoded and cropped by PIL in the worker,
 exactly as on the worker-crop path. So is a fixed pseudo-random share ``worker_fraction`` of all
 images (``--jpeg-worker-fraction``): the CPU workers and the GPU decoder then work on each batch
 side by side, and their throughputs add up. A file the device decoder still refuses is decoded by
@@ -77,6 +78,15 @@ def ycbcr_jpeg(im: Image.Image) -> bool:
     return not rgb_coded
 
 
+def tables_defined(im: Image.Image) -> bool:
+    """Whether an opened JPEG (header read, up to its first scan) defines every quantisation table
+    its components name. nvJPEG decodes a file without them and raises nothing (seen on an H200,
+    torch 2.11), so its pixels would be wrong without a word; libjpeg refuses it, so PIL names it.
+    A legal file that defines a table only between scans goes to PIL too, which reads it as the
+    worker path would."""
+    return {c[3] for c in getattr(im, "layer", [])} <= set(getattr(im, "quantization", {}))
+
+
 def decoded_in_worker(index: int, fraction: float) -> bool:
     """Whether image ``index`` is decoded by a loader worker rather than on the device: a fixed
     pseudo-random share ``fraction`` of the dataset (Knuth's multiplicative hash spreads it over
@@ -126,7 +136,7 @@ class JpegBytesTwoBoxes(Dataset):
         """(bytes, height, width, whether the device decodes it), from the JPEG header alone."""
         data = read_bytes(self.samples[index][0])
         # PIL decodes lazily: this reads the header
-        (w, h), on_device = self.read_pil(data, index, lambda im: (im.size, ycbcr_jpeg(im)))
+        (w, h), on_device = self.read_pil(data, index, lambda im: (im.size, ycbcr_jpeg(im) and tables_defined(im)))
         on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(data)
         return data, h, w, on_device
 

@@ -76,13 +76,21 @@ def write_jpeg(path: str, size: tuple[int, int], seed: int) -> None:
 def corrupt(path: str, how: str) -> str:
     """Damage an image file as downloads and disks do: 'truncated' keeps its first half (the header
     reads, the pixels do not), 'garbage' replaces it with bytes no decoder recognises, 'tables'
-    drops a JPEG's quantisation tables (the header reads, the file ends as it should, decoding fails)."""
+    drops a JPEG's quantisation tables (the header reads, the file ends as it should, decoding fails),
+    'scan' makes its first scan name a component the frame lacks (the header up to that scan is sound)."""
     data = open(path, "rb").read()
     damaged = {"truncated": lambda: data[: len(data) // 2], "tables": lambda: without_segment(data, 0xDB),
-               "garbage": lambda: b"<html>403 Forbidden</html>"}[how]()
+               "scan": lambda: bad_scan(data), "garbage": lambda: b"<html>403 Forbidden</html>"}[how]()
     with open(path, "wb") as f:
         f.write(damaged)
     return path
+
+
+def bad_scan(jpeg: bytes) -> bytes:
+    """``jpeg`` with its first scan's first component selector set to 9, an id no frame here has."""
+    out, sos = bytearray(jpeg), jpeg.index(b"\xff\xda")
+    out[sos + 5] = 9  # after the marker, the length (2) and the component count (1)
+    return bytes(out)
 
 
 def without_segment(jpeg: bytes, marker: int) -> bytes:

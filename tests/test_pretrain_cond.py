@@ -175,7 +175,7 @@ def _expect_error(argv, capsys, pattern):
     (["--augment-ahead", "0"], r"--augment-ahead must be positive, got 0"),
     (["--compile-mode", "reduce-overhead"],
      r"--compile-mode reduce-overhead is how --compile compiles the backbone: add --compile$"),
-    (["--augment-ahead", "4", "--compile-augment"],
+    (["--augment-ahead", "4", "--compile-augment", "--augment-graph", "stages"],
      r"--augment-ahead 4 makes each view of 4 steps in one whole-view call: it needs --augment-graph view"),
     (["--knn-k", "0"], r"--knn-k must be positive, got 0$"),
     (["--knn-t", "0"], r"--knn-t must be positive, got 0.0$"),
@@ -342,7 +342,7 @@ def test_jpeg_decode_on_the_device_trains_like_worker_decoding(tmp_path):
 
 
 @pytest.mark.parametrize("decode,how", [("workers", "truncated"), ("device", "truncated"), ("device", "garbage"),
-                                        ("device", "tables")])
+                                        ("device", "scan")])
 def test_an_unreadable_image_stops_the_run_with_one_line_naming_it(tmp_path, capsys, decode, how):
     """Found mid-epoch, in a loader worker or (a whole file that no decoder reads) in the device's
     decoder threads, not before training."""

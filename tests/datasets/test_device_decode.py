@@ -1,5 +1,6 @@
 """Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
-pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale, RGB-coded, truncated)
+pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale, RGB-coded, truncated,
+missing a quantisation table)
 decoded by workers, and a file the device decoder refuses decoded by PIL."""
 import functools
 import io
@@ -12,7 +13,7 @@ from PIL import Image
 
 from datasets import device_decode, worker_crop_loader
 from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker,
-                                    ends_after_scan, read_bytes, ycbcr_jpeg)
+                                    ends_after_scan, read_bytes, tables_defined, ycbcr_jpeg)
 from datasets.folders import image_folder
 from tests.data_formats import without_segment, write_jpeg
 from utils.trainer import decode_line
@@ -139,6 +140,21 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
                                    "in this process")
     p.set_epoch(1)  # the counts are an epoch's
     assert p.sent == {"device": 0, "workers": 0} and p.refused == []
+
+
+def test_a_jpeg_that_names_an_undefined_quantisation_table_goes_to_pil():
+    """nvJPEG decodes such a file without an error (seen on an H200); libjpeg refuses it."""
+    arr = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    opened = lambda data: Image.open(io.BytesIO(data))  # noqa: E731
+    data = _jpeg(arr)
+    assert tables_defined(opened(data)) and tables_defined(opened(_jpeg(arr, progressive=True)))
+    sof = data.index(b"\xff\xc0")
+    chroma_table = bytearray(data)
+    chroma_table[sof + 10 + 3 * 2 + 2] = 2  # the third component names table 2, which no DQT defines
+    for bad in (without_segment(data, 0xDB), bytes(chroma_table)):
+        assert opened(bad).size == (40, 30) and not tables_defined(opened(bad))
+        with pytest.raises(OSError):  # what PIL (libjpeg) does with it
+            opened(bad).load()
 
 
 def test_worker_share_is_a_fixed_spread_out_fraction():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.device_decode import DeviceDecodePrefetcher, JpegBytesTwoBoxes, bytes_loader
+from datasets.device_decode import DeviceDecodePrefetcher, JpegBytesTwoBoxes, bytes_loader, read_bytes
 from datasets.errors import DataError, NamesUnreadable, read_rgb
 from datasets.folders import image_folder
 from tests.data_formats import corrupt, write_class_folders, write_jpeg
@@ -38,10 +38,10 @@ def test_folder_dataset_names_its_unreadable_file(tmp_path):
     not torch.cuda.is_available(), reason="needs a CUDA device"))])
 @pytest.mark.parametrize("how", ["truncated", "garbage", "tables"])
 def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how, device):
-    """Garbage fails in the worker that reads the header; a truncated JPEG (no end marker) is sent
-    to the worker's PIL decode, which refuses it by name; a JPEG broken inside but whole fails in
-    the batched decode (libjpeg on the CPU, nvJPEG on CUDA), which then decodes the batch's files
-    one by one, and PIL, given the file the device refused, refuses it too and names it."""
+    """Each fails in the worker, which reads the header: garbage there; a truncated JPEG (no end
+    marker) and one missing its quantisation tables (which nvJPEG decodes without a word) are sent
+    to the worker's PIL decode, which refuses them by name. A JPEG that is whole and has its tables
+    yet is broken inside is the next test's."""
     root = write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=3, size=(40, 30))
     bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), how)
     ds = image_folder(root)
@@ -50,11 +50,26 @@ def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how, devic
         list(DeviceDecodePrefetcher(loader, torch.device(device)))
     item = JpegBytesTwoBoxes(ds.samples, 0, 16)
     key = (0, ds.samples.index((bad, 0)))
-    if how == "tables":  # the header reads and the file is whole: the worker ships its bytes
-        assert item[key][1] is True
-    else:
-        with pytest.raises(DataError, match=f"^{bad}: cannot read this image \\(.*(truncated|recognises)"):
-            item[key]
+    with pytest.raises(DataError, match=f"^{bad}: cannot read this image \\(.*(truncated|recognises|broken data)"):
+        item[key]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_a_whole_jpeg_no_decoder_reads_is_named_after_the_device_refuses_it(tmp_path, device):
+    """Its header reads up to the scan, so the worker ships its bytes; the batched decode (libjpeg
+    on the CPU, nvJPEG on CUDA) fails, each file is then decoded alone, and PIL, given the file the
+    device refused, refuses it too and names it. The batch's other files still decode alone."""
+    root = write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=3, size=(40, 30))
+    bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), "scan")
+    ds = image_folder(root)
+    assert JpegBytesTwoBoxes(ds.samples, 0, 16)[(0, ds.samples.index((bad, 0)))][1] is True  # shipped as bytes
+    loader = bytes_loader(ds.samples, batch_size=6, seed=0, num_workers=0, size=16)
+    prefetcher = DeviceDecodePrefetcher(loader, torch.device(device))
+    with pytest.raises(DataError, match=f"^{bad}: cannot read this image \\(broken data stream"):
+        list(prefetcher)
+    good = [read_bytes(p) for p, _ in ds.samples if p != bad]
+    assert [tuple(prefetcher._decode_one(d, 0).shape) for d in good] == [(3, 30, 40)] * 5
 
 
 def test_torchvision_downstream_classes_name_their_unreadable_file(tmp_path, monkeypatch):
