@@ -92,11 +92,12 @@ def _speed_flags(a) -> None:
       help="torch.compile the batched augmentation, descriptors and AugSelf targets: ~200 small ops "
            "per view become a few fused kernels; the first steps are slower while it compiles "
            "(default: on for CUDA, where it measured faster; off on CPU)")
-    a("--augment-graph", default="stages", choices=VIEW_GRAPHS,
+    a("--augment-graph", default="auto", choices=["auto", *VIEW_GRAPHS],
       help="with --compile-augment: 'stages' compiles each stage of a view on its own (each jitter op "
            "too, so the 24 op orders share the graphs); 'view' compiles the whole view as one graph, "
            "each jitter slot computing all four ops and keeping the drawn one: one call per view "
-           "instead of nine, same draws and pixels (default: stages)")
+           "instead of nine, same draws and pixels (auto: view where --augment-ahead is above 1, as it "
+           "is by default for the 32 px datasets on CUDA; stages otherwise)")
     a("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
       help="Gaussian blur as two grouped convolutions ('conv') or as sums of shifted slices, which "
            "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
@@ -106,11 +107,12 @@ def _speed_flags(a) -> None:
       help="make the next batch's views, records and descriptors on a side CUDA stream while this "
            "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "
            "in our measurement (README, Speed)")
-    a("--augment-ahead", type=int, default=1, metavar="K",
+    a("--augment-ahead", type=int, default=None, metavar="K",
       help="make the views, records and descriptors of K steps together, one call per view, the draws "
            "taken batch by batch (same draws, same run): the input side's fixed host cost is paid "
            "once per K steps, for steps bound by the host (small images); needs --augment-graph view "
-           "(default: 1, each step's own)")
+           "(default: 8 for the 32 px datasets held in memory when the augmentation is compiled on "
+           "CUDA, where it measured faster; 1, each step's own, otherwise)")
     a("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
       help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
            "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "

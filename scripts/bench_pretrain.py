@@ -59,8 +59,9 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
             "--num-workers", str(workers), "--device", a.device, "--precision", a.precision,
             "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction),
-            "--augment-graph", a.augment_graph, "--augment-ahead", str(a.augment_ahead), "--blur-impl", a.blur_impl,
-            *CASSLE]
+            "--augment-graph", a.augment_graph, "--blur-impl", a.blur_impl, *CASSLE]
+    if a.augment_ahead is not None:
+        argv += ["--augment-ahead", str(a.augment_ahead)]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     argv += ["--compile"] * a.compile
@@ -321,10 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile mode for --compile (reduce-overhead: CUDA graphs)")
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
-    p.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS,
-                   help="with compiled augmentation: one graph per stage, or the whole view as one graph")
-    p.add_argument("--augment-ahead", type=int, default=1, metavar="K",
-                   help="make K steps' inputs together, one call per view (needs --augment-graph view)")
+    p.add_argument("--augment-graph", default="auto", choices=["auto", *VIEW_GRAPHS],
+                   help="with compiled augmentation: one graph per stage, or the whole view as one graph "
+                        "(default: as pretrain_cond.py)")
+    p.add_argument("--augment-ahead", type=int, default=None, metavar="K",
+                   help="make K steps' inputs together, one call per view (needs --augment-graph view; "
+                        "default: as pretrain_cond.py, 8 at r18-32 on CUDA)")
     p.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
                    help="Gaussian blur implementation (r50-224; default: as pretrain_cond.py)")
     p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,

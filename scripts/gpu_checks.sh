@@ -2,12 +2,11 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graph cudagraphs profile decode stages bench blur split overlap compile variants sklearn sweep
-# fidelity entry. The default is the first six, most decisive first: what does not fit in one call's time
-# is what matters least (cudagraphs ~3-4 min, not yet timed). Measured on an H100: tests 77 s, graph 97 s
-# (then as two processes, with two settings; now four in one), blur 132 s, profile 69 s, bench 99 s,
-# entry 28 s, sweep 59 s; on an H200, decode ~30 s and "sklearn variants" 280 s; stages is not yet
-# timed (~40 s expected); tests and graph have grown since they were timed.
+# Steps: tests cudagraphs224 graph profile decode cudagraphs stages bench blur split overlap compile variants
+# sklearn sweep fidelity entry. The default is the first five, most decisive first: what does not fit in one
+# call's time is what matters least (cudagraphs224 is not yet timed). On an H200 the former six took 558 s:
+# tests 141 s, graph 149 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s. Measured on an H100:
+# blur 132 s, bench 99 s, entry 28 s, sweep 59 s; on an H200, "sklearn variants" 280 s.
 # JSON results go to $OUT as they come, after each measurement.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -42,9 +41,9 @@ run_compile() {
 }
 
 run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer compiled calls cut
-  step "compiled augmentation, r18-32, 4 workers: per stage (default) vs whole view vs whole view for 8 / 32 steps at once"
+  step "compiled augmentation, r18-32, 4 workers: whole view 8 steps at once (default), per stage, whole view, 32 steps"
   timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours augment \
-    --variants augment_graph=view augment_graph=view,augment_ahead=8 augment_graph=view,augment_ahead=32 \
+    --variants augment_graph=stages,augment_ahead=1 augment_graph=view,augment_ahead=1 augment_ahead=32 \
     --repeats 4 --out "$OUT/bench_graph.json" 2>&1 | rows
 }
 
@@ -55,6 +54,15 @@ run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay 
     tag=$(echo "x$v" | tr -cd 'a-z')
     timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours $v --repeats 3 \
       --out "$OUT/cudagraphs_$tag.json" 2>&1 | rows
+  done
+}
+
+run_cudagraphs224() {  # decides --compile's default: r18-32 gained (README), r50-224 is unmeasured
+  step "backbone compiled with CUDA graphs at r50-224, 4 workers: without, then with, each in its own process"
+  for v in "" "--compile --compile-mode reduce-overhead"; do
+    tag=$(echo "x$v" | tr -cd 'a-z')
+    timeout 300 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --pipelines model ours $v --repeats 2 \
+      --out "$OUT/cudagraphs224_$tag.json" 2>&1 | rows
   done
 }
 
@@ -141,7 +149,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests graph cudagraphs profile decode stages}"; do
+for s in "${@:-tests cudagraphs224 graph profile decode}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

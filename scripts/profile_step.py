@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="as pretrain_cond.py (default: on where Inductor can make GPU code); "
                         "--compile-augment on a CPU makes the host profile resemble the GPU's")
-    p.add_argument("--augment-graph", default="stages", choices=VIEW_GRAPHS, help="as pretrain_cond.py")
-    p.add_argument("--augment-ahead", type=int, default=1, metavar="K", help="as pretrain_cond.py")
+    p.add_argument("--augment-graph", default="auto", choices=["auto", *VIEW_GRAPHS], help="as pretrain_cond.py")
+    p.add_argument("--augment-ahead", type=int, default=None, metavar="K", help="as pretrain_cond.py")
     p.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS], help="as pretrain_cond.py")
     p.add_argument("--host-profile", type=int, default=0, metavar="N",
                    help="also time the input side alone and list its N costliest Python functions (cProfile)")

@@ -199,8 +199,11 @@ def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, mon
     ("augment_ahead=3", "--variants 'augment_ahead=3': expected flag=value pairs"),
     ("augment_ahead=2,augment_ahead=4", "--variants 'augment_ahead=2,augment_ahead=4': expected flag=value pairs"),
     ("augment_graph=view", "--variants augment_graph=view: --augment-graph view compiles the whole view"),
-    ("augment_ahead=2", "--variants augment_ahead=2: --augment-ahead 2 makes each view of 2 steps in one whole-view "
-                        "call: it needs --augment-graph view"),
+    ("augment_ahead=2", "--variants augment_ahead=2: --augment-graph view compiles the whole view: it needs "
+                        "--compile-augment"),  # K steps at once picks the whole view, which compiles
+    ("augment_graph=stages,augment_ahead=2", "--variants augment_graph=stages,augment_ahead=2: --augment-ahead 2 "
+                                             "makes each view of 2 steps in one whole-view call: it needs "
+                                             "--augment-graph view"),
 ])
 def test_bench_pretrain_rejects_bad_variants_before_measuring(spec, message, capsys):
     with pytest.raises(SystemExit):
@@ -214,7 +217,7 @@ def test_gpu_checks_names_only_steps_it_defines():
     subprocess.run(["bash", "-n", str(path)], check=True)  # it parses
     text = path.read_text()
     defined = set(re.findall(r"^run_(\w+)\(\)", text, flags=re.M))
-    default = re.search(r'"\$\{@:-([a-z ]+)\}"', text).group(1).split()
+    default = re.search(r'"\$\{@:-([a-z0-9 ]+)\}"', text).group(1).split()
     header = re.search(r"# Steps: (.*?)\.", text, flags=re.S).group(1).replace("#", " ").split()
     assert set(default) <= defined and len(default) >= 4
     assert set(header) == defined and header[:len(default)] == default  # the header lists the default first

@@ -52,12 +52,37 @@ def test_cpu_defaults_and_explicit_choices_are_kept():
     a = _args("--device", "cpu")
     resolve_defaults(a)
     assert (a.precision, a.channels_last, a.compile_augment, a.jpeg_decode) == ("fp32", False, False, "workers")
-    assert (a.augment_graph, a.overlap_augment) == ("stages", False)
+    assert (a.augment_graph, a.augment_ahead, a.overlap_augment) == ("stages", 1, False)
     b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last",
               "--compile-augment", "--augment-graph", "view", "--overlap-augment")
     resolve_defaults(b)
     assert (b.precision, b.channels_last, b.compile_augment, b.jpeg_decode) == ("bf16", True, True, "device")
     assert (b.augment_graph, b.overlap_augment) == ("view", True)
+
+
+@pytest.mark.parametrize("dataset,flags,graph,ahead", [
+    ("colordigits", (), "view", 8), ("cifar10", (), "view", 8), ("cifar100", (), "view", 8),
+    ("stl10", (), "stages", 1), ("imagenet100", (), "stages", 1), ("folder", (), "stages", 1),
+    ("cifar10", ("--no-compile-augment",), "stages", 1), ("cifar10", ("--augment-graph", "stages"), "stages", 1),
+    ("cifar10", ("--augment-ahead", "1"), "stages", 1), ("cifar10", ("--augment-ahead", "4"), "view", 4),
+    ("cifar10", ("--augment-graph", "view"), "view", 8), ("folder", ("--augment-ahead", "2"), "view", 2)])
+def test_cuda_makes_the_32px_datasets_views_eight_steps_at_once(monkeypatch, dataset, flags, graph, ahead):
+    """The whole view, 8 steps at once, where it was measured faster: 32 px images held on the GPU,
+    the augmentation compiled; an explicit choice of either flag is kept and the other follows it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(validate_module, "triton_usable", lambda: True)
+    a = _args("--device", "cuda", "--dataset", dataset, *flags)
+    resolve_defaults(a)
+    assert (a.augment_graph, a.augment_ahead) == (graph, ahead)
+
+
+def test_steps_at_once_need_the_compiled_whole_view():
+    a = _args("--device", "cpu", "--augment-ahead", "4")
+    with pytest.raises(ValueError, match="^--augment-graph view compiles the whole view: it needs --compile-augment"):
+        resolve_defaults(a)
+    with pytest.raises(ValueError, match="^--augment-ahead 4 makes each view of 4 steps in one whole-view call"):
+        resolve_defaults(_args("--device", "cpu", "--compile-augment", "--augment-ahead", "4", "--augment-graph",
+                               "stages"))
 
 
 def test_blur_impl_follows_compile_augment_unless_chosen():
