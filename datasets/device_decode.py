@@ -84,7 +84,7 @@ def tables_defined(im: Image.Image) -> bool:
     torch 2.11), so its pixels would be wrong without a word; libjpeg refuses it, so PIL names it.
     A legal file that defines a table only between scans goes to PIL too, which reads it as the
     worker path would."""
-    return {c[3] for c in getattr(im, "layer", [])} <= set(getattr(im, "quantization", {}))
+    return {c[3] for c in im.layer} <= im.quantization.keys()  # layer: (id, h, v, table) per component
 
 
 def decoded_in_worker(index: int, fraction: float) -> bool:

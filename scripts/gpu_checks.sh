@@ -47,23 +47,24 @@ run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer 
     --repeats 4 --out "$OUT/bench_graph.json" 2>&1 | rows
 }
 
+# without, then with the backbone as CUDA graphs, each in its own process: SETTING REPEATS LIMIT_S JSON_PREFIX
+without_and_with_cudagraphs() {
+  for v in "" "--compile --compile-mode reduce-overhead"; do
+    tag=$(echo "x$v" | tr -cd 'a-z')
+    timeout "$3" $PY "${BENCH[@]}" --settings "$1" --workers 4 --pipelines model ours $v --repeats "$2" \
+      --out "$OUT/$4_$tag.json" 2>&1 | rows
+  done
+}
+
 run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay the backbone's ~400 launches
   step "backbone compiled with CUDA graphs (--compile --compile-mode reduce-overhead): its test, then r18-32 with and without"
   timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" 2>&1 | tail -4
-  for v in "" "--compile --compile-mode reduce-overhead"; do
-    tag=$(echo "x$v" | tr -cd 'a-z')
-    timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours $v --repeats 3 \
-      --out "$OUT/cudagraphs_$tag.json" 2>&1 | rows
-  done
+  without_and_with_cudagraphs r18-32 3 240 cudagraphs
 }
 
 run_cudagraphs224() {  # decides --compile's default: r18-32 gained (README), r50-224 is unmeasured
   step "backbone compiled with CUDA graphs at r50-224, 4 workers: without, then with, each in its own process"
-  for v in "" "--compile --compile-mode reduce-overhead"; do
-    tag=$(echo "x$v" | tr -cd 'a-z')
-    timeout 300 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --pipelines model ours $v --repeats 2 \
-      --out "$OUT/cudagraphs224_$tag.json" 2>&1 | rows
-  done
+  without_and_with_cudagraphs r50-224 2 300 cudagraphs224
 }
 
 run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H100 profile)

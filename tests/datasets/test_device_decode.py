@@ -1,7 +1,6 @@
 """Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
 pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale, RGB-coded, truncated,
-missing a quantisation table)
-decoded by workers, and a file the device decoder refuses decoded by PIL."""
+missing a quantisation table) decoded by workers, and a file the device decoder refuses decoded by PIL."""
 import functools
 import io
 import os
