@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from bench_pretrain import synchronizer, write_jpegs  # noqa: E402
+from bench_data import write_jpegs  # noqa: E402
+from bench_pretrain import synchronizer  # noqa: E402
 
 
 def _rate(fn, images: int, repeats: int, device: torch.device) -> float:

@@ -5,6 +5,7 @@
 
 Settings (MoCo v2 with the paper's CASSLE conditioning, bf16 + channels_last on CUDA):
   r18-32   cifar_resnet18 at 32 px on colordigits (held in memory)
+  r18-96   resnet18 at 96 px on synthetic STL-10 binaries written to a temp dir (held in memory)
   r50-224  resnet50 at 224 px on a synthetic folder of 320x320 JPEGs written to a temp dir
 Pipelines:
   model     pre-made views and descriptors on the device: the ceiling
@@ -40,12 +41,16 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
 from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
+from bench_data import setting_datadir  # noqa: E402
 from models import COMPILE_MODES  # noqa: E402
 
+SETTINGS = {"r18-32": ("cifar_resnet18", "colordigits"), "r18-96": ("resnet18", "stl10"),
+            "r50-224": ("resnet50", "folder")}  # (--model, --dataset)
 CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-nn-depth", "6", "--aug-nn-width", "64",
           "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color", "color_diff", "blur", "grayscale"]
 
@@ -53,7 +58,7 @@ CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-nn-depth", "6"
 def make_args(setting: str, a, datadir: str | None, workers: int):
     import pretrain_cond
     from utils.validate import resolve_defaults
-    model, dataset = {"r18-32": ("cifar_resnet18", "colordigits"), "r50-224": ("resnet50", "folder")}[setting]
+    model, dataset = SETTINGS[setting]
     if a.tiny:
         model = "mini_resnet"
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
@@ -75,26 +80,6 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     args = pretrain_cond.build_parser().parse_args(argv)
     resolve_defaults(args)
     return args
-
-
-def _write_jpeg(job: tuple[str, int, int, bool]) -> None:
-    import numpy as np
-    from PIL import Image
-    root, i, side, progressive = job
-    small = np.random.default_rng(i).integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((side, side), Image.BILINEAR).save(os.path.join(root, f"c{i % 10}", f"{i}.jpg"),
-                                                                       progressive=progressive)
-
-
-def write_jpegs(root: str, n: int, side: int = 320, progressive: bool = False) -> str:
-    """n smooth random side x side JPEGs (PIL's defaults: quality 75, 4:2:0, baseline unless
-    ``progressive``) in 10 class folders."""
-    from concurrent.futures import ThreadPoolExecutor  # PIL's resize and JPEG encoder release the GIL
-    for c in range(10):
-        os.makedirs(os.path.join(root, f"c{c}"), exist_ok=True)
-    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
-        list(pool.map(_write_jpeg, [(root, i, side, progressive) for i in range(n)]))
-    return root
 
 
 def synchronizer(device: torch.device):
@@ -336,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure 'ours' and 'augment' with input-side flags changed, in the same process "
                         f"(flags: {', '.join(VARIANT_FLAGS)}; e.g. augment_graph=view blur_impl=conv "
                         "augment_graph=view,augment_ahead=8)")
-    p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], help="r18-32 and/or r50-224")
+    p.add_argument("--settings", nargs="+", default=["r18-32", "r50-224"], choices=list(SETTINGS),
+                   help="which settings to measure (r18-96 is measured only when asked for)")
     p.add_argument("--workers", nargs="+", type=int, default=[4, 16], help="loader workers to try")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement, at least")
@@ -364,16 +350,11 @@ def main(argv=None):
     device = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        jpegs = None
-        if "r50-224" in a.settings:
-            jpegs = a.jpeg_dir or os.path.join(tmp, "jpegs")
-            n = a.batch_size * (a.steps + a.warmup + 2)
-            if not os.path.isdir(jpegs) or sum(len(f) for _, _, f in os.walk(jpegs)) < n:
-                write_jpegs(jpegs, n, 320 if not a.tiny else 64)
         for setting in a.settings:
+            datadir = setting_datadir(setting, tmp, a.batch_size, a.steps + a.warmup + 2, a.tiny, a.jpeg_dir)
             for w in a.workers:
                 measured = []
-                for measured in bench_setting(setting, a, w, jpegs if setting == "r50-224" else None):
+                for measured in bench_setting(setting, a, w, datadir):
                     with open(a.out, "w") as f:  # after each measurement, so a cut-off run keeps what it measured
                         json.dump({"device": device, "rows": rows + measured, "args": vars(a)}, f, indent=2)
                 rows += measured

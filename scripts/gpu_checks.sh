@@ -2,9 +2,9 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests cudagraphs224 graph profile decode cudagraphs stages bench blur split overlap compile variants
-# sklearn sweep fidelity entry. The default is the first five, most decisive first: what does not fit in one
-# call's time is what matters least (cudagraphs224 is not yet timed). On an H200 the former six took 558 s:
+# Steps: tests cudagraphs224 graph stl10 profile decode cudagraphs stages bench blur split overlap compile
+# variants sklearn sweep fidelity entry. The default is the first six, most decisive first: what does not fit in
+# one call's time is what matters least (cudagraphs224 and stl10 are not yet timed). On an H200 the former six took 558 s:
 # tests 141 s, graph 149 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s. Measured on an H100:
 # blur 132 s, bench 99 s, entry 28 s, sweep 59 s; on an H200, "sklearn variants" 280 s.
 # JSON results go to $OUT as they come, after each measurement.
@@ -60,6 +60,12 @@ run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay 
   step "backbone compiled with CUDA graphs (--compile --compile-mode reduce-overhead): its test, then r18-32 with and without"
   timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" 2>&1 | tail -4
   without_and_with_cudagraphs r18-32 3 240 cudagraphs
+}
+
+run_stl10() {  # STL-10 keeps one step at a time until this is measured (README "Speed")
+  step "r18-96 (resnet18, 96 px, in memory like STL-10), 4 workers: per stage one step at a time (its default) vs whole view 8 steps at once"
+  timeout 200 $PY "${BENCH[@]}" --settings r18-96 --workers 4 --pipelines model ours augment \
+    --variants augment_graph=view,augment_ahead=8 --repeats 3 --out "$OUT/bench_stl10.json" 2>&1 | rows
 }
 
 run_cudagraphs224() {  # decides --compile's default: r18-32 gained (README), r50-224 is unmeasured
@@ -150,7 +156,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests cudagraphs224 graph profile decode}"; do
+for s in "${@:-tests cudagraphs224 graph stl10 profile decode}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

@@ -25,6 +25,7 @@ import json
 import os
 import pstats
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,7 +35,8 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
-from bench_pretrain import endless, make_args, stub_engine, synchronizer, write_jpegs  # noqa: E402
+from bench_data import setting_datadir  # noqa: E402
+from bench_pretrain import SETTINGS, endless, make_args, stub_engine, synchronizer  # noqa: E402
 
 REGIONS = ("inputs", "forward", "backward", "optimizer")
 
@@ -116,7 +118,7 @@ def top_ops(events, steps: int, cuda: bool, n: int = 12) -> list[dict]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
-    p.add_argument("--setting", default="r18-32", choices=["r18-32", "r50-224"], help="as in bench_pretrain.py")
+    p.add_argument("--setting", default="r18-32", choices=list(SETTINGS), help="as in bench_pretrain.py")
     p.add_argument("--workers", type=int, default=4, help="loader workers")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (two views each)")
     p.add_argument("--steps", type=int, default=10, help="profiled steps")
@@ -146,14 +148,12 @@ def run_profile(a) -> dict:
     a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0
     a.channels_last, a.compile = None, False
     a.overlap_augment = a.overlap
-    datadir = None
-    if a.setting == "r50-224":
-        datadir = a.jpeg_dir or "/tmp/cassle-profile-jpegs"
-        if not os.path.isdir(datadir):
-            write_jpegs(datadir, a.batch_size * (a.steps + a.warmup + 2), 320 if not a.tiny else 64)
     torch.backends.cudnn.benchmark = True
-    args = make_args(a.setting, a, datadir, a.workers)
-    run = build_run(args, torch.device(a.device))
+    with tempfile.TemporaryDirectory() as tmp:  # build_run reads STL-10 into memory; the JPEGs lie outside tmp
+        datadir = setting_datadir(a.setting, tmp, a.batch_size, a.steps + a.warmup + 2, a.tiny,
+                                  a.jpeg_dir or "/tmp/cassle-profile-jpegs")
+        args = make_args(a.setting, a, datadir, a.workers)
+        run = build_run(args, torch.device(a.device))
     engine = stub_engine()
     step, data = engine_and_data(run, 10**6)
     batches = endless(data)()

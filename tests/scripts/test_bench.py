@@ -177,11 +177,15 @@ def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
 
 
 def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, monkeypatch):
-    """"augment_graph=view,augment_ahead=2" changes both flags of one variant (the input side alone here)."""
+    """"augment_graph=view,augment_ahead=2" changes both flags of one variant (the input side alone
+    here), on the 96 px setting's STL-10 files, where the default makes one step at a time."""
     import utils.step
+    from torchvision.datasets import STL10
     monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    for name in ("train_list", "test_list"):  # the bench makes torchvision accept its synthetic files
+        monkeypatch.setattr(STL10, name, getattr(STL10, name))
     out = tmp_path / "b.json"
-    _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
+    _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-96", "--workers", "0",
                                   "--compile-augment", "--pipelines", "augment",
                                   "--variants", "augment_graph=view,augment_ahead=2", "--batch-size", "8",
                                   "--steps", "3", "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
@@ -189,7 +193,25 @@ def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, mon
     spec = "augment_graph=view,augment_ahead=2"
     assert [r["pipeline"] for r in rows] == ["augment", f"augment [{spec}]"]
     assert [(r["augment_graph"], r["augment_ahead"]) for r in rows] == [("stages", 1), ("view", 2)]
-    assert all(r["images_per_s"] > 0 for r in rows)
+    assert all(r["images_per_s"] > 0 and r["setting"] == "r18-96" for r in rows)
+
+
+def test_bench_stl10_files_are_read_by_torchvisions_loader(tmp_path, monkeypatch):
+    """The r18-96 setting's files are STL-10's binary format, read through pretrain_cond.py's loader
+    (torchvision's STL10), with an epoch of 64 full steps: every --augment-ahead divides it."""
+    from torchvision.datasets import STL10
+
+    from datasets.pretrain import build_pretrain_data
+    for name in ("train_list", "test_list"):
+        monkeypatch.setattr(STL10, name, getattr(STL10, name))
+    root = _load("bench_data").setting_datadir("r18-96", str(tmp_path), batch_size=4, steps=1, tiny=True)
+    data = build_pretrain_data("stl10", root)
+    assert data.in_memory and tuple(data.train.images.shape) == (4 * 64, 3, 96, 96)
+    assert data.train.labels.tolist() == [i % 10 for i in range(100)] + [-1] * (4 * 64 - 100)
+    assert data.knn_train.labels.tolist() == data.knn_test.labels.tolist() == [i % 10 for i in range(100)]
+    raw = (tmp_path / "stl10" / "stl10_binary" / "unlabeled_X.bin").read_bytes()[:3 * 96 * 96]
+    first = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(3, 96, 96).transpose(1, 2)  # column-major
+    assert torch.equal(data.train.images[100], first)
 
 
 @pytest.mark.parametrize("spec, message", [
