@@ -2,7 +2,7 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests cudagraphs224 graph stl10 profile decode cudagraphs stages bench blur split overlap compile
+# Steps: tests cudagraphs224 stl10 graph profile decode cudagraphs stages bench blur split overlap compile
 # variants sklearn sweep fidelity entry. The default is the first six, most decisive first: what does not fit in
 # one call's time is what matters least (cudagraphs224 and stl10 are not yet timed). On an H200 the former six took 558 s:
 # tests 141 s, graph 149 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s. Measured on an H100:
@@ -156,7 +156,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests cudagraphs224 graph stl10 profile decode}"; do
+for s in "${@:-tests cudagraphs224 stl10 graph profile decode}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"
