@@ -61,9 +61,10 @@ def write_stl10(root: str, n: int) -> str:
 
 def setting_datadir(setting: str, tmp: str, batch_size: int, steps: int, tiny: bool,
                     jpeg_dir: str | None = None) -> str | None:
-    """The --datadir of a bench_pretrain.py setting, written under ``tmp`` (JPEGs: ``jpeg_dir``, kept
-    and reused when it holds enough files) with enough images for ``steps`` steps: r18-32's
-    colordigits is built in (None)."""
+    """The --datadir of a bench_pretrain.py setting, written under ``tmp``: r50-224's JPEGs, enough
+    for ``steps`` steps, go to ``jpeg_dir`` if given (kept, and reused when it holds enough files);
+    r18-96's STL-10 files hold 64 steps an epoch, which the benchmarks repeat; r18-32's colordigits
+    is built in (None)."""
     if setting == "r50-224":
         root, n = jpeg_dir or os.path.join(tmp, "jpegs"), batch_size * steps
         if not os.path.isdir(root) or sum(len(f) for _, _, f in os.walk(root)) < n:

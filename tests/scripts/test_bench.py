@@ -176,14 +176,20 @@ def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
     assert [r["overlap_augment"] for r in rows] == [False, False, True]
 
 
-def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, monkeypatch):
+@pytest.fixture
+def stl10_checks_restored(monkeypatch):
+    """The bench's STL-10 writer makes torchvision accept its files in this process (no MD5 sums):
+    the real lists come back after the test."""
+    from torchvision.datasets import STL10
+    for name in ("train_list", "test_list"):
+        monkeypatch.setattr(STL10, name, getattr(STL10, name))
+
+
+def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, monkeypatch, stl10_checks_restored):
     """"augment_graph=view,augment_ahead=2" changes both flags of one variant (the input side alone
     here), on the 96 px setting's STL-10 files, where the default makes one step at a time."""
     import utils.step
-    from torchvision.datasets import STL10
     monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
-    for name in ("train_list", "test_list"):  # the bench makes torchvision accept its synthetic files
-        monkeypatch.setattr(STL10, name, getattr(STL10, name))
     out = tmp_path / "b.json"
     _load("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-96", "--workers", "0",
                                   "--compile-augment", "--pipelines", "augment",
@@ -196,14 +202,10 @@ def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, mon
     assert all(r["images_per_s"] > 0 and r["setting"] == "r18-96" for r in rows)
 
 
-def test_bench_stl10_files_are_read_by_torchvisions_loader(tmp_path, monkeypatch):
+def test_bench_stl10_files_are_read_by_torchvisions_loader(tmp_path, stl10_checks_restored):
     """The r18-96 setting's files are STL-10's binary format, read through pretrain_cond.py's loader
     (torchvision's STL10), with an epoch of 64 full steps: every --augment-ahead divides it."""
-    from torchvision.datasets import STL10
-
     from datasets.pretrain import build_pretrain_data
-    for name in ("train_list", "test_list"):
-        monkeypatch.setattr(STL10, name, getattr(STL10, name))
     root = _load("bench_data").setting_datadir("r18-96", str(tmp_path), batch_size=4, steps=1, tiny=True)
     data = build_pretrain_data("stl10", root)
     assert data.in_memory and tuple(data.train.images.shape) == (4 * 64, 3, 96, 96)
