@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from itertools import accumulate, islice
+from itertools import islice
 from typing import NamedTuple
 
 import torch
@@ -202,26 +202,32 @@ def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int,
     per batch.
 
     ``convert_together`` (default: on CUDA) makes all images float at once, in one flat buffer
-    that the resizes read views of: len(boxes) launches per image instead of 1 + len(boxes). One
-    conversion per image is launch-bound on a GPU: 514 of them took 2.6 ms of an H100 r50-224
-    step. On a CPU, converting each image just before its resizes keeps it in cache: 10-40 % faster
-    there (``bench_decode.py --device cpu``).
+    that the resizes read views of: one conversion per chunk instead of one per image. On a CPU,
+    converting each image just before its resizes keeps it in cache: 10-40 % faster there
+    (``bench_decode.py --device cpu``). On CUDA each resize still makes one elementwise copy of
+    its own: ATen's antialiased kernel copies a strided input to a contiguous one, and a crop is a
+    strided view (the 512 small copies of an r50-224 step's profile, docs/speed.md).
+
+    The resize is called through ``torch._C._nn``, the binding ``F.interpolate`` itself uses, into
+    batch rows split off in one call, not through ``torch.ops.aten`` into a slice per crop: host
+    time that the decoder threads partly hold the GIL for. On the 2-core CPU, with 16 px images
+    cropped to 8 px so that host time is all there is, an image took 54-57 us instead of 76-80.
     """
     n, dev = len(images), images[0].device
     outs = [torch.empty(n, 3, size, size, dtype=torch.float32, device=dev) for _ in boxes]
+    slots = [out.split(1) for out in outs]  # slots[k][i]: view k's row i, [1, 3, size, size]
     rows = [b.round().long().tolist() for b in boxes]
     if convert_together if convert_together is not None else dev.type == "cuda":
         flat = torch.cat([img.reshape(-1) for img in images]).float()
-        starts = accumulate((img.numel() for img in images), initial=0)
-        floats = (flat[s:s + img.numel()].view(1, *img.shape) for s, img in zip(starts, images))
+        floats = (part.view(1, *img.shape) for part, img in zip(flat.split([img.numel() for img in images]), images))
     else:
         floats = (img[None].float() for img in images)
+    resize = torch._C._nn._upsample_bilinear2d_aa  # (input, output_size, align_corners, out=)
     for i, x in enumerate(floats):
-        for out, r in zip(outs, rows):
+        for slot, r in zip(slots, rows):
             top, left, h, w = r[i]
             # = F.interpolate(crop, (size, size), mode="bilinear", antialias=True, align_corners=False)
-            torch.ops.aten._upsample_bilinear2d_aa.out(x[:, :, top:top + h, left:left + w], [size, size], False,
-                                                       None, None, out=out[i:i + 1])
+            resize(x[:, :, top:top + h, left:left + w], [size, size], False, out=slot[i])
     return tuple(o.round_().clamp_(0, 255).to(torch.uint8) for o in outs)
 
 
