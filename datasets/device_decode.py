@@ -7,8 +7,9 @@ records. The main process decodes the whole batch with one ``torchvision.io.deco
 the device and crops/resizes each image there (antialiased bilinear, as PIL does).
 
 Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; JPEGs coded
-in RGB; truncated JPEGs and JPEGs missing a quantisation table, which PIL refuses by name) are
-decoded and cropped by PIL in the worker, exactly as on the worker-crop path. So is a fixed
+in RGB; truncated JPEGs, JPEGs missing a quantisation table and JPEGs whose first scan names a
+component the frame lacks, which PIL refuses by name) are decoded and cropped by PIL in the
+worker, exactly as on the worker-crop path. So is a fixed
 pseudo-random share ``worker_fraction`` of all images (``--jpeg-worker-fraction``): the CPU
 workers and the GPU decoder then work on each batch side by side, and their throughputs add up.
 A file the device decoder still refuses is decoded by PIL in the main process; only a file PIL
@@ -48,24 +49,42 @@ def read_bytes(path: str) -> Tensor:
     return out
 
 
-def ends_after_scan(data: Tensor) -> bool:
-    """Whether JPEG bytes ``data`` hold an end-of-image marker (FFD9) after the first scan starts.
+def first_scan(raw: bytes) -> int:
+    """Where JPEG bytes ``raw`` start their first scan (the SOS marker FFDA), or -1 if they never do.
 
-    A truncated file has none. PIL and libjpeg refuse such a file, but nvJPEG is not known to, and
-    a decoder that fills the missing rows would train on them silently; so a worker routes the file
-    to PIL, which names it. The walk follows segment lengths up to the first SOS, skipping an Exif
-    thumbnail's own markers (inside APP1) and, as PIL and libjpeg do, stray bytes between segments;
-    FFD9 cannot occur in entropy-coded data (0xFF is stuffed), and a trailer after the EOI does not
-    hide it.
+    The walk follows segment lengths from the SOI, so an Exif thumbnail's own markers (inside APP1)
+    cannot mislead it, and skips stray bytes between segments as PIL and libjpeg do.
     """
-    raw = data.numpy().tobytes()
     i = 2  # after SOI
     while (i := raw.find(b"\xff", i)) >= 0 and i + 4 <= len(raw):
         marker = raw[i + 1]
-        if marker == 0xDA:  # rfind starts at the end, where most files have the EOI
-            return raw.rfind(b"\xff\xd9", i) >= 0
+        if marker == 0xDA:
+            return i
         i += 1 if marker == 0xFF else 2 + (raw[i + 2] << 8 | raw[i + 3])  # a fill byte, or a segment
-    return False
+    return -1
+
+
+def ends_after_scan(raw: bytes) -> bool:
+    """Whether JPEG bytes ``raw`` hold an end-of-image marker (FFD9) after the first scan starts.
+
+    A truncated file has none. PIL and libjpeg refuse such a file, but nvJPEG is not known to, and
+    a decoder that fills the missing rows would train on them silently; so a worker routes the file
+    to PIL, which names it. FFD9 cannot occur in entropy-coded data (0xFF is stuffed), and a
+    trailer after the EOI does not hide it.
+    """
+    sos = first_scan(raw)
+    return sos >= 0 and raw.rfind(b"\xff\xd9", sos) >= 0  # rfind starts at the end, where most files have it
+
+
+def scan_in_frame(raw: bytes, im: Image.Image) -> bool:
+    """Whether the first scan of an opened JPEG (bytes ``raw``) names 1 to 4 components, all of
+    them the frame's. Every legal file does; libjpeg refuses one that does not, and a decoder that
+    skipped the check would fill a view from a component that is not there. Whether nvJPEG refuses
+    such a file is not known, so a worker sends it to PIL, which names it."""
+    sos = first_scan(raw)
+    count = raw[sos + 4] if 0 <= sos < len(raw) - 4 else 0
+    named = raw[sos + 5:sos + 5 + 2 * count:2]  # each component: its id, then its Huffman tables
+    return 1 <= count <= 4 and len(named) == count and set(named) <= {c[0] for c in im.layer}
 
 
 def ycbcr_jpeg(im: Image.Image) -> bool:
@@ -135,9 +154,11 @@ class JpegBytesTwoBoxes(Dataset):
     def _header(self, index: int) -> tuple[Tensor, int, int, bool]:
         """(bytes, height, width, whether the device decodes it), from the JPEG header alone."""
         data = read_bytes(self.samples[index][0])
+        raw = data.numpy().tobytes()
         # PIL decodes lazily: this reads the header
-        (w, h), on_device = self.read_pil(data, index, lambda im: (im.size, ycbcr_jpeg(im) and tables_defined(im)))
-        on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(data)
+        (w, h), on_device = self.read_pil(data, index, lambda im: (
+            im.size, ycbcr_jpeg(im) and tables_defined(im) and scan_in_frame(raw, im)))
+        on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(raw)
         return data, h, w, on_device
 
 

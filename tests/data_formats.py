@@ -77,10 +77,12 @@ def corrupt(path: str, how: str) -> str:
     """Damage an image file as downloads and disks do: 'truncated' keeps its first half (the header
     reads, the pixels do not), 'garbage' replaces it with bytes no decoder recognises, 'tables'
     drops a JPEG's quantisation tables (the header reads, the file ends as it should, decoding fails),
-    'scan' makes its first scan name a component the frame lacks (the header up to that scan is sound)."""
+    'scan' makes its first scan name a component the frame lacks (the header up to that scan is sound),
+    'sampling' gives its first component sampling factors no decoder takes (the header reads)."""
     data = open(path, "rb").read()
     damaged = {"truncated": lambda: data[: len(data) // 2], "tables": lambda: without_segment(data, 0xDB),
-               "scan": lambda: bad_scan(data), "garbage": lambda: b"<html>403 Forbidden</html>"}[how]()
+               "scan": lambda: bad_scan(data), "sampling": lambda: bad_sampling(data),
+               "garbage": lambda: b"<html>403 Forbidden</html>"}[how]()
     with open(path, "wb") as f:
         f.write(damaged)
     return path
@@ -90,6 +92,14 @@ def bad_scan(jpeg: bytes) -> bytes:
     """``jpeg`` with its first scan's first component selector set to 9, an id no frame here has."""
     out, sos = bytearray(jpeg), jpeg.index(b"\xff\xda")
     out[sos + 5] = 9  # after the marker, the length (2) and the component count (1)
+    return bytes(out)
+
+
+def bad_sampling(jpeg: bytes) -> bytes:
+    """``jpeg`` (baseline) with its first component's sampling factors set to 5 x 5, above the
+    standard's limit of 4."""
+    out, sof = bytearray(jpeg), jpeg.index(b"\xff\xc0")
+    out[sof + 11] = 0x55  # after the marker, length (2), precision (1), size (4), count (1) and the id (1)
     return bytes(out)
 
 

@@ -342,10 +342,11 @@ def test_jpeg_decode_on_the_device_trains_like_worker_decoding(tmp_path):
 
 
 @pytest.mark.parametrize("decode,how", [("workers", "truncated"), ("device", "truncated"), ("device", "garbage"),
-                                        ("device", "scan")])
+                                        ("device", "scan"), ("device", "sampling")])
 def test_an_unreadable_image_stops_the_run_with_one_line_naming_it(tmp_path, capsys, decode, how):
-    """Found mid-epoch, in a loader worker or (a whole file that no decoder reads) in the device's
-    decoder threads, not before training."""
+    """Found mid-epoch, not before training: in a loader worker, which also sends the device path's
+    files with an unsound header to PIL ('scan'), or (a whole file whose header reads but that no
+    decoder reads, 'sampling') in the device's decoder threads."""
     from tests.data_formats import corrupt, write_class_folders
     write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=4, size=(40, 30))
     bad = corrupt(str(tmp_path / "data" / "b" / "2.jpg"), how)

@@ -1,6 +1,7 @@
 """Device-decode path for JPEG folders, run on CPU tensors: same records as the worker-crop path,
 pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale, RGB-coded, truncated,
-missing a quantisation table) decoded by workers, and a file the device decoder refuses decoded by PIL."""
+missing a quantisation table, naming a component its frame lacks) decoded by workers, and a file the
+device decoder refuses decoded by PIL."""
 import functools
 import io
 import os
@@ -12,9 +13,9 @@ from PIL import Image
 
 from datasets import device_decode, worker_crop_loader
 from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker,
-                                    ends_after_scan, read_bytes, tables_defined, ycbcr_jpeg)
+                                    ends_after_scan, read_bytes, scan_in_frame, tables_defined, ycbcr_jpeg)
 from datasets.folders import image_folder
-from tests.data_formats import without_segment, write_jpeg
+from tests.data_formats import bad_scan, without_segment, write_jpeg
 from utils.trainer import decode_line
 
 
@@ -156,6 +157,27 @@ def test_a_jpeg_that_names_an_undefined_quantisation_table_goes_to_pil():
             opened(bad).load()
 
 
+def test_a_jpeg_whose_first_scan_names_a_component_its_frame_lacks_goes_to_pil():
+    """Legal files pass, the first scan of a progressive one (DC of all three components) and a
+    grayscale one's single component included; a scan naming another id, none, or more than the
+    standard's 4 does not, and libjpeg (PIL) refuses each."""
+    arr = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    sound = lambda data: scan_in_frame(data, Image.open(io.BytesIO(data)))  # noqa: E731
+    thumb = _jpeg(arr[:10, :10])
+    for data in (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr[..., 0]), _jpeg(arr, exif=b"Exif\x00\x00" + thumb)):
+        assert sound(data)
+    data = _jpeg(arr)
+    sos = data.index(b"\xff\xda")
+    none, five = bytearray(data), bytearray(data)
+    none[sos + 4] = 0
+    five[sos + 4] = 5
+    for bad in (bad_scan(data), bytes(none), bytes(five)):
+        assert Image.open(io.BytesIO(bad)).size == (40, 30) and not sound(bad)
+        with pytest.raises(OSError):
+            Image.open(io.BytesIO(bad)).load()
+    assert not scan_in_frame(data[:sos + 6], Image.open(io.BytesIO(data)))  # cut inside the scan's header
+
+
 def test_worker_share_is_a_fixed_spread_out_fraction():
     for f in (0.0, 0.3, 0.5, 1.0):
         chosen = [decoded_in_worker(i, f) for i in range(4000)]
@@ -168,7 +190,7 @@ def test_a_jpeg_is_whole_when_an_end_marker_follows_its_first_scan():
     """What a truncated file lacks, checked so that an Exif thumbnail's own end marker (which the
     main image's scan follows) or a trailer after the end cannot mislead it."""
     arr = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    whole = lambda data: ends_after_scan(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    whole = ends_after_scan
     thumb = _jpeg(arr[:20, :30])
     for data in (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr, exif=b"Exif\x00\x00" + thumb)):
         assert Image.open(io.BytesIO(data)).size == (120, 90)

@@ -36,12 +36,12 @@ def test_folder_dataset_names_its_unreadable_file(tmp_path):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))])
-@pytest.mark.parametrize("how", ["truncated", "garbage", "tables"])
+@pytest.mark.parametrize("how", ["truncated", "garbage", "tables", "scan"])
 def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how, device):
     """Each fails in the worker, which reads the header: garbage there; a truncated JPEG (no end
-    marker) and one missing its quantisation tables (which nvJPEG decodes without a word) are sent
-    to the worker's PIL decode, which refuses them by name. A JPEG that is whole and has its tables
-    yet is broken inside is the next test's."""
+    marker), one missing its quantisation tables (which nvJPEG decodes without a word) and one whose
+    scan names a component the frame lacks are sent to the worker's PIL decode, which refuses them
+    by name. A JPEG whose header passes these checks yet that no decoder reads is the next test's."""
     root = write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=3, size=(40, 30))
     bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), how)
     ds = image_folder(root)
@@ -57,11 +57,12 @@ def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how, devic
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))])
 def test_a_whole_jpeg_no_decoder_reads_is_named_after_the_device_refuses_it(tmp_path, device):
-    """Its header reads up to the scan, so the worker ships its bytes; the batched decode (libjpeg
-    on the CPU, nvJPEG on CUDA) fails, each file is then decoded alone, and PIL, given the file the
-    device refused, refuses it too and names it. The batch's other files still decode alone."""
+    """Its header reads and its scan is sound, so the worker ships its bytes; the batched decode
+    (libjpeg on the CPU, nvJPEG on CUDA) refuses its sampling factors, each file is then decoded
+    alone, and PIL, given the file the device refused, refuses it too and names it. The batch's
+    other files still decode alone."""
     root = write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=3, size=(40, 30))
-    bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), "scan")
+    bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), "sampling")
     ds = image_folder(root)
     assert JpegBytesTwoBoxes(ds.samples, 0, 16)[(0, ds.samples.index((bad, 0)))][1] is True  # shipped as bytes
     loader = bytes_loader(ds.samples, batch_size=6, seed=0, num_workers=0, size=16)
