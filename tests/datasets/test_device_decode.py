@@ -164,8 +164,8 @@ def test_a_jpeg_whose_first_scan_names_a_component_its_frame_lacks_goes_to_pil()
     arr = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     sound = lambda data: scan_in_frame(data, Image.open(io.BytesIO(data)))  # noqa: E731
     thumb = _jpeg(arr[:10, :10])
-    for data in (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr[..., 0]), _jpeg(arr, exif=b"Exif\x00\x00" + thumb)):
-        assert sound(data)
+    legal = (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr[..., 0]), _jpeg(arr, exif=b"Exif\x00\x00" + thumb))
+    assert all(sound(data) for data in legal)
     data = _jpeg(arr)
     sos = data.index(b"\xff\xda")
     none, five = bytearray(data), bytearray(data)
@@ -190,24 +190,23 @@ def test_a_jpeg_is_whole_when_an_end_marker_follows_its_first_scan():
     """What a truncated file lacks, checked so that an Exif thumbnail's own end marker (which the
     main image's scan follows) or a trailer after the end cannot mislead it."""
     arr = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    whole = ends_after_scan
     thumb = _jpeg(arr[:20, :30])
     for data in (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr, exif=b"Exif\x00\x00" + thumb)):
         assert Image.open(io.BytesIO(data)).size == (120, 90)
-        assert whole(data) and whole(data + b"trailer bytes")
+        assert ends_after_scan(data) and ends_after_scan(data + b"trailer bytes")
         for cut in (data[:-2], data[: len(data) // 2], data[: len(data) - 40]):
-            assert not whole(cut)
+            assert not ends_after_scan(cut)
             with pytest.raises(OSError, match="truncated"):  # what PIL says of each of them
                 Image.open(io.BytesIO(cut)).load()
     data = _jpeg(arr)
     app0 = 4 + (data[4] << 8 | data[5])  # SOI + the first segment
     junk = data[:app0] + b"\x00stray bytes" + data[app0:]  # skipped by PIL and libjpeg alike
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(junk))), np.asarray(Image.open(io.BytesIO(data))))
-    assert whole(junk) and not whole(junk[: len(junk) // 2])
+    assert ends_after_scan(junk) and not ends_after_scan(junk[: len(junk) // 2])
     cut = _jpeg(arr, exif=b"Exif\x00\x00" + thumb)
     cut = cut[: len(cut) // 2]
     assert cut.rfind(b"\xff\xd9") > cut.find(b"\xff\xda")  # a plain search is misled by the thumbnail
-    assert not whole(cut)
+    assert not ends_after_scan(cut)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
