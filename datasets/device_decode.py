@@ -256,10 +256,13 @@ class DeviceDecodePrefetcher:
     """Iterate ``bytes_loader`` batches as (v1, box1, hw, v2, box2, hw, labels) on ``device``.
 
     Each batch is split over ``threads`` decoder threads, each with its own CUDA stream, and up to
-    ``depth`` batches are in flight while the training step runs. Why threads: nvJPEG's batched
-    decode does its Huffman stage on the host and waits for its kernels, which queue behind the
-    model's; on the training thread that wait would stall every step. The layout is the worker-crop
-    path's, so training code is shared; the result does not depend on ``threads`` or ``depth``.
+    ``depth`` batches are in flight while the training step runs. Why threads: torchvision's CUDA
+    decode returns only when its images are done (it synchronises its own stream; on GPUs without
+    JPEG engines it also runs the Huffman stage on the host), and that wait would stall every step
+    of the training thread. Its one decoder per process serves the threads in turn, behind a lock,
+    so what the threads run side by side is one thread's decode and the others' crops. The layout
+    is the worker-crop path's, so training code is shared; the result does not depend on
+    ``threads`` or ``depth``.
     """
 
     def __init__(self, loader: DataLoader, device: torch.device, threads: int = 4, depth: int = 2):
