@@ -9,11 +9,10 @@ the device and crops/resizes each image there (antialiased bilinear, as PIL does
 Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; JPEGs coded
 in RGB; truncated JPEGs, JPEGs missing a quantisation table and JPEGs whose first scan names a
 component the frame lacks, which PIL refuses by name) are decoded and cropped by PIL in the
-worker, exactly as on the worker-crop path. So is a fixed
-pseudo-random share ``worker_fraction`` of all images (``--jpeg-worker-fraction``): the CPU
-workers and the GPU decoder then work on each batch side by side, and their throughputs add up.
-A file the device decoder still refuses is decoded by PIL in the main process; only a file PIL
-refuses too stops the run.
+worker, exactly as on the worker-crop path. So is a fixed pseudo-random share ``worker_fraction``
+of all images (``--jpeg-worker-fraction``): the CPU workers and the GPU decoder then work on each
+batch side by side, and their throughputs add up. A file the device decoder still refuses is
+decoded by PIL in the main process; only a file PIL refuses too stops the run.
 """
 from __future__ import annotations
 
