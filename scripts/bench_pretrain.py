@@ -19,9 +19,9 @@ Pipelines:
   augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
             above the model-only figure, the input pipeline can keep up with the model
   --variants FLAG=VALUE[,FLAG=VALUE] ...  "ours" and "augment" again (those chosen) with input-side
-            flags changed (augment_graph, augment_ahead, blur_impl, overlap_augment), in the same process and
-            round-robin with the rest: the ceiling moved by up to 28 % between processes of the
-            same code on one H100 host
+            flags changed (augment_graph, augment_ahead, blur_impl, overlap_augment; and, on the nvJPEG
+            path, jpeg_worker_fraction), in the same process and round-robin with the rest: the
+            ceiling moved by up to 28 % between processes of the same code on one H100 host
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON. Each
 measurement runs at least --steps steps and --min-seconds; with --repeats R the pipelines are
 measured R times round-robin, and the table gives the median with the range in brackets. Each
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import statistics
@@ -181,7 +182,7 @@ class Pipelines:
     def builders(self, setting: str, datadir: str | None) -> tuple[dict, dict]:
         """({name: builder} of the pipelines asked for, {variant name: (flags, spec)}): the --variants
         are "ours" and "augment" again on a run with those input-side flags changed."""
-        from utils.run import aug_config
+        from utils.run import aug_config, build_loader
         kinds = {"model": self.model, "upstream": self.upstream, "ours": self.ours, "ours-other": self.ours_other,
                  "augment": self.augment}
         chosen = [n for n in self.a.pipelines if not (self.run.data.in_memory and n == "ours-other")]  # no JPEGs
@@ -190,6 +191,8 @@ class Pipelines:
             flags = parse_variant(spec)
             vargs = variant_args(setting, self.a, flags, datadir, self.workers)
             vrun = dataclasses.replace(self.run, args=vargs, cfg=aug_config(vargs))
+            if "jpeg_worker_fraction" in flags:  # the share is the workers' to decode: a loader of its own
+                vrun = dataclasses.replace(vrun, loader=build_loader(vargs, vrun.data, vrun.cfg.size, vrun.device))
             for kind in ("ours", "augment"):
                 if kind in self.a.pipelines and not (kind == "augment" and set(flags) == {"overlap_augment"}):
                     builders[f"{kind} [{spec}]"] = functools.partial(kinds[kind], vrun)  # overlap alone: no augment row
@@ -243,7 +246,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None):
 
 
 VARIANT_FLAGS = {"augment_graph": VIEW_GRAPHS, "augment_ahead": ("1", "2", "4", "8", "16", "32"),
-                 "blur_impl": ("auto", *BLUR_IMPLS), "overlap_augment": ("true", "false")}
+                 "blur_impl": ("auto", *BLUR_IMPLS), "overlap_augment": ("true", "false"),
+                 "jpeg_worker_fraction": ("0", "0.1", "0.2", "0.3", "0.4", "0.5")}
 
 
 def parse_variant(spec: str) -> dict[str, object]:
@@ -256,14 +260,21 @@ def parse_variant(spec: str) -> dict[str, object]:
             allowed = "; ".join(f"{k}={'|'.join(v)}" for k, v in VARIANT_FLAGS.items())
             raise ValueError(f"--variants {spec!r}: expected flag=value pairs, each flag once, joined by ',' "
                              f"({allowed})")
-        flags[flag] = {"overlap_augment": lambda v: v == "true", "augment_ahead": int}.get(flag, str)(value)
+        flags[flag] = {"overlap_augment": lambda v: v == "true", "augment_ahead": int,
+                       "jpeg_worker_fraction": float}.get(flag, str)(value)
     return flags
 
 
 def variant_args(setting: str, a, flags: dict[str, object], datadir: str | None, workers: int):
     """pretrain_cond.py's arguments with the --variants flags changed, checked by its parser and
-    validation as on its command line."""
-    return make_args(setting, argparse.Namespace(**{**vars(a), **flags}), datadir, workers)
+    validation as on its command line. A share of JPEGs for the workers needs the nvJPEG path."""
+    args = make_args(setting, argparse.Namespace(**{**vars(a), **flags}), datadir, workers)
+    if "jpeg_worker_fraction" in flags and SETTINGS[setting][1] != "folder":
+        raise ValueError(f"jpeg_worker_fraction applies to JPEG folders (r50-224), not to {setting}, held in memory")
+    if "jpeg_worker_fraction" in flags and args.jpeg_decode != "device":
+        raise ValueError(f"jpeg_worker_fraction applies to --jpeg-decode device, and {setting} with {workers} "
+                         f"workers decodes in the workers (add --jpeg-decode device)")
+    return args
 
 
 def _compiled(args) -> str:
@@ -342,8 +353,8 @@ def main(argv=None):
     for spec in a.variants:  # every variant must be a valid run before anything is measured
         try:
             flags = parse_variant(spec)
-            for setting in a.settings:
-                variant_args(setting, a, flags, None, 0)
+            for setting, w in itertools.product(a.settings, a.workers):
+                variant_args(setting, a, flags, None, w)
         except ValueError as e:
             p.error(str(e) if str(e).startswith("--variants") else f"--variants {spec}: {e}")
     torch.backends.cudnn.benchmark = True

@@ -1,4 +1,5 @@
 """The benchmark scripts run end to end (CPU, tiny sizes); their figures are for GPUs and README."""
+import argparse
 import importlib.util
 import json
 import os
@@ -176,6 +177,30 @@ def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
     assert [r["overlap_augment"] for r in rows] == [False, False, True]
 
 
+def test_bench_pretrain_worker_share_variant_decodes_with_a_loader_of_its_own(tmp_path):
+    """"jpeg_worker_fraction=0.5" measures the nvJPEG path with half the images decoded by PIL in
+    the loader workers, through a loader of its own; the default's loader keeps its share of 0. Only
+    that path has a share: the workers' path and images held in memory are refused."""
+    from utils.run import build_run
+    bench = _load("bench_pretrain")
+    a = bench.build_parser().parse_args(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "0",
+                                         "--jpeg-decode", "device", "--pipelines", "ours", "augment",
+                                         "--variants", "jpeg_worker_fraction=0.5", "--batch-size", "4"])
+    datadir = _load("bench_data").setting_datadir("r50-224", str(tmp_path), 4, 4, True)
+    pipes = bench.Pipelines(build_run(bench.make_args("r50-224", a, datadir, 0), torch.device("cpu")), a, 0)
+    builders, variants = pipes.builders("r50-224", datadir)
+    assert list(variants) == ["ours [jpeg_worker_fraction=0.5]", "augment [jpeg_worker_fraction=0.5]"]
+    shared = builders["ours [jpeg_worker_fraction=0.5]"].args[0].loader
+    for loader in (pipes.run.loader, shared):
+        loader.set_epoch(0)
+        assert sum(len(labels) for *_, labels in loader) == 16
+    assert pipes.run.loader.sent == {"device": 16, "workers": 0}
+    assert shared.sent["workers"] > 0 and shared.sent["device"] > 0
+    flags = bench.parse_variant("jpeg_worker_fraction=0.5")
+    with pytest.raises(ValueError, match="decodes in the workers"):
+        bench.variant_args("r50-224", argparse.Namespace(**{**vars(a), "jpeg_decode": "workers"}), flags, datadir, 0)
+
+
 @pytest.fixture
 def stl10_checks_restored(monkeypatch):
     """The bench's STL-10 writer makes torchvision accept its files in this process (no MD5 sums):
@@ -221,6 +246,8 @@ def test_bench_stl10_files_are_read_by_torchvisions_loader(tmp_path, stl10_check
                       "(augment_graph=stages|view;"),
     ("jpeg_decode=device", "--variants 'jpeg_decode=device': expected flag=value pairs"),
     ("augment_ahead=3", "--variants 'augment_ahead=3': expected flag=value pairs"),
+    ("jpeg_worker_fraction=0.2", "--variants jpeg_worker_fraction=0.2: jpeg_worker_fraction applies to JPEG "
+                                 "folders (r50-224), not to r18-32, held in memory"),
     ("augment_ahead=2,augment_ahead=4", "--variants 'augment_ahead=2,augment_ahead=4': expected flag=value pairs"),
     ("augment_graph=view", "--variants augment_graph=view: --augment-graph view compiles the whole view"),
     ("augment_ahead=2", "--variants augment_ahead=2: --augment-graph view compiles the whole view: it needs "
