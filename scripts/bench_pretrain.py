@@ -24,7 +24,8 @@ Pipelines:
             ceiling moved by up to 28 % between processes of the same code on one H100 host
 Prints a table of images/s (each image = two views) and peak memory, and writes JSON. Each
 measurement runs at least --steps steps and --min-seconds; with --repeats R the pipelines are
-measured R times round-robin, and the table gives the median with the range in brackets. Each
+measured R times round-robin, and the table gives the median with the range in brackets (from the
+second round on, a pipeline first takes the batches its loader stocked while the others ran). Each
 measurement is also printed ("round" lines) and written to the JSON as it is taken, so that a run
 cut off by a time limit keeps what it measured.
 """
@@ -211,16 +212,26 @@ class Pipelines:
         return label + (" + overlap" if args.overlap_augment and name in ("ours", "ours-other") else "")
 
 
-def measure(builders: dict, a, device: torch.device):
+def backlog(workers: int, augment_ahead: int) -> int:
+    """Steps' inputs a pipeline can hold ready while the others are measured: its loader workers'
+    prefetched batches (4 each), the nvJPEG prefetcher's batches in flight (2) and the rest of a
+    group of --augment-ahead steps."""
+    return 4 * workers + 2 + augment_ahead
+
+
+def measure(builders: dict, a, device: torch.device, backlogs: dict[str, int] | None = None):
     """Every pipeline ``a.repeats`` times, round-robin, so slow drifts of the machine hit them alike.
-    Yields (round, name, all runs so far) after each measurement, so that a run cut off by a time limit
-    keeps, and has printed, what it measured (the device time of a GPU session is scarce)."""
+    From the second round on, a pipeline first works through its ``backlogs[name]`` steps made ahead
+    while the others ran, so that its timed steps go at the pace its loader keeps up, not at that of
+    a stock. Yields (round, name, all runs so far) after each measurement, so that a run cut off by a
+    time limit keeps, and has printed, what it measured (the device time of a GPU session is scarce)."""
     made = {name: build() for name, build in builders.items()}
     its = {name: iter(batches()) for name, (_, batches) in made.items()}
     runs = {name: [] for name in made}
     for rep in range(a.repeats):
-        warmup = a.warmup if rep == 0 else min(a.warmup, 2)  # compiled and warm by then
         for name, (step, _) in made.items():
+            # compiled and warm after the first round
+            warmup = a.warmup if rep == 0 else max(min(a.warmup, 2), (backlogs or {}).get(name, 0))
             runs[name].append(timed(step, its[name], warmup, a.steps, a.min_seconds, a.batch_size, device))
             yield rep, name, runs
 
@@ -235,7 +246,10 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None):
     common = dict(setting=setting, workers=workers, model=args.model, precision=args.precision,
                   channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
                   augment_graph=args.augment_graph, augment_ahead=args.augment_ahead, blur_impl=args.blur_impl)
-    for rep, name, runs in measure(builders, a, pipes.run.device):
+    ahead = {n: variants[n][0].get("augment_ahead", args.augment_ahead) if n in variants else args.augment_ahead
+             for n in builders}
+    backlogs = {n: 0 if n == "model" else backlog(workers, ahead[n]) for n in builders}
+    for rep, name, runs in measure(builders, a, pipes.run.device, backlogs):
         rate, model = runs[name][rep]["images_per_s"], runs.get("model", [])
         vs = f" ({rate / model[rep]['images_per_s']:.2f} of the model)" if len(model) > rep and name != "model" else ""
         print(f"round {rep + 1}/{a.repeats} {setting} {workers} workers: {pipes.label(name)} "

@@ -102,7 +102,8 @@ run_stages() {  # r18-32's step is bound by the host: a compiled call has a fixe
 run_split() {  # r50-224's gap is most likely the crops on the GPU (docs/speed.md): a share moves them to the workers
   step "JPEG decode shared between loader workers (PIL) and nvJPEG, r50-224, 4 workers: shares 0, 0.2, 0.4 in one process"
   timeout 240 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --jpeg-decode device --pipelines model ours \
-    --variants jpeg_worker_fraction=0.2 jpeg_worker_fraction=0.4 --repeats 3 --out "$OUT/bench_split.json" 2>&1 | rows
+    --variants jpeg_worker_fraction=0.2 jpeg_worker_fraction=0.4 --repeats 3 --min-seconds 4 \
+    --out "$OUT/bench_split.json" 2>&1 | rows
 }
 
 run_profile() {

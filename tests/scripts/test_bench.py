@@ -177,6 +177,24 @@ def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
     assert [r["overlap_augment"] for r in rows] == [False, False, True]
 
 
+def test_bench_pretrain_later_rounds_first_take_what_a_pipeline_made_ahead():
+    """Round 1 warms up --warmup steps. In later rounds a pipeline first takes the steps its loader may
+    have stocked while the others were measured (at least 2), then is timed."""
+    bench = _load("bench_pretrain")
+    calls = {"fed": 0, "model": 0}
+
+    def pipeline(name):
+        def step(_):
+            calls[name] += 1
+        return lambda: (step, lambda: iter(int, 1))
+
+    a = argparse.Namespace(repeats=3, warmup=4, steps=1, min_seconds=0, batch_size=2)
+    rounds = list(bench.measure({"fed": pipeline("fed"), "model": pipeline("model")}, a, torch.device("cpu"),
+                                {"fed": 10, "model": 0}))
+    assert [(rep, name) for rep, name, _ in rounds] == [(r, n) for r in range(3) for n in ("fed", "model")]
+    assert calls == {"fed": (4 + 1) + 2 * (10 + 1), "model": (4 + 1) + 2 * (2 + 1)}
+
+
 def test_bench_pretrain_worker_share_variant_decodes_with_a_loader_of_its_own(tmp_path):
     """"jpeg_worker_fraction=0.5" measures the nvJPEG path with half the images decoded by PIL in
     the loader workers, through a loader of its own; the default's loader keeps its share of 0. Only
