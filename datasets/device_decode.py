@@ -63,24 +63,23 @@ def first_scan(raw: bytes) -> int:
     return -1
 
 
-def ends_after_scan(raw: bytes) -> bool:
-    """Whether JPEG bytes ``raw`` hold an end-of-image marker (FFD9) after the first scan starts.
+def ends_after_scan(raw: bytes, sos: int) -> bool:
+    """Whether JPEG bytes ``raw`` hold an end-of-image marker (FFD9) after their first scan starts
+    (at ``sos``, from ``first_scan``).
 
     A truncated file has none. PIL and libjpeg refuse such a file, but nvJPEG is not known to, and
     a decoder that fills the missing rows would train on them silently; so a worker routes the file
     to PIL, which names it. FFD9 cannot occur in entropy-coded data (0xFF is stuffed), and a
     trailer after the EOI does not hide it.
     """
-    sos = first_scan(raw)
     return sos >= 0 and raw.rfind(b"\xff\xd9", sos) >= 0  # rfind starts at the end, where most files have it
 
 
-def scan_in_frame(raw: bytes, im: Image.Image) -> bool:
-    """Whether the first scan of an opened JPEG (bytes ``raw``) names 1 to 4 components, all of
-    them the frame's. Every legal file does; libjpeg refuses one that does not, and a decoder that
-    skipped the check would fill a view from a component that is not there. Whether nvJPEG refuses
-    such a file is not known, so a worker sends it to PIL, which names it."""
-    sos = first_scan(raw)
+def scan_in_frame(raw: bytes, sos: int, im: Image.Image) -> bool:
+    """Whether the first scan (at ``sos``) of an opened JPEG (bytes ``raw``) names 1 to 4
+    components, all of them the frame's. Every legal file does; libjpeg refuses one that does not,
+    and a decoder that skipped the check would fill a view from a component that is not there.
+    Whether nvJPEG refuses such a file is not known, so a worker sends it to PIL, which names it."""
     count = raw[sos + 4] if 0 <= sos < len(raw) - 4 else 0
     named = raw[sos + 5:sos + 5 + 2 * count:2]  # each component: its id, then its Huffman tables
     return 1 <= count <= 4 and len(named) == count and set(named) <= {c[0] for c in im.layer}
@@ -154,10 +153,11 @@ class JpegBytesTwoBoxes(Dataset):
         """(bytes, height, width, whether the device decodes it), from the JPEG header alone."""
         data = read_bytes(self.samples[index][0])
         raw = data.numpy().tobytes()
+        sos = first_scan(raw)
         # PIL decodes lazily: this reads the header
         (w, h), on_device = self.read_pil(data, index, lambda im: (
-            im.size, ycbcr_jpeg(im) and tables_defined(im) and scan_in_frame(raw, im)))
-        on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(raw)
+            im.size, ycbcr_jpeg(im) and tables_defined(im) and scan_in_frame(raw, sos, im)))
+        on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(raw, sos)
         return data, h, w, on_device
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from datasets import device_decode, worker_crop_loader
 from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker,
-                                    ends_after_scan, read_bytes, scan_in_frame, tables_defined, ycbcr_jpeg)
+                                    ends_after_scan, first_scan, read_bytes, scan_in_frame, tables_defined,
+                                    ycbcr_jpeg)
 from datasets.folders import image_folder
 from tests.data_formats import bad_scan, without_segment, write_jpeg
 from utils.trainer import decode_line
@@ -162,7 +163,7 @@ def test_a_jpeg_whose_first_scan_names_a_component_its_frame_lacks_goes_to_pil()
     grayscale one's single component included; a scan naming another id, none, or more than the
     standard's 4 does not, and libjpeg (PIL) refuses each."""
     arr = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    sound = lambda data: scan_in_frame(data, Image.open(io.BytesIO(data)))  # noqa: E731
+    sound = lambda data: scan_in_frame(data, first_scan(data), Image.open(io.BytesIO(data)))  # noqa: E731
     thumb = _jpeg(arr[:10, :10])
     legal = (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr[..., 0]), _jpeg(arr, exif=b"Exif\x00\x00" + thumb))
     assert all(sound(data) for data in legal)
@@ -175,7 +176,8 @@ def test_a_jpeg_whose_first_scan_names_a_component_its_frame_lacks_goes_to_pil()
         assert Image.open(io.BytesIO(bad)).size == (40, 30) and not sound(bad)
         with pytest.raises(OSError):
             Image.open(io.BytesIO(bad)).load()
-    assert not scan_in_frame(data[:sos + 6], Image.open(io.BytesIO(data)))  # cut inside the scan's header
+    cut = data[:sos + 6]  # inside the scan's header
+    assert not scan_in_frame(cut, first_scan(cut), Image.open(io.BytesIO(data)))
 
 
 def test_worker_share_is_a_fixed_spread_out_fraction():
@@ -190,23 +192,24 @@ def test_a_jpeg_is_whole_when_an_end_marker_follows_its_first_scan():
     """What a truncated file lacks, checked so that an Exif thumbnail's own end marker (which the
     main image's scan follows) or a trailer after the end cannot mislead it."""
     arr = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    whole = lambda data: ends_after_scan(data, first_scan(data))  # noqa: E731
     thumb = _jpeg(arr[:20, :30])
     for data in (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr, exif=b"Exif\x00\x00" + thumb)):
         assert Image.open(io.BytesIO(data)).size == (120, 90)
-        assert ends_after_scan(data) and ends_after_scan(data + b"trailer bytes")
+        assert whole(data) and whole(data + b"trailer bytes")
         for cut in (data[:-2], data[: len(data) // 2], data[: len(data) - 40]):
-            assert not ends_after_scan(cut)
+            assert not whole(cut)
             with pytest.raises(OSError, match="truncated"):  # what PIL says of each of them
                 Image.open(io.BytesIO(cut)).load()
     data = _jpeg(arr)
     app0 = 4 + (data[4] << 8 | data[5])  # SOI + the first segment
     junk = data[:app0] + b"\x00stray bytes" + data[app0:]  # skipped by PIL and libjpeg alike
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(junk))), np.asarray(Image.open(io.BytesIO(data))))
-    assert ends_after_scan(junk) and not ends_after_scan(junk[: len(junk) // 2])
+    assert whole(junk) and not whole(junk[: len(junk) // 2])
     cut = _jpeg(arr, exif=b"Exif\x00\x00" + thumb)
     cut = cut[: len(cut) // 2]
     assert cut.rfind(b"\xff\xd9") > cut.find(b"\xff\xda")  # a plain search is misled by the thumbnail
-    assert not ends_after_scan(cut)
+    assert not whole(cut)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
