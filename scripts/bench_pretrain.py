@@ -181,8 +181,9 @@ class Pipelines:
         return (lambda _: None), endless(input_stream(run or self.run, overlap=False))
 
     def builders(self, setting: str, datadir: str | None) -> tuple[dict, dict]:
-        """({name: builder} of the pipelines asked for, {variant name: (flags, spec)}): the --variants
-        are "ours" and "augment" again on a run with those input-side flags changed."""
+        """({name: builder} of the pipelines asked for, {variant name: (flags, spec, its run's
+        arguments)}): the --variants are "ours" and "augment" again on a run with those input-side
+        flags changed."""
         from utils.run import aug_config, build_loader
         kinds = {"model": self.model, "upstream": self.upstream, "ours": self.ours, "ours-other": self.ours_other,
                  "augment": self.augment}
@@ -197,7 +198,7 @@ class Pipelines:
             for kind in ("ours", "augment"):
                 if kind in self.a.pipelines and not (kind == "augment" and set(flags) == {"overlap_augment"}):
                     builders[f"{kind} [{spec}]"] = functools.partial(kinds[kind], vrun)  # overlap alone: no augment row
-                    variants[f"{kind} [{spec}]"] = (flags, spec)
+                    variants[f"{kind} [{spec}]"] = (flags, spec, vargs)
         return builders, variants
 
     def label(self, name: str) -> str:
@@ -219,7 +220,7 @@ def backlog(workers: int, augment_ahead: int) -> int:
     return 4 * workers + 2 + augment_ahead
 
 
-def measure(builders: dict, a, device: torch.device, backlogs: dict[str, int] | None = None):
+def measure(builders: dict, a, device: torch.device, backlogs: dict[str, int]):
     """Every pipeline ``a.repeats`` times, round-robin, so slow drifts of the machine hit them alike.
     From the second round on, a pipeline first works through its ``backlogs[name]`` steps made ahead
     while the others ran, so that its timed steps go at the pace its loader keeps up, not at that of
@@ -231,7 +232,7 @@ def measure(builders: dict, a, device: torch.device, backlogs: dict[str, int] | 
     for rep in range(a.repeats):
         for name, (step, _) in made.items():
             # compiled and warm after the first round
-            warmup = a.warmup if rep == 0 else max(min(a.warmup, 2), (backlogs or {}).get(name, 0))
+            warmup = a.warmup if rep == 0 else max(min(a.warmup, 2), backlogs[name])
             runs[name].append(timed(step, its[name], warmup, a.steps, a.min_seconds, a.batch_size, device))
             yield rep, name, runs
 
@@ -246,9 +247,8 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None):
     common = dict(setting=setting, workers=workers, model=args.model, precision=args.precision,
                   channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
                   augment_graph=args.augment_graph, augment_ahead=args.augment_ahead, blur_impl=args.blur_impl)
-    ahead = {n: variants[n][0].get("augment_ahead", args.augment_ahead) if n in variants else args.augment_ahead
-             for n in builders}
-    backlogs = {n: 0 if n == "model" else backlog(workers, ahead[n]) for n in builders}
+    backlogs = {n: 0 if n == "model" else backlog(workers, (variants[n][2] if n in variants else args).augment_ahead)
+                for n in builders}
     for rep, name, runs in measure(builders, a, pipes.run.device, backlogs):
         rate, model = runs[name][rep]["images_per_s"], runs.get("model", [])
         vs = f" ({rate / model[rep]['images_per_s']:.2f} of the model)" if len(model) > rep and name != "model" else ""
