@@ -62,11 +62,13 @@ def validate(args) -> None:
 
 
 def result_path(ckpt: str, dataset: str, metric: str) -> str:
+    """Where the result JSON goes: beside the checkpoint, named by dataset, metric and checkpoint."""
     name = os.path.splitext(os.path.basename(ckpt))[0]
     return os.path.join(os.path.dirname(os.path.abspath(ckpt)), f"linear-{dataset}-{metric}-{name}.json")
 
 
 def evaluate(local_rank: int, args) -> None:
+    """One rank's evaluation: frozen features of every split, then the sweep on rank 0."""
     import ignite.distributed as idist
 
     from augmentations import config_for_dataset

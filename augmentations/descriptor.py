@@ -32,6 +32,7 @@ def descriptor_layout(keys: list[str] | tuple[str, ...]) -> dict[str, slice]:
 
 
 def descriptor_dim(keys: list[str] | tuple[str, ...]) -> int:
+    """The projector's condition width for ``--aug-cond keys`` (unknown keys raise, naming the flag)."""
     return sum(DESCRIPTOR_DIMS[k] for k in check_keys(keys))
 
 

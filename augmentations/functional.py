@@ -50,15 +50,18 @@ def rgb_to_gray(x: Tensor) -> Tensor:
 
 
 def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
+    """torchvision's ``adjust_brightness`` with one factor per image; ``x`` in [0, 1]."""
     return (x * _per_sample(factor, x)).clamp_(0.0, 1.0)  # the blend with black, exactly
 
 
 def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
+    """torchvision's ``adjust_contrast`` per image: a blend with the image's mean grey level."""
     mean = rgb_to_gray(x).mean(dim=(1, 2, 3), keepdim=True)
     return _blend(x, mean, factor)
 
 
 def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """torchvision's ``adjust_saturation`` per image: a blend with the image's own greyscale."""
     return _blend(x, rgb_to_gray(x), factor)
 
 
@@ -115,6 +118,7 @@ def jitter_in_order(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
 
 
 def grayscale(x: Tensor) -> Tensor:
+    """torchvision's 3-channel ``rgb_to_grayscale``, as a broadcast view (no copy of the grey plane)."""
     return rgb_to_gray(x).expand(-1, 3, -1, -1)
 
 
@@ -167,6 +171,7 @@ def _shifted_sum(y: Tensor, k: Tensor, dim: int, size: int) -> Tensor:
 
 
 def solarize(x: Tensor, threshold: Tensor) -> Tensor:
+    """torchvision's ``solarize`` with one threshold per image: pixels at or above it are inverted."""
     return torch.where(x >= _per_sample(threshold, x), 1.0 - x, x)
 
 
@@ -179,10 +184,12 @@ def rotate90(x: Tensor, k: Tensor) -> Tensor:
 
 
 def hflip(x: Tensor, flip: Tensor) -> Tensor:
+    """Mirror the images where the bool ``flip`` [B] is set; the others pass unchanged."""
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """(x - mean) / std per channel, the constants cached per device and dtype."""
     m = constant(tuple(mean), x.device, x.dtype).view(1, -1, 1, 1)
     s = constant(tuple(std), x.device, x.dtype).view(1, -1, 1, 1)
     return (x - m) / s

@@ -60,6 +60,7 @@ class ViewParams:
                 if f.name not in ("box", "src_size", "color_diff")}
 
     def to(self, device: torch.device | str) -> "ViewParams":
+        """Every field moved to ``device``."""
         return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def __getitem__(self, idx) -> "ViewParams":
@@ -70,4 +71,5 @@ class ViewParams:
 
     @staticmethod
     def cat(records: list["ViewParams"]) -> "ViewParams":
+        """The records of consecutive batches as one record, field by field, in their order."""
         return ViewParams(**{f.name: torch.cat([getattr(r, f.name) for r in records]) for f in fields(ViewParams)})

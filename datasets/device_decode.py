@@ -177,6 +177,7 @@ class BytesBatch(NamedTuple):
     indices: Tensor  # int64 [B]: each item's index in the dataset (to name a file the device cannot decode)
 
     def encoded_bytes(self, idx: list[int], offsets: list[int]) -> list[Tensor]:
+        """Files ``idx`` of the batch's payload, as views into it (``offsets``: ``self.offsets`` as a list)."""
         return [self.data[offsets[i]:offsets[i + 1]] for i in idx]
 
 

@@ -26,6 +26,8 @@ SEEDED = {"cifar10": (45000, 5000, 43), "cifar100": (45000, 5000, 44), "food101"
 
 @dataclass
 class Splits:
+    """A downstream dataset's train / val / test splits (val picks the weight decay, test is reported)."""
+
     train: Dataset
     val: Dataset
     test: Dataset
@@ -56,6 +58,8 @@ def n_shot(ds: Dataset, labels: list[int], n: int, seed: int = 0) -> Subset:
 
 
 def fixed_split(ds: Dataset, name: str, root: str) -> tuple[Subset, Subset]:
+    """``ds`` cut into the shipped fixed train / val index lists of ``name`` (``datasets/splits/<name>.json``), the
+    same on every machine; a dataset too small for them is a DataError naming ``--datadir``."""
     lists = json.loads((SPLITS_DIR / f"{name}.json").read_text())
     top = max(max(lists["train"]), max(lists["val"]))
     if top >= len(ds):

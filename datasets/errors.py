@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 
 class DataError(ValueError):
-    pass
+    """Bad data on disk or a bad data flag; the entry points print it as one line and stop."""
 
 
 def from_torchvision(make: Callable[[], T], root: str, name: str, layout: str | None = None) -> T:

@@ -18,11 +18,13 @@ from .pretrain import TensorImages
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The epoch's order of the ``n`` images, from (seed, epoch) alone: the same on every rank and after a resume."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g)
 
 
 def check_batch_fits(n: int, batch_size: int, world: int) -> None:
+    """Refuse, naming ``--batch-size``, a global batch larger than the dataset (an epoch of 0 steps)."""
     if n < batch_size * world:
         raise ValueError(f"--batch-size {batch_size * world} is larger than the dataset ({n} images)")
 
@@ -101,6 +103,8 @@ class TwoCrops(Dataset):
 
 def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num_workers: int,
                        rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
+    """The upstream-style CPU path: workers decode with PIL and crop both views (``TwoCrops``); batches
+    hold uint8 crops, boxes and source sizes, and everything after the crop is done on the device."""
     check_batch_fits(len(base), batch_size, world)
     sampler = EpochIndexSampler(len(base), batch_size, seed, rank, world)
     return DataLoader(TwoCrops(base, size, seed), batch_size=batch_size, sampler=sampler, num_workers=num_workers,

@@ -44,12 +44,15 @@ class TensorImages:
 
 @dataclass
 class PretrainData:
+    """A pretraining dataset: in memory (``TensorImages``) or a folder of files read by a loader."""
+
     train: TensorImages | Dataset  # images for the two views
     knn_train: TensorImages | Dataset | None  # labelled splits for the k-NN monitor (None: no labels)
     knn_test: TensorImages | Dataset | None
 
     @property
     def in_memory(self) -> bool:
+        """Whether the images are held as one uint8 tensor (and views are made from it on the device)."""
         return isinstance(self.train, TensorImages)
 
 

@@ -23,9 +23,11 @@ class AugSelfHeads(nn.Module):
 
     @property
     def keys(self) -> list[str]:
+        """The augmentations the heads predict, in the order of their weights."""
         return list(self.weights)
 
     def piece_loss(self, key: str, pred: Tensor, target: Tensor) -> Tensor:
+        """One head's loss, in fp32: BCE for flip, cross-entropy for rotation, else MSE on tanh outputs."""
         pred = pred.float()
         if key == "flip":
             return F.binary_cross_entropy_with_logits(pred, target.float())

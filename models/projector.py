@@ -52,6 +52,7 @@ class ConditionSpec:
 
     @property
     def active(self) -> bool:
+        """Whether the projector takes the descriptor (every injection but ``proj-none``)."""
         return self.injection != "proj-none"
 
 

@@ -66,6 +66,7 @@ def stage_features(backbone: nn.Module, x: Tensor) -> dict[str, Tensor]:
 
 
 def mean_cosine(a: Tensor, b: Tensor) -> float:
+    """Mean cosine similarity of the rows of ``a`` and ``b``, pair by pair, in fp32."""
     return float(F.cosine_similarity(a.float(), b.float(), dim=1).mean())
 
 

@@ -11,7 +11,7 @@ import torch
 
 
 class CheckpointError(ValueError):
-    pass
+    """A checkpoint that cannot be read, written or used; printed as one line naming the path."""
 
 
 def save_atomic(obj: dict[str, Any], path: str) -> None:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 
 def is_dist() -> bool:
+    """Whether a process group is up (false in a one-process run)."""
     return dist.is_available() and dist.is_initialized()
 
 
@@ -51,6 +52,7 @@ def all_reduce_sum(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def all_reduce_sum_no_grad(x: Tensor) -> Tensor:
+    """``x`` summed over the ranks (``x`` itself when not distributed); the input is left untouched."""
     if is_dist():
         x = x.clone()
         dist.all_reduce(x)

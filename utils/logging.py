@@ -28,11 +28,13 @@ class RunLogger:
             self.wandb = init_wandb(logdir, args)
 
     def info(self, msg: str) -> None:
+        """Print ``msg`` and append it to the run's log file (nothing when disabled)."""
         if self.enabled:
             print(msg, flush=True)
             self.file.write(msg + "\n")
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        """Log ``values`` at ``step`` to TensorBoard, and to wandb when it is on (nothing when disabled)."""
         if not self.enabled:
             return
         for k, v in values.items():
@@ -41,6 +43,7 @@ class RunLogger:
             self.wandb.log(values, step=step)
 
     def close(self) -> None:
+        """Flush and close the writers."""
         if self.enabled:
             self.tb.close()
             self.file.close()
@@ -76,6 +79,7 @@ class Pace:
     k-NN evaluations and checkpoints are."""
 
     def start(self, now: float, step: int) -> None:
+        """Begin timing at ``step`` (also after a resume, so the first window is not the restart's)."""
         self.t, self.step, self.t0, self.step0 = now, step, None, step
 
     def update(self, now: float, step: int, total_steps: int) -> tuple[float, float]:

@@ -47,6 +47,8 @@ def launcher_world() -> int | None:
 
 
 def world_size_of(args) -> int:
+    """The number of processes the run will have: a launcher's, else ``--nproc-per-node``, else every
+    visible GPU (1 without ``--distributed`` or on the CPU)."""
     if not args.distributed:
         return 1
     launched = launcher_world()

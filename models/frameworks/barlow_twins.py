@@ -1,11 +1,13 @@
 """Barlow Twins: cross-correlation of the two views' BN-standardised embeddings over the global batch."""
 from __future__ import annotations
 
+from torch import Tensor
+
 from utils.distributed import all_reduce_sum, world_size
 
 from ..losses import barlow_twins_loss
 from ..projector import ProjectorSpec
-from .base import Framework, fp32
+from .base import Framework, FrameworkOptions, fp32
 
 BIAS_LR_SCALE = 0.024  # biases and BN parameters train at lr x 0.024, as the official recipe
 
@@ -14,12 +16,12 @@ class BarlowTwins(Framework):
     warmup_epochs = 10
 
     @staticmethod
-    def projector_spec(feat_dim, opts):
+    def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:
         w = opts.proj_hidden or 8192
         return ProjectorSpec(hidden=w, out=8192 if opts.proj_hidden is None else w, depth=3,
                              last_bn=True, last_bn_affine=False)
 
-    def ssl_forward(self, x1, x2, d1, d2):
+    def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(y1, d1).float(), self.projector(y2, d2).float()
         with fp32(z1):
@@ -27,7 +29,7 @@ class BarlowTwins(Framework):
             loss = barlow_twins_loss(c, self.opts.barlow_lambda)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
-    def param_groups(self):
+    def param_groups(self) -> list[dict]:
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": [p for p in params if p.ndim != 1], "lr_scale": 1.0},
                 {"params": [p for p in params if p.ndim == 1], "lr_scale": BIAS_LR_SCALE}]

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ..losses import byol_loss
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, fp32, cosine_momentum, momentum_copy
+from .base import Framework, FrameworkOptions, fp32, cosine_momentum, momentum_copy
 
 
 class BYOL(Framework):
@@ -17,10 +18,10 @@ class BYOL(Framework):
         self.target_projector = momentum_copy(self.projector)  # conditioned on the same descriptor
 
     @staticmethod
-    def projector_spec(feat_dim, opts):
+    def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:
         return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=256, depth=2)
 
-    def ssl_forward(self, x1, x2, d1, d2):
+    def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(y1, d1), self.projector(y2, d2)
         p1, p2 = self.predictor(z1).float(), self.predictor(z2).float()
@@ -31,5 +32,5 @@ class BYOL(Framework):
             loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
-    def on_after_step(self, step, total_steps):
+    def on_after_step(self, step: int, total_steps: int) -> None:
         self.update_targets(cosine_momentum(self.opts.byol_momentum, step, total_steps))

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from utils.distributed import gather_no_grad
 
 from ..losses import info_nce
 from ..projector import ProjectorSpec
-from .base import Framework, fp32, momentum_copy
+from .base import Framework, FrameworkOptions, fp32, momentum_copy
 
 
 class MoCo(Framework):
@@ -23,10 +24,10 @@ class MoCo(Framework):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @staticmethod
-    def projector_spec(feat_dim, opts):
+    def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:
         return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=128, depth=2)
 
-    def ssl_forward(self, x1, x2, d1, d2):
+    def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
         y1 = self.backbone(x1)
         q = F.normalize(self.projector(y1, d1).float(), dim=1)
         with torch.no_grad():
@@ -46,5 +47,5 @@ class MoCo(Framework):
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
-    def on_after_step(self, step, total_steps):
+    def on_after_step(self, step: int, total_steps: int) -> None:
         self.update_targets(self.opts.moco_momentum)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from utils.distributed import gather_no_grad, rank
 
 from ..losses import mocov3_contrastive
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, fp32, cosine_momentum, momentum_copy
+from .base import Framework, FrameworkOptions, fp32, cosine_momentum, momentum_copy
 
 
 class MoCoV3(Framework):
@@ -22,10 +23,10 @@ class MoCoV3(Framework):
         self.target_projector = momentum_copy(self.projector)
 
     @staticmethod
-    def projector_spec(feat_dim, opts):
+    def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:
         return ProjectorSpec(hidden=opts.proj_hidden or 4096, out=256, depth=3, last_bn=True, last_bn_affine=False)
 
-    def ssl_forward(self, x1, x2, d1, d2):
+    def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(y1, d1), self.projector(y2, d2)
         q1, q2 = self.predictor(z1).float(), self.predictor(z2).float()
@@ -37,5 +38,5 @@ class MoCoV3(Framework):
             loss = mocov3_contrastive(q1, gather_no_grad(k2), t, off) + mocov3_contrastive(q2, gather_no_grad(k1), t, off)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": q1, "z2": k2}
 
-    def on_after_step(self, step, total_steps):
+    def on_after_step(self, step: int, total_steps: int) -> None:
         self.update_targets(cosine_momentum(self.opts.mocov3_momentum, step, total_steps))

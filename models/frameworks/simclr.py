@@ -1,19 +1,21 @@
 """SimCLR: NT-Xent over the 2N views (negatives local by default, as upstream)."""
 from __future__ import annotations
 
+from torch import Tensor
+
 from utils.distributed import gather_with_grad, rank
 
 from ..losses import nt_xent
 from ..projector import ProjectorSpec
-from .base import Framework, fp32
+from .base import Framework, FrameworkOptions, fp32
 
 
 class SimCLR(Framework):
     @staticmethod
-    def projector_spec(feat_dim, opts):
+    def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:
         return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=128, depth=2)
 
-    def ssl_forward(self, x1, x2, d1, d2):
+    def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
         y1, y2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(y1, d1).float(), self.projector(y2, d2).float()
         with fp32(z1):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from utils.distributed import all_reduce_sum_no_grad, world_size
 
 from ..losses import sinkhorn, swav_loss
 from ..projector import ProjectorSpec
-from .base import Framework, fp32
+from .base import Framework, FrameworkOptions, fp32
 
 
 class SwAV(Framework):
@@ -18,14 +18,14 @@ class SwAV(Framework):
         self.prototypes = nn.Linear(128, self.opts.swav_prototypes, bias=False)
 
     @staticmethod
-    def projector_spec(feat_dim, opts):
+    def projector_spec(feat_dim: int, opts: FrameworkOptions) -> ProjectorSpec:
         return ProjectorSpec(hidden=opts.proj_hidden or 2048, out=128, depth=2)
 
     def codes(self, scores: torch.Tensor) -> torch.Tensor:
         o = self.opts
         return sinkhorn(scores, o.swav_eps, o.swav_iters, all_reduce_sum_no_grad, scores.shape[0] * world_size())
 
-    def ssl_forward(self, x1, x2, d1, d2):
+    def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
         if self.training:
             with torch.no_grad():  # prototypes live on the unit sphere
                 self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
@@ -37,6 +37,6 @@ class SwAV(Framework):
             loss = swav_loss(s1, s2, self.codes(s1.detach()), self.codes(s2.detach()), self.opts.swav_temperature)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
-    def on_before_optimizer_step(self, step):
+    def on_before_optimizer_step(self, step: int) -> None:
         if step < self.opts.swav_freeze_iters:
             self.prototypes.weight.grad = None
