@@ -25,16 +25,19 @@ BACKBONE_COMPILE_BACKEND = "inductor"  # for --compile (--compile-mode applies t
 
 
 def condition_spec(args) -> ConditionSpec:
+    """How the projector takes the descriptor (``--aug-*`` flags); width 0 for the baseline."""
     dim = descriptor_dim(args.aug_cond) if args.aug_inj_type != "proj-none" else 0
     return ConditionSpec(dim, args.aug_treatment, args.aug_inj_type, args.aug_nn_width, args.aug_nn_depth,
                          args.aug_hn_type)
 
 
 def augself_weights(args) -> dict[str, float]:
+    """The AugSelf heads asked for (``--ss-<key>`` above 0) and their loss weights."""
     return {k: getattr(args, f"ss_{k}") for k in AUGSELF_OUT if getattr(args, f"ss_{k}") > 0}
 
 
 def build_model(args, image_size: int) -> Framework:
+    """The framework with its backbone, conditioned projector and AugSelf heads, on the CPU."""
     opts = FrameworkOptions(proj_hidden=args.proj_hidden, imagenet=args.dataset in ("imagenet100", "folder"),
                             moco_enqueue=args.moco_enqueue, simclr_global_negatives=args.simclr_global_negatives)
     return build_framework(args.framework, args.model, condition_spec(args), opts, augself_weights(args),
@@ -47,6 +50,8 @@ def scaled_lr(args) -> float:
 
 
 def build_optimizer(framework: Framework, args) -> torch.optim.Optimizer:
+    """The framework's optimiser (SGD, or AdamW for MoCo v3) at the scaled learning rate; the
+    schedule sets each group's rate from ``lr_scale`` / ``fixed_lr`` every epoch."""
     lr = scaled_lr(args)
     groups = framework.param_groups()
     if framework.optimizer == "adamw":
@@ -87,7 +92,8 @@ class Run:
         set_lr(self.optimizer, scaled_lr(self.args), factor)
 
 
-def build_loader(args, data: PretrainData, size: int, device: torch.device, rank: int = 0, world: int = 1):
+def build_loader(args, data: PretrainData, size: int, device: torch.device, rank: int = 0,
+                 world: int = 1) -> DeviceBatches | DeviceDecodePrefetcher | DevicePrefetcher:
     """This rank's batches: the tensor dataset on the device, or a JPEG folder decoded as
     ``args.jpeg_decode`` says (nvJPEG on the device, or PIL in workers)."""
     per_rank = args.batch_size // world
@@ -107,6 +113,7 @@ def aug_config(args) -> AugConfig:
 
 
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
+    """This rank's Run; the same seed on every rank gives every rank the same initial weights."""
     cfg = aug_config(args)
     data = build_pretrain_data(args.dataset, args.datadir, args.download)
     loader = build_loader(args, data, cfg.size, device, rank, world)

@@ -4,12 +4,15 @@
 either the whole step on loader batches or the model step on inputs made ahead (``InputStream``)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from ignite.engine import Engine
+from torch import Tensor
 from torch.profiler import record_function
 from torch.utils._pytree import tree_map
 
-from augmentations import ViewAugment, ViewDraws, augself_targets, build_descriptor, compiled
+from augmentations import ViewAugment, ViewDraws, ViewParams, augself_targets, build_descriptor, compiled
 
 from .input_stream import InputStream
 from .run import Run
@@ -26,7 +29,7 @@ def _sources(run: Run, batch) -> tuple[tuple, tuple]:
     return (v1, b1, s1), (v2, b2, s2)
 
 
-def make_views(run: Run, batches: list, aug: ViewAugment):
+def make_views(run: Run, batches: list, aug: ViewAugment) -> tuple[Tensor, ViewParams, Tensor, ViewParams]:
     """Loader batches -> (x1, record1, x2, record2) for all of them, joined, on the device.
 
     With ``--augment-ahead`` 1, one batch goes through ``aug`` as it is. Else the batches are joined
@@ -62,7 +65,7 @@ def split_steps(inputs, n: int) -> list:
     return [tree_map(lambda t: t[i * b:(i + 1) * b] if torch.is_tensor(t) else t, inputs) for i in range(n)]
 
 
-def make_inputs(run: Run):
+def make_inputs(run: Run) -> Callable[[list], list]:
     """The step's input side: loader batches -> one (x1, x2, d1, d2, AugSelf targets) per batch,
     made together (``make_views``) and compiled with ``--compile-augment``; descriptors and targets
     are None where the method has none."""
@@ -88,7 +91,7 @@ def make_inputs(run: Run):
     return inputs
 
 
-def make_model_step(run: Run, total_steps: int):
+def make_model_step(run: Run, total_steps: int) -> Callable[[Engine, tuple], dict[str, Tensor]]:
     """The step after the input side: (x1, x2, d1, d2, targets) -> loss, backward, optimiser, hooks."""
 
     def model_step(engine: Engine, inputs) -> dict[str, torch.Tensor]:
@@ -109,7 +112,7 @@ def make_model_step(run: Run, total_steps: int):
     return model_step
 
 
-def make_step(run: Run, total_steps: int):
+def make_step(run: Run, total_steps: int) -> Callable[[Engine, object], dict[str, Tensor]]:
     """The whole step on a loader batch: make_inputs, then make_model_step."""
     inputs, model_step = make_inputs(run), make_model_step(run, total_steps)
 
@@ -126,7 +129,7 @@ def input_stream(run: Run, overlap: bool | None = None) -> InputStream:
     return InputStream(run.loader, make_inputs(run), run.device, ahead=run.args.augment_ahead, overlap=overlap)
 
 
-def engine_and_data(run: Run, total_steps: int):
+def engine_and_data(run: Run, total_steps: int) -> tuple[Callable[[Engine, object], dict[str, Tensor]], Iterable]:
     """(step function, data) for the Engine: with ``--augment-ahead`` > 1 or ``--overlap-augment`` the
     data is an InputStream of step inputs and the step is the model step; else the loader and the whole step."""
     if run.args.overlap_augment or run.args.augment_ahead > 1:

@@ -24,6 +24,8 @@ from .validate import changed_since
 
 
 def checkpoint_state(run: Run, engine: Engine) -> dict[str, Any]:
+    """Everything a resume needs to continue exactly: weights, optimiser, scaler, engine, RNG and
+    arguments; the backbone alone too, for evaluation without the framework."""
     rng = {"torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
@@ -33,6 +35,7 @@ def checkpoint_state(run: Run, engine: Engine) -> dict[str, Any]:
 
 
 def restore(run: Run, engine: Engine, ckpt: dict[str, Any]) -> None:
+    """Load ``checkpoint_state`` back into ``run`` and ``engine``."""
     run.framework.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scaler.load_state_dict(ckpt["scaler"])
@@ -43,6 +46,7 @@ def restore(run: Run, engine: Engine, ckpt: dict[str, Any]) -> None:
 
 
 def knn_monitor(run: Run) -> dict[str, float]:
+    """1-NN and weighted k-NN accuracy of the backbone's features on the dataset's labelled splits."""
     a, bb = run.args, run.framework.backbone
     kw = dict(batch_size=256, mean=run.cfg.mean, std=run.cfg.std, num_workers=a.num_workers,
               channels_last=a.channels_last)
@@ -56,6 +60,7 @@ def knn_monitor(run: Run) -> dict[str, float]:
 
 
 def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
+    """Per-epoch seeding and schedule, progress lines, the k-NN monitor and checkpoints."""
     a, logdir = run.args, run.args.logdir
     master = run.rank == 0
     pace = Pace()
@@ -129,6 +134,7 @@ def method_line(a, cfg: AugConfig) -> str:
 
 
 def device_word(device_type: str) -> str:
+    """The device as the opening lines name it: GPU or CPU."""
     return "GPU" if device_type == "cuda" else device_type.upper()
 
 
