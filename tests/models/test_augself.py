@@ -1,0 +1,74 @@
+"""AugSelf heads: each piece's loss against its closed form, the weighted two-direction total, and the
+checks on the pieces asked for."""
+import math
+
+import pytest
+import torch
+
+from models.augself import AUGSELF_OUT, AugSelfHeads
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_piece_losses_match_their_closed_forms():
+    heads = AugSelfHeads(4, {"crop": 1.0})
+    pred = torch.tensor([[0.3, -1.2], [2.0, 0.0]])
+    target = torch.tensor([[0.1, -0.5], [0.9, 0.2]])
+    mse = sum((math.tanh(p) - t) ** 2 for p, t in zip(pred.flatten().tolist(), target.flatten().tolist())) / 4
+    assert heads.piece_loss("crop", pred, target).item() == pytest.approx(mse, rel=1e-6)
+
+    logits, flips = torch.tensor([[1.5], [-0.4], [0.0]]), torch.tensor([[1.0], [0.0], [1.0]])
+    bce = -sum(t * math.log(sigmoid(p)) + (1 - t) * math.log(1 - sigmoid(p))
+               for p, t in zip(logits.flatten().tolist(), flips.flatten().tolist())) / 3
+    assert heads.piece_loss("flip", logits, flips).item() == pytest.approx(bce, rel=1e-6)
+
+    scores, quarter_turns = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4]]), torch.tensor([0, 3])
+    ce = -sum(math.log(math.exp(s[k]) / sum(math.exp(v) for v in s))
+              for s, k in zip(scores.tolist(), quarter_turns.tolist())) / 2
+    assert heads.piece_loss("rot", scores, quarter_turns).item() == pytest.approx(ce, rel=1e-6)
+
+
+def test_piece_loss_is_fp32_for_half_precision_predictions():
+    heads = AugSelfHeads(4, {"color": 1.0})
+    torch.manual_seed(0)
+    pred, target = torch.randn(6, 4).bfloat16(), torch.rand(6, 4)
+    loss = heads.piece_loss("color", pred, target)
+    assert loss.dtype == torch.float32
+    expected = sum((math.tanh(p) - t) ** 2 for p, t in zip(pred.float().flatten().tolist(), target.flatten().tolist()))
+    assert loss.item() == pytest.approx(expected / 24, rel=1e-6)  # not rounded to bf16's 3 significant digits
+
+
+def test_total_is_the_weighted_mean_of_both_directions_and_each_piece_is_reported():
+    torch.manual_seed(0)
+    feat, n = 6, 5
+    heads = AugSelfHeads(feat, {"crop": 0.5, "flip": 0.25})
+    y1, y2 = torch.randn(n, feat), torch.randn(n, feat)
+    t12 = {"crop": torch.rand(n, 4) * 2 - 1, "flip": torch.randint(0, 2, (n, 1)).float()}
+    t21 = {"crop": torch.rand(n, 4) * 2 - 1, "flip": torch.randint(0, 2, (n, 1)).float()}
+    total, stats = heads(y1, y2, (t12, t21))
+
+    def direction(k, a, b, t):  # each head sees [first view's features, second view's features]
+        return heads.piece_loss(k, heads.heads[k](torch.cat([a, b], 1)), t[k])
+    pieces = {k: (direction(k, y1, y2, t12) + direction(k, y2, y1, t21)) / 2 for k in ("crop", "flip")}
+    assert total.item() == pytest.approx(0.5 * pieces["crop"].item() + 0.25 * pieces["flip"].item(), rel=1e-6)
+    assert set(stats) == {"augself_crop", "augself_flip"}
+    assert all(stats[f"augself_{k}"].item() == pytest.approx(v.item(), rel=1e-6) for k, v in pieces.items())
+    swapped, _ = heads(y2, y1, (t21, t12))  # the views' roles exchanged, targets with them: the same loss
+    assert swapped.item() == pytest.approx(total.item(), rel=1e-6)
+    total.backward()
+    assert all(p.grad is not None for p in heads.parameters())
+
+
+def test_heads_have_the_recipe_shape_and_only_positive_weights_make_one():
+    heads = AugSelfHeads(10, {"crop": 0.5, "color": 0.0, "rot": -1.0, "sol": 0.1})
+    assert heads.keys == ["crop", "sol"] and set(heads.heads) == {"crop", "sol"}
+    linears = [m for m in heads.heads["crop"] if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(20, 512), (512, 512), (512, AUGSELF_OUT["crop"])]
+    assert heads.heads["sol"][-1].out_features == AUGSELF_OUT["sol"] == 1
+
+
+def test_an_unknown_piece_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"unknown AugSelf piece\(s\) \['hue'\]"):
+        AugSelfHeads(8, {"crop": 1.0, "hue": 1.0})
