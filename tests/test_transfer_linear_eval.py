@@ -123,6 +123,19 @@ def test_tensorboard_logging(colordigits_ckpt, tmp_path):
     assert any(t.endswith("/test_top1") for t in tags)
 
 
+def test_wandb_offline_logs_the_result_beside_the_checkpoint(colordigits_ckpt, tmp_path, monkeypatch):
+    import shutil
+    ckpt = shutil.copy(colordigits_ckpt, tmp_path / "ckpt-last.pth")  # the run goes beside it: not the shared one
+    monkeypatch.setenv("WANDB_PROJECT", "cassle-test")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run(["--pretrain-data", "colordigits", "--ckpt", ckpt, "--model", "mini_resnet",
+         "--dataset", "colordigits-color", "--num-workers", "0", "--max-iter", "50"])
+    (offline,) = (tmp_path / "wandb").glob("offline-run-*")
+    (record,) = offline.rglob("*.wandb")
+    assert b"linear/colordigits-color/ckpt-last.pth/test_top1" in record.read_bytes()
+
+
 def test_pretrain_data_and_model_come_from_the_checkpoint_and_must_agree_with_it(colordigits_ckpt, tmp_path, capsys):
     """Left out, --pretrain-data and --model are the checkpoint's own --dataset and --model (upstream's
     stl10 and resnet18 for a checkpoint without them); a --pretrain-data that would resize or normalise

@@ -77,8 +77,12 @@ def _features(local_rank, out_dir):
     data = torch.utils.data.Subset(build_downstream("colordigits", None, eval_transform("colordigits")).test,
                                    range(37))  # not divisible by 2: exercises the padding
     f, y = sharded_features(net, data, torch.device("cpu"), 8, 0)
+    # multi-crop items, as --ten-crop's training split gives: three crops per image, a row per crop
+    crops = [(torch.stack([x, x.flip(-1), x.roll(3, -1)]), label) for x, label in data]
+    multi = torch.utils.data.TensorDataset(torch.stack([c for c, _ in crops]), torch.tensor([y for _, y in crops]))
+    fm, ym = sharded_features(net, multi, torch.device("cpu"), 8, 0)
     if idist.get_rank() == 0:
-        torch.save({"f": f, "y": y}, os.path.join(out_dir, "feats.pt"))
+        torch.save({"f": f, "y": y, "fm": fm, "ym": ym}, os.path.join(out_dir, "feats.pt"))
 
 
 def test_sharded_feature_extraction_equals_single_process(tmp_path):
@@ -90,3 +94,6 @@ def test_sharded_feature_extraction_equals_single_process(tmp_path):
     assert two["f"].shape == (37, 128)
     torch.testing.assert_close(two["f"], one["f"], atol=1e-5, rtol=1e-5)
     assert torch.equal(two["y"], one["y"])
+    assert two["fm"].shape == (3 * 37, 128) and torch.equal(two["ym"], one["y"].repeat_interleave(3))
+    torch.testing.assert_close(two["fm"], one["fm"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(two["fm"][::3], one["f"], atol=1e-5, rtol=1e-5)  # each image's first crop: itself

@@ -53,3 +53,17 @@ def test_extract_features_from_uint8_tensors_normalises_and_restores_mode():
     assert f.shape == (5, 12) and torch.equal(y, torch.arange(5))
     torch.testing.assert_close(f, torch.full((5, 12), 2.0), atol=1e-4, rtol=0)  # (1 - 0.5) / 0.25, eval BN
     assert net.training
+
+
+def test_extract_features_gives_one_row_per_crop_of_a_multi_crop_dataset():
+    """Ten-crop style items ([crops, 3, H, W]): each crop is its own row, in crop order, its label repeated."""
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.rand(3, 3, 4, 4, generator=g), label) for label in (7, 2, 5, 1, 4)]
+    data = torch.utils.data.TensorDataset(torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items]))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 6))
+    f, y = extract_features(net, data, torch.device("cpu"), batch_size=2)
+    assert f.shape == (15, 6)
+    assert y.tolist() == [7] * 3 + [2] * 3 + [5] * 3 + [1] * 3 + [4] * 3
+    with torch.no_grad():
+        expected = torch.cat([net(x) for x, _ in items])  # image by image, its crops as a batch
+    torch.testing.assert_close(f, expected)

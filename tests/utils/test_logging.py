@@ -1,10 +1,11 @@
 """error_line: bad-input errors become one line, also when a DataLoader worker raised them; bugs do not.
-Pace, duration: the rate and ETA in the progress lines."""
+Pace, duration: the rate and ETA in the progress lines. write_json is atomic; a wandb that cannot start
+leaves the run logging to its file and TensorBoard."""
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
 from datasets.errors import DataError
-from utils.logging import Pace, duration, error_line
+from utils.logging import Pace, RunLogger, duration, error_line
 
 
 class _Fails(Dataset):
@@ -78,3 +79,20 @@ def test_pace_leaves_the_start_up_window_out_of_the_time_left():
     assert p.update(125.0, 30, 1000) == (1.5, 970 * 1.25)  # (a k-NN evaluation ran in this window)
     p.start(500.0, 200)  # a resumed run starts its own count
     assert p.update(530.0, 210, 1000) == (3.0, 790 * 3.0)
+
+
+def test_a_wandb_that_fails_to_start_is_a_warning_and_the_run_logs_on(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    def refuse(**kwargs):
+        raise ConnectionError("no network")
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Settings=lambda **kw: None, init=refuse))
+    monkeypatch.setenv("WANDB_PROJECT", "cassle-test")
+    with pytest.warns(UserWarning, match=r"^wandb disabled: ConnectionError: no network$"):
+        log = RunLogger(str(tmp_path), {"seed": 0})
+    assert log.wandb is None
+    log.info("epoch 1")
+    log.scalars({"train/loss": 1.0}, 1)
+    log.close()
+    assert (tmp_path / "log.txt").read_text() == "epoch 1\n" and list(tmp_path.glob("events.out.tfevents.*"))
