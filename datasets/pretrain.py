@@ -99,13 +99,18 @@ def check_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
     """Cheap presence check of ``--datadir`` (files, folders), without reading the images."""
     if dataset not in PRETRAIN_DATASETS:
         raise DataError(f"--dataset must be one of {PRETRAIN_DATASETS}, got {dataset!r}")
-    if dataset == "colordigits" or download:
+    if dataset == "colordigits":
         return
+    kind = "stl10" if dataset.startswith("stl10") else dataset
     if not datadir:
-        raise DataError(f"--dataset {dataset} needs --datadir")
+        fetch = " (or that --download fills)" if kind in _TV_FILES else ""
+        raise DataError(f"--dataset {dataset} needs --datadir, the folder that holds it{fetch}")
+    if download:
+        if kind in _TV_FILES:
+            return  # torchvision fetches the files into --datadir (and checks them)
+        raise DataError(f"--download: torchvision cannot fetch --dataset {dataset}; give the images in --datadir")
     if not os.path.isdir(datadir):
         raise DataError(f"--datadir {datadir}: no such directory")
-    kind = "stl10" if dataset.startswith("stl10") else dataset
     if kind in _TV_FILES:
         missing = [f for f in _TV_FILES[kind] if not os.path.isfile(os.path.join(datadir, f))]
         if missing:

@@ -162,6 +162,12 @@ def _expect_error(argv, capsys, pattern):
 
 @pytest.mark.parametrize("extra,pattern", [
     (["--dataset", "cifar10", "--datadir", "/nonexistent/x"], r"--datadir /nonexistent/x: no such directory"),
+    (["--dataset", "stl10"],
+     r"--dataset stl10 needs --datadir, the folder that holds it \(or that --download fills\)$"),
+    (["--dataset", "cifar10", "--download"], r"--dataset cifar10 needs --datadir, the folder that holds it \(or that"),
+    (["--dataset", "imagenet100"], r"--dataset imagenet100 needs --datadir, the folder that holds it$"),
+    (["--dataset", "imagenet100", "--download", "--datadir", "/x"],
+     r"--download: torchvision cannot fetch --dataset imagenet100; give the images in --datadir$"),
     (["--dataset", "imagenet"], r"--dataset must be one of"),
     (["--model", "resnet99"], r"--model must be one of"),
     (["--framework", "dino"], r"--framework must be one of"),

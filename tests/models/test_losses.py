@@ -42,6 +42,19 @@ def test_nt_xent_with_gathered_keys_equals_local_on_one_rank():
     assert L.nt_xent(z1, z2, 0.5, z1, z2, 0).item() == pytest.approx(L.nt_xent(z1, z2, 0.5).item(), rel=1e-6)
 
 
+def test_nt_xent_with_global_negatives_averaged_over_ranks_is_the_whole_batch_loss():
+    """--simclr-global-negatives: each rank's queries against the gathered keys, its rows at its offset;
+    the ranks' mean (what DDP's averaged gradients descend) is the loss of the global batch on one GPU."""
+    g = torch.Generator().manual_seed(2)
+    z1, z2 = torch.randn(12, 8, generator=g), torch.randn(12, 8, generator=g)
+    world, n = 3, 4
+    per_rank = [L.nt_xent(z1[r * n:(r + 1) * n], z2[r * n:(r + 1) * n], 0.2, z1, z2, offset=r * n)
+                for r in range(world)]
+    assert sum(x.item() for x in per_rank) / world == pytest.approx(ref_nt_xent(z1, z2, 0.2), rel=1e-5)
+    local = sum(L.nt_xent(z1[r * n:(r + 1) * n], z2[r * n:(r + 1) * n], 0.2).item() for r in range(world)) / world
+    assert local != pytest.approx(ref_nt_xent(z1, z2, 0.2), rel=1e-3)  # upstream's local negatives differ
+
+
 def test_negative_cosine_and_byol_closed_form():
     p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     z = torch.tensor([[3.0, 0.0], [2.0, 0.0]])  # cos = 1 and 0

@@ -1,5 +1,6 @@
 """Two processes with the gloo backend on CPU: DDP averages gradients, the MoCo queue is filled
-with all-gathered embeddings, and both ranks end a step with identical state."""
+with all-gathered embeddings, and both ranks end a step with identical state; SimCLR's global
+negatives train as the whole batch would on one process; sharded features equal one process's."""
 import multiprocessing
 import os
 import subprocess
@@ -65,6 +66,36 @@ def test_torchrun_launch_takes_its_ranks_from_the_environment(tmp_path):
     assert "2 process(es) on cpu, 5 steps/epoch" in log  # 1438 images, global batch 256: not 4 processes
     assert log.count("done: checkpoint") == 1  # rank 0 alone writes
     assert torch.load(logdir / "ckpt-last.pth", weights_only=True)["epoch"] == 1
+
+
+def _global_negatives(local_rank, out_dir):
+    from models.losses import nt_xent
+    from utils.distributed import gather_with_grad
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)  # the global batch
+    r, n = idist.get_rank(), 4
+    mine = [z[r * n:(r + 1) * n].clone().requires_grad_() for z in (z1, z2)]
+    loss = nt_xent(*mine, 0.2, gather_with_grad(mine[0]), gather_with_grad(mine[1]), offset=r * n)
+    loss.backward()
+    torch.save({"loss": loss.detach(), "grads": [m.grad for m in mine]}, os.path.join(out_dir, f"neg{r}.pt"))
+
+
+def test_global_negatives_train_as_the_whole_batch_on_one_process(tmp_path):
+    """--simclr-global-negatives over two gloo ranks: the ranks' mean loss is the global batch's, and the
+    gradient that reaches each rank's embeddings (averaged over ranks, as DDP does) is the global loss's
+    gradient for those rows, negatives on the other rank included."""
+    from models.losses import nt_xent
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_global_negatives, str(tmp_path))
+    ranks = [torch.load(tmp_path / f"neg{r}.pt", weights_only=True) for r in range(2)]
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = (torch.randn(8, 6, generator=g).requires_grad_() for _ in range(2))
+    whole = nt_xent(z1, z2, 0.2)
+    whole.backward()
+    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, whole.detach())
+    for r, out in enumerate(ranks):
+        for grad, z in zip(out["grads"], (z1, z2)):
+            torch.testing.assert_close(grad / 2, z.grad[r * 4:(r + 1) * 4])
 
 
 def _features(local_rank, out_dir):
