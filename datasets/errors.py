@@ -5,6 +5,7 @@ import bisect
 import os
 import re
 from typing import Callable, TypeVar
+from urllib.error import URLError
 
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
@@ -17,9 +18,13 @@ class DataError(ValueError):
 
 def from_torchvision(make: Callable[[], T], root: str, name: str, layout: str | None = None) -> T:
     """``make()`` a torchvision dataset; its "not found or corrupted" RuntimeError becomes a DataError
-    naming ``--datadir`` and the expected layout (or torchvision's own words when none is given)."""
+    naming ``--datadir`` and the expected layout (or torchvision's own words when none is given), and
+    a download that cannot reach its server one naming ``--download``."""
     try:
         return make()
+    except URLError as e:  # only a download raises it: no network, a moved mirror (HTTPError)
+        raise DataError(f"--download: could not fetch {name} into --datadir {root} ({e.reason}); "
+                        "fetch it where a network exists and copy it there") from e
     except RuntimeError as e:
         expected = f"expected {layout}" if layout else str(e)
         raise DataError(f"--datadir {root}: {name} not found or corrupted in torchvision's layout ({expected}); "
