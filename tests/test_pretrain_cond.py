@@ -204,6 +204,17 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, extra, p
     assert not logdir.exists()
 
 
+def test_a_read_only_logdir_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    import utils.validate
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    access = os.access  # root may write anywhere: the read-only folder is simulated
+    monkeypatch.setattr(utils.validate.os, "access", lambda p, mode: str(p) != str(logdir) and access(p, mode))
+    _expect_error(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"], capsys,
+                  rf"--logdir {logdir}: this folder is not writable$")
+    assert [p.name for p in logdir.iterdir()] == [".lock"]  # only the simulation's: a read-only folder takes none
+
+
 def test_existing_logdir_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     logdir = tmp_path / "run"
     base = ["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"]
