@@ -24,7 +24,8 @@ def _data_flags(a) -> None:
     a("--dataset", default="stl10",
       help=f"pretraining data, one of {', '.join(PRETRAIN_DATASETS)} (paper: imagenet100)")
     a("--datadir", default=None, help="dataset root (torchvision layout; imagenet100: root/{train,val}/<wnid>/)")
-    a("--download", action="store_true", help="let torchvision download CIFAR/STL10 into --datadir (needs network)")
+    a("--download", action="store_true",
+      help="let torchvision download CIFAR/STL10 into --datadir (needs network; not imagenet100, folder)")
     a("--num-workers", type=int, default=4, help="loader workers per process for JPEG folders (and k-NN)")
     a("--color-aug", default="default", choices=["default", "strong", "weak"],
       help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5 (paper: default)")

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
       "(default: the --model stored in a pretrain_cond.py checkpoint; else resnet18, upstream's default)")
     a("--dataset", default="cifar10", help=f"downstream dataset, one of {', '.join(DOWNSTREAM_DATASETS)}")
     a("--datadir", default=None, help="dataset root in torchvision's layout (see README for folder datasets)")
-    a("--download", action="store_true", help="let torchvision download the dataset (needs network)")
+    a("--download", action="store_true",
+      help="let torchvision download the dataset into --datadir (needs network; not sun397, cub200, mit67)")
     a("--batch-size", type=int, default=256, help="feature-extraction batch size")
     a("--num-workers", type=int, default=4, help="loader workers for feature extraction")
     a("--metric", default=None, help="top1 or class-avg (default: the dataset's published metric)")

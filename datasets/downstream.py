@@ -178,6 +178,7 @@ def _mit67(name, root, tf, ttf, dl):
     return train, val, _folder(os.path.join(root, "test"), root, tf)
 
 
+NOT_FETCHABLE = ("sun397", "cub200", "mit67")  # read from the published files or lists; no torchvision download
 # dataset -> (name, root, transform, train transform, {"download": ...}) -> (train, val, test)
 FAMILIES = {"cifar10": _cifar_stl, "cifar100": _cifar_stl, "stl10": _cifar_stl, "food101": _train_test_split,
             "pets": _train_test_split, "cars": _train_test_split, "flowers-5shot": _flowers_n_shot,
@@ -198,7 +199,9 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
         return Splits(train, val, PILTensorDataset(te[0], te[pick], transform), NUM_CLASSES[name])
     if not root:
         raise DataError(f"--dataset {name} needs --datadir, the folder that holds it")
-    if not os.path.isdir(root):
+    if download and name in NOT_FETCHABLE:
+        raise DataError(f"--download: torchvision cannot fetch --dataset {name}; give its files in --datadir")
+    if not os.path.isdir(root) and not download:  # a download creates it
         raise DataError(f"--datadir {root}: no such directory")
     train, val, test = FAMILIES[name](name, root, transform, ttf, {"download": download})
     return Splits(*(NamesUnreadable(d, name) for d in (train, val, test)), NUM_CLASSES[name])
