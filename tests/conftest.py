@@ -42,3 +42,14 @@ def colordigits_ckpt(tmp_path_factory):
                         "--device", "cpu", "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
                         "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale"])
     return str(logdir / "ckpt-last.pth")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every URL a download opens fails as it does on a machine without network."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)

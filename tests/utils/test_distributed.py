@@ -68,11 +68,16 @@ def test_torchrun_launch_takes_its_ranks_from_the_environment(tmp_path):
     assert torch.load(logdir / "ckpt-last.pth", weights_only=True)["epoch"] == 1
 
 
+def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Both views' embeddings of a global batch of 8, which two ranks split 4 and 4."""
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+
+
 def _global_negatives(local_rank, out_dir):
     from models.losses import nt_xent
     from utils.distributed import gather_with_grad
-    g = torch.Generator().manual_seed(3)
-    z1, z2 = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)  # the global batch
+    z1, z2 = _global_batch()
     r, n = idist.get_rank(), 4
     mine = [z[r * n:(r + 1) * n].clone().requires_grad_() for z in (z1, z2)]
     loss = nt_xent(*mine, 0.2, gather_with_grad(mine[0]), gather_with_grad(mine[1]), offset=r * n)
@@ -88,8 +93,7 @@ def test_global_negatives_train_as_the_whole_batch_on_one_process(tmp_path):
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
         parallel.run(_global_negatives, str(tmp_path))
     ranks = [torch.load(tmp_path / f"neg{r}.pt", weights_only=True) for r in range(2)]
-    g = torch.Generator().manual_seed(3)
-    z1, z2 = (torch.randn(8, 6, generator=g).requires_grad_() for _ in range(2))
+    z1, z2 = (z.requires_grad_() for z in _global_batch())
     whole = nt_xent(z1, z2, 0.2)
     whole.backward()
     torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, whole.detach())
