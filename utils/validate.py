@@ -218,6 +218,10 @@ def _check_numbers(args) -> None:
         raise ValueError("--distributed: no GPU visible; use --device cpu (gloo) or --nproc-per-node N")
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the world size {world}")
+    if args.batch_size // world < 2:
+        # Batch norm cannot train on one sample, and SimCLR's views of one image have no negatives.
+        raise ValueError(f"--batch-size {args.batch_size} gives each of {world} process(es) one image; "
+                         "batch norm and the contrastive losses need at least 2 per process")
 
 
 def _check_model(args) -> None:
