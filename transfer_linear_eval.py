@@ -16,6 +16,7 @@ import torch
 from datasets import PRETRAIN_DATASETS
 from datasets.catalog import DOWNSTREAM_DATASETS, METRICS
 from models import BACKBONES
+from utils.distributed import default_num_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--download", action="store_true",
       help="let torchvision download the dataset into --datadir (needs network; not sun397, cub200, mit67)")
     a("--batch-size", type=int, default=256, help="feature-extraction batch size")
-    a("--num-workers", type=int, default=4, help="loader workers for feature extraction")
+    a("--num-workers", type=int, default=default_num_workers(),
+      help="loader workers for feature extraction (default: 4, or this process's CPUs if fewer)")
     a("--metric", default=None, help="top1 or class-avg (default: the dataset's published metric)")
     a("--distributed", action="store_true", help="extract features on every visible GPU (one process each)")
     a("--device", default="auto", help="cuda, cpu or auto")
@@ -55,9 +57,12 @@ def validate(args) -> None:
         raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
     require(args, "positive", "max_iter")
     check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
+    size = config_for_dataset(args.pretrain_data).size
     if args.ten_crop is None:
-        args.ten_crop = ((args.dataset == "cub200" or "shot" in args.dataset)
-                         and config_for_dataset(args.pretrain_data).size == 224)
+        args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and size == 224
+    elif args.ten_crop and size != 224:  # 224 px training crops against test features at the model's size
+        raise ValueError(f"--ten-crop makes 224 px training crops: it is for models pretrained at 224 px "
+                         f"(imagenet100, folder), not --pretrain-data {args.pretrain_data} ({size} px)")
     if args.tensorboard:
         make_output_dir(args.tensorboard, "--tensorboard")
 

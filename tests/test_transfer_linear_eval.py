@@ -169,3 +169,6 @@ def test_pretrain_data_and_model_come_from_the_checkpoint_and_must_agree_with_it
         transfer_linear_eval.validate(transfer_linear_eval.build_parser().parse_args(["--ckpt", bare, "--device", "cpu"]))
     assert not validated(bare, "--dataset", "cub200").ten_crop
     assert validated(bare, "--dataset", "cub200", "--pretrain-data", "folder").ten_crop  # any 224 px model
+    _expect_error(["--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--dataset", "colordigits", "--ten-crop"],
+                  capsys, r"--ten-crop makes 224 px training crops: it is for models pretrained at 224 px "
+                  r"\(imagenet100, folder\), not --pretrain-data colordigits \(32 px\)$")
