@@ -109,9 +109,9 @@ class PILTensorDataset(Dataset):
         return (self.transform(img) if self.transform else img), int(self.targets[i])
 
 
-def _folder(path: str, root: str, transform):
+def _folder(path: str, root: str, transform, layout: str = "root/train/<class>/ and root/test/<class>/"):
     if not os.path.isdir(path):
-        raise DataError(f"--datadir {root}: missing {path} (expected root/train/<class>/ and root/test/<class>/)")
+        raise DataError(f"--datadir {root}: missing {path} (expected {layout})")
     try:
         return tvd.ImageFolder(path, transform=transform)
     except FileNotFoundError as e:  # empty tree or empty class folder
@@ -212,9 +212,9 @@ def few_shot_pool(name: str, root: str, transform) -> Dataset:
     if name == "cub200":
         pool = ConcatDataset([_folder(os.path.join(root, s), root, transform) for s in ("train", "test")])
     elif name == "fc100":
-        pool = _folder(os.path.join(root, "test"), root, transform)
+        pool = _folder(os.path.join(root, "test"), root, transform, "root/test/<class>/")
     elif name == "plant_disease":
-        pool = _folder(root, root, transform)
+        pool = _folder(root, root, transform, "root/<class>/")
     else:
         raise DataError(f"--dataset must be one of cub200, fc100, plant_disease, got {name!r}")
     return NamesUnreadable(pool, name)

@@ -2,6 +2,7 @@
 published split logic (seeded random_split or fixed index lists)."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -145,6 +146,10 @@ def test_few_shot_pools(tmp_path):
     assert len(few_shot_pool("fc100", str(tmp_path / "fc100"), TF)) == 4
     W.write_class_folders(str(tmp_path / "plant"), ["leaf_a", "leaf_b", "leaf_c"], 2)
     assert len(few_shot_pool("plant_disease", str(tmp_path / "plant"), TF)) == 6
+    for name, layout in (("cub200", "root/train/<class>/ and root/test/<class>/"), ("fc100", "root/test/<class>/"),
+                         ("plant_disease", "root/<class>/")):  # each error names its own benchmark's layout
+        with pytest.raises(DataError, match=rf"missing .*none.* \(expected {re.escape(layout)}\)$"):
+            few_shot_pool(name, str(tmp_path / "none"), TF)
     bad = W.corrupt(str(tmp_path / "cub" / "test" / "002.b" / "1.jpg"), "truncated")
     with pytest.raises(DataError, match=f"^{bad}: cannot read this image"):
         few_shot_pool("cub200", str(tmp_path / "cub"), TF)[9]  # through the ConcatDataset
