@@ -18,6 +18,7 @@ import torch
 from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, VIEW_GRAPHS
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES, COMPILE_MODES, FRAMEWORKS
+from utils.distributed import default_num_workers
 
 
 def _data_flags(a) -> None:
@@ -26,7 +27,8 @@ def _data_flags(a) -> None:
     a("--datadir", default=None, help="dataset root (torchvision layout; imagenet100: root/{train,val}/<wnid>/)")
     a("--download", action="store_true",
       help="let torchvision download CIFAR/STL10 into --datadir (needs network; not imagenet100, folder)")
-    a("--num-workers", type=int, default=4, help="loader workers per process for JPEG folders (and k-NN)")
+    a("--num-workers", type=int, default=default_num_workers(),
+      help="loader workers per process for JPEG folders (and k-NN) (default: 4, or this process's CPUs if fewer)")
     a("--color-aug", default="default", choices=["default", "strong", "weak"],
       help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5 (paper: default)")
 

@@ -16,6 +16,7 @@ import torch
 
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES
+from utils.distributed import default_num_workers
 
 FEW_SHOT_DATASETS = ("cub200", "fc100", "plant_disease")
 
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-tasks", type=int, default=2000, help="episodes (published: 2000)")
     a("--seed", type=int, default=0, help="seed of the episode sampler")
     a("--batch-size", type=int, default=256, help="feature-extraction batch size")
-    a("--num-workers", type=int, default=4, help="loader workers for feature extraction")
+    a("--num-workers", type=int, default=default_num_workers(),
+      help="loader workers for feature extraction (default: 4, or this process's CPUs if fewer)")
     a("--device", default="auto", help="cuda, cpu or auto")
     return p
 

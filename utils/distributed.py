@@ -5,10 +5,25 @@ from __future__ import annotations
 import functools
 import inspect
 import multiprocessing
+import os
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask under SLURM or taskset, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call outside Linux
+        return os.cpu_count() or 1
+
+
+def default_num_workers(most: int = 4) -> int:
+    """What ``--num-workers`` defaults to: ``most``, or the usable CPUs where fewer (more workers than
+    CPUs only compete for them, and torch's DataLoader warns about it)."""
+    return min(most, usable_cpus())
 
 
 def is_dist() -> bool:

@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import ignite.distributed as idist
+import pytest
 import torch
 from ignite.engine import Engine
 
 import pretrain_cond
 from tests.helpers import ROOT
-from utils.distributed import launch, platform_start_method
+from utils.distributed import default_num_workers, launch, platform_start_method
 from utils.run import build_run
 from utils.step import make_step
 from utils.validate import validate
@@ -132,3 +133,15 @@ def test_sharded_feature_extraction_equals_single_process(tmp_path):
     assert two["fm"].shape == (3 * 37, 128) and torch.equal(two["ym"], one["y"].repeat_interleave(3))
     torch.testing.assert_close(two["fm"], one["fm"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(two["fm"][::3], one["f"], atol=1e-5, rtol=1e-5)  # each image's first crop: itself
+
+
+@pytest.mark.parametrize("cpus,expected", [(2, 2), (4, 4), (64, 4)])
+def test_num_workers_defaults_to_four_or_the_cpus_this_process_may_use(monkeypatch, cpus, expected):
+    import transfer_few_shot
+    import transfer_linear_eval
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert default_num_workers() == expected
+    for parser, required in ((pretrain_cond.build_parser(), ["--logdir", "x"]),
+                             (transfer_linear_eval.build_parser(), ["--ckpt", "c"]),
+                             (transfer_few_shot.build_parser(), ["--ckpt", "c", "--datadir", "d"])):
+        assert parser.parse_args(required).num_workers == expected
