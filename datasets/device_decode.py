@@ -1,24 +1,23 @@
 """JPEG folders decoded on the training device: workers only read bytes, nvJPEG decodes in batches.
 
 Why: at 224 px the per-image CPU work (decode + crop) is what caps a GPU fed by 4-6 loader workers.
-Here a worker reads a file's bytes, reads its size from the JPEG header (no decode) and samples the
-two crop boxes exactly as ``TwoCrops`` does (same seeds, same draws), so both paths give the same
-records. The main process decodes the whole batch with one ``torchvision.io.decode_jpeg`` call on
-the device and crops/resizes each image there (antialiased bilinear, as PIL does).
+Here a worker reads a file's bytes, reads its size from the JPEG header (no decoding:
+``jpeg.read_header``) and samples the two crop boxes exactly as ``TwoCrops`` does (same seeds,
+same draws), so both paths give the same records. The main process decodes the whole batch with
+one ``torchvision.io.decode_jpeg`` call on the device and crops/resizes each image there
+(antialiased bilinear, as PIL does).
 
 Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; JPEGs coded
 in RGB; truncated JPEGs, JPEGs missing a quantisation table and JPEGs whose first scan names a
 component the frame lacks, which PIL refuses by name) are decoded and cropped by PIL in the
-worker, exactly as on the worker-crop path. So is a fixed pseudo-random share ``worker_fraction``
-of all images (``--jpeg-worker-fraction``): the CPU workers and the GPU decoder then work on each
-batch side by side, and their throughputs add up. A file the device decoder still refuses is
+worker, exactly as on the worker-crop path. A fixed pseudo-random share ``worker_fraction`` of all
+images (``--jpeg-worker-fraction``) is decoded and cropped in the workers too, as the worker-crop
+path does it (``jpeg.worker_crops``): the CPU workers and the GPU decoder then work on each batch
+side by side, and their throughputs add up. A file the device decoder still refuses is
 decoded by PIL in the main process; only a file PIL refuses too stops the run.
 """
 from __future__ import annotations
 
-import io
-import os
-import warnings
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,81 +26,14 @@ from itertools import islice
 from typing import NamedTuple
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.functional import pil_to_tensor
 
-from augmentations import crop_pil_box, sample_box_pairs
+from augmentations import sample_box_pairs
 
-from .errors import PIL_FILE_ERRORS, unreadable
+from .jpeg import decode, read_header, read_pil, worker_crops
 from .loaders import EpochIndexSampler, check_batch_fits, view_generator
-
-
-def read_bytes(path: str) -> Tensor:
-    """A file's bytes in a torch-allocated tensor (``read_file``'s tensors cannot be sent from a
-    loader worker: their storage cannot be moved to shared memory, and the worker hangs)."""
-    out = torch.empty(os.path.getsize(path), dtype=torch.uint8)
-    with open(path, "rb") as f:
-        f.readinto(out.numpy())
-    return out
-
-
-def first_scan(raw: bytes) -> int:
-    """Where JPEG bytes ``raw`` start their first scan (the SOS marker FFDA), or -1 if they never do.
-
-    The walk follows segment lengths from the SOI, so an Exif thumbnail's own markers (inside APP1)
-    cannot mislead it, and skips stray bytes between segments as PIL and libjpeg do.
-    """
-    i = 2  # after SOI
-    while (i := raw.find(b"\xff", i)) >= 0 and i + 4 <= len(raw):
-        marker = raw[i + 1]
-        if marker == 0xDA:
-            return i
-        i += 1 if marker == 0xFF else 2 + (raw[i + 2] << 8 | raw[i + 3])  # a fill byte, or a segment
-    return -1
-
-
-def ends_after_scan(raw: bytes, sos: int) -> bool:
-    """Whether JPEG bytes ``raw`` hold an end-of-image marker (FFD9) after their first scan starts
-    (at ``sos``, from ``first_scan``).
-
-    A truncated file has none. PIL and libjpeg refuse such a file, but nvJPEG is not known to, and
-    a decoder that fills the missing rows would train on them silently; so a worker routes the file
-    to PIL, which names it. FFD9 cannot occur in entropy-coded data (0xFF is stuffed), and a
-    trailer after the EOI does not hide it.
-    """
-    return sos >= 0 and raw.rfind(b"\xff\xd9", sos) >= 0  # rfind starts at the end, where most files have it
-
-
-def scan_in_frame(raw: bytes, sos: int, im: Image.Image) -> bool:
-    """Whether the first scan (at ``sos``) of an opened JPEG (bytes ``raw``) names 1 to 4
-    components, all of them the frame's. Every legal file does; libjpeg refuses one that does not,
-    and a decoder that skipped the check would fill a view from a component that is not there.
-    Whether nvJPEG refuses such a file is not known, so a worker sends it to PIL, which names it."""
-    count = raw[sos + 4] if 0 <= sos < len(raw) - 4 else 0
-    named = raw[sos + 5:sos + 5 + 2 * count:2]  # each component: its id, then its Huffman tables
-    return 1 <= count <= 4 and len(named) == count and set(named) <= {c[0] for c in im.layer}
-
-
-def ycbcr_jpeg(im: Image.Image) -> bool:
-    """Whether an opened file (header read) is a three-channel YCbCr JPEG, the kind nvJPEG is made
-    for. A JPEG coded in RGB (Adobe transform 0, or components named R, G, B) is not: libjpeg skips
-    the YCbCr conversion for it, which GPU decoders are not known to do, so PIL decodes it."""
-    if im.format != "JPEG" or im.mode != "RGB":
-        return False
-    rgb_coded = im.info.get("adobe_transform") == 0 or [c[0] for c in getattr(im, "layer", [])] == [82, 71, 66]
-    return not rgb_coded
-
-
-def tables_defined(im: Image.Image) -> bool:
-    """Whether an opened JPEG (header read, up to its first scan) defines every quantisation table
-    its components name. nvJPEG decodes a file without them and raises nothing (seen on an H200,
-    torch 2.11), so its pixels would be wrong without a word; libjpeg refuses it, so PIL names it.
-    A legal file that defines a table only between scans goes to PIL too, which reads it as the
-    worker path would."""
-    return {c[3] for c in im.layer} <= im.quantization.keys()  # layer: (id, h, v, table) per component
 
 
 def decoded_in_worker(index: int, fraction: float) -> bool:
@@ -115,7 +47,8 @@ class JpegBytesTwoBoxes(Dataset):
     """Item = (payload, is_encoded, box1, box2, [h, w], label, index).
 
     The payload is the file's bytes for the device to decode, or, for files nvJPEG may not take and
-    for the ``worker_fraction`` share, both views already cropped by PIL: uint8 [2, 3, size, size].
+    for the ``worker_fraction`` share, both views already cropped here (``worker_crops``): uint8
+    [2, 3, size, size].
     The DataLoader asks for whole batches (``__getitems__``), so the crop boxes of a batch come from
     one batched call instead of ~30 small tensor ops per image.
     """
@@ -130,35 +63,16 @@ class JpegBytesTwoBoxes(Dataset):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple]:
-        heads = [self._header(index) for _, index in keys]
-        hw = torch.tensor([[h, w] for _, h, w, _ in heads])
+        paths = [self.samples[index][0] for _, index in keys]
+        heads = [read_header(path) for path in paths]
+        hw = torch.tensor([[head.height, head.width] for head in heads])
         boxes = sample_box_pairs(hw, [view_generator(self.seed, epoch, index) for epoch, index in keys])
         items = []
-        for (data, _, _, encoded), (b1, b2), src, (_, index) in zip(heads, boxes, hw.float(), keys):
-            if not encoded:
-                rgb = self.read_pil(data, index, lambda im: im.convert("RGB"))
-                data = torch.stack([crop_pil_box(rgb, b1, self.size), crop_pil_box(rgb, b2, self.size)])
-            items.append((data, encoded, b1, b2, src, self.samples[index][1], index))
+        for path, head, pair, src, (_, index) in zip(paths, heads, boxes, hw.float(), keys):
+            encoded = head.plain and not decoded_in_worker(index, self.worker_fraction)
+            data = head.data if encoded else worker_crops(path, head, pair, self.size)
+            items.append((data, encoded, *pair, src, self.samples[index][1], index))
         return items
-
-    def read_pil(self, data: Tensor, index: int, read):
-        """``read(PIL image)`` of image ``index``'s bytes; a file PIL cannot read raises ``unreadable``."""
-        try:
-            with Image.open(io.BytesIO(data.numpy())) as im:
-                return read(im)
-        except PIL_FILE_ERRORS as e:
-            raise unreadable(self.samples[index][0], e) from None
-
-    def _header(self, index: int) -> tuple[Tensor, int, int, bool]:
-        """(bytes, height, width, whether the device decodes it), from the JPEG header alone."""
-        data = read_bytes(self.samples[index][0])
-        raw = data.numpy().tobytes()
-        sos = first_scan(raw)
-        # PIL decodes lazily: this reads the header
-        (w, h), on_device = self.read_pil(data, index, lambda im: (
-            im.size, ycbcr_jpeg(im) and tables_defined(im) and scan_in_frame(raw, sos, im)))
-        on_device = on_device and not decoded_in_worker(index, self.worker_fraction) and ends_after_scan(raw, sos)
-        return data, h, w, on_device
 
 
 class BytesBatch(NamedTuple):
@@ -205,9 +119,7 @@ def bytes_loader(samples: list[tuple[str, int]], batch_size: int, seed: int, num
 
 def decode_batch(encoded: list[Tensor], device: torch.device) -> list[Tensor]:
     """Decode JPEG bytes in one batched call on ``device`` (nvJPEG on CUDA)."""
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    return decode(encoded, device)
 
 
 def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int,
@@ -321,8 +233,9 @@ class DeviceDecodePrefetcher:
         try:
             return decode_batch([data], self.device)[0]
         except RuntimeError:
-            rgb = self.loader.dataset.read_pil(data, index, lambda im: pil_to_tensor(im.convert("RGB")))
-            self.refused.append(self.loader.dataset.samples[index][0])  # atomic: the decoder threads share it
+            path = self.loader.dataset.samples[index][0]
+            rgb = read_pil(path, data, lambda im: pil_to_tensor(im.convert("RGB")))
+            self.refused.append(path)  # atomic: the decoder threads share it
             return rgb.to(self.device)
 
     def _submit(self, pool: ThreadPoolExecutor, batch: BytesBatch):

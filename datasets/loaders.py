@@ -4,7 +4,8 @@ epoch boundary replays exactly the batches a continuous run would have seen.
 - ``DeviceBatches``: the whole uint8 dataset lives on the training device; each step indexes a
   batch there (no loader workers, no host-to-device copies). Crops happen on the device.
 - ``worker_crop_loader``: JPEG folders; workers decode and crop (the only per-image work, since
-  decoded sizes vary) and ship fixed-size uint8 crops with their boxes; all else runs batched.
+  decoded sizes vary; ``jpeg.worker_crops``) and ship fixed-size uint8 crops with their boxes; all
+  else runs batched.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from augmentations import crop_pil_box, sample_box_pairs
 
+from .jpeg import read_header, worker_crops
 from .pretrain import TensorImages
 
 
@@ -83,31 +85,54 @@ class EpochIndexSampler(Sampler):
 
 
 class TwoCrops(Dataset):
-    """Decodes one image and returns two independent crops with their boxes and the source size."""
+    """Decodes one image and returns two independent crops with their boxes and the source size.
 
-    def __init__(self, base: Dataset, size: int, seed: int):
+    An image folder's files (``base.samples``, no transform) are read by ``jpeg.worker_crops``:
+    plain JPEGs through libjpeg-turbo and torch's resize, other files through PIL. ``pil_only``, or
+    any other dataset of PIL images, crops with PIL alone, as upstream does. The DataLoader asks for
+    whole batches (``__getitems__``): the crop boxes of a batch come from one batched call instead
+    of ~30 small tensor ops per image (0.6 ms an image on one core of the 2-core CPU).
+    """
+
+    def __init__(self, base: Dataset, size: int, seed: int, pil_only: bool = False):
         self.base, self.size, self.seed = base, size, seed
+        self.files = not pil_only and hasattr(base, "samples") and getattr(base, "transform", None) is None \
+            and getattr(base, "target_transform", None) is None
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        img, label = self.base[index]
-        rgb = img.convert("RGB")
-        hw = torch.tensor([[rgb.height, rgb.width]])
-        (b1, b2), = sample_box_pairs(hw, [view_generator(self.seed, epoch, index)])
-        src = hw[0].float()
-        return crop_pil_box(rgb, b1, self.size), b1, src, crop_pil_box(rgb, b2, self.size), b2, src, label
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple]:
+        if self.files:
+            paths, labels = zip(*(self.base.samples[index] for _, index in keys))
+            images = [read_header(path) for path in paths]  # bytes and size; decoded in worker_crops
+            hw = torch.tensor([[head.height, head.width] for head in images])
+        else:
+            images, labels = zip(*(self.base[index] for _, index in keys))
+            images = [img.convert("RGB") for img in images]
+            hw = torch.tensor([[rgb.height, rgb.width] for rgb in images])
+        boxes = sample_box_pairs(hw, [view_generator(self.seed, epoch, index) for epoch, index in keys])
+        items = []
+        for k, (image, (b1, b2), src) in enumerate(zip(images, boxes, hw.float())):
+            if self.files:
+                v1, v2 = worker_crops(paths[k], image, (b1, b2), self.size)
+            else:
+                v1, v2 = crop_pil_box(image, b1, self.size), crop_pil_box(image, b2, self.size)
+            items.append((v1, b1, src, v2, b2, src, labels[k]))
+        return items
 
 
 def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num_workers: int,
-                       rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
-    """The upstream-style CPU path: workers decode with PIL and crop both views (``TwoCrops``); batches
-    hold uint8 crops, boxes and source sizes, and everything after the crop is done on the device."""
+                       rank: int = 0, world: int = 1, pin_memory: bool = False, pil_only: bool = False) -> DataLoader:
+    """The upstream-style CPU path: workers decode and crop both views (``TwoCrops``; with
+    ``pil_only`` by PIL, as upstream); batches hold uint8 crops, boxes and source sizes, and
+    everything after the crop is done on the device."""
     check_batch_fits(len(base), batch_size, world)
     sampler = EpochIndexSampler(len(base), batch_size, seed, rank, world)
-    return DataLoader(TwoCrops(base, size, seed), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    return DataLoader(TwoCrops(base, size, seed, pil_only), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
                       prefetch_factor=4 if num_workers > 0 else None)
 

@@ -10,8 +10,11 @@ images/s of, on synthetic 320 px JPEGs (baseline and progressive):
   crop-resize   datasets.device_decode.crop_resize: both antialiased crops of each decoded image,
                 each image made float on its own ("float per image", the CPU default) or all in
                 one conversion ("float per call", the CUDA default)
-  pil           one loader worker's rate on the --jpeg-decode workers path (datasets.loaders.TwoCrops:
-                PIL decode, both boxes, both crops), in this one process
+  workers       one loader worker's rate on the --jpeg-decode workers path (datasets.loaders.TwoCrops:
+                header, both boxes, libjpeg-turbo decode through torchvision, both crops by torch's
+                uint8 resize), in this process on one thread, as in a worker
+  pil           the same with PIL's decode and crops (``pil_only``: upstream's way, and the bench's
+                upstream-style pipeline)
   loader        the nvJPEG path's loader alone (workers read bytes and draw boxes), and the main
                 thread's CPU time per batch spent taking batches in
 On GPUs with a hardware JPEG decoder (A100, H100) torchvision sends baseline JPEGs to it in one
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -57,7 +61,8 @@ def _decode(data: list, device: torch.device, stream=None) -> list:
 
 def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
     from augmentations import sample_crop_boxes
-    from datasets.device_decode import crop_resize, read_bytes
+    from datasets.device_decode import crop_resize
+    from datasets.jpeg import read_bytes
     from datasets.folders import image_folder
     from datasets.loaders import TwoCrops
     folder = image_folder(root)
@@ -73,6 +78,17 @@ def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
         def threaded():
             list(pool.map(lambda t: _decode([data[i] for i in parts[t]], device, streams[t]), range(a.threads)))
         row("decode", _rate(threaded, n, a.repeats, device), chunk=len(parts[0]), threads=a.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a loader worker
+    batch = [(0, i) for i in range(min(n, a.loader_batch))]  # what a worker is asked for at once
+    ways = {what: TwoCrops(folder, a.size, seed=0, pil_only=what == "pil") for what in ("workers", "pil")}
+    rates = {what: [] for what in ways}
+    for _ in range(a.repeats):  # round-robin, so that a noisy host slows both alike
+        for what, two_crops in ways.items():
+            rates[what].append(_rate(lambda: two_crops.__getitems__(batch), len(batch), 1, torch.device("cpu")))
+    for what, r in rates.items():
+        row(what, statistics.median(r), chunk=len(batch), threads=1, all=r)
+    torch.set_num_threads(threads)
     if kind != "baseline":
         return rows
     images = _decode(data, device)
@@ -82,8 +98,6 @@ def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
     for together in (False, True):  # crop_resize's convert_together: the CPU's default, the GPU's
         row("crop-resize, float per " + ("call" if together else "image"),
             _rate(lambda: crop_resize(images, (b1, b2), a.size, together), n, a.repeats, device), chunk=n, threads=1)
-    two_crops = TwoCrops(folder, a.size, seed=0)
-    row("pil", _rate(lambda: [two_crops[(0, i)] for i in range(n)], n, 1, torch.device("cpu")), chunk=1, threads=1)
     rate, main_ms = _loader_rate(folder.samples, a)
     row("loader", rate, chunk=min(a.loader_batch, n), threads=a.loader_workers, main_thread_ms_per_batch=main_ms)
     return rows

@@ -12,10 +12,10 @@ Pipelines:
   upstream  per-image PIL crop in loader workers, then batched colour ops on the device
   ours      the default of pretrain_cond.py (32 px: whole dataset on the device, crop included;
             224 px, "device decode": workers read bytes, nvJPEG decodes each batch on the device
-            in decoder threads, crops there; "workers decode": PIL decode + crop in workers,
-            pinned side-stream prefetch; the other ops batched on the device)
+            in decoder threads, crops there; "workers decode": libjpeg-turbo decode + torch crops in
+            workers, pinned side-stream prefetch; the other ops batched on the device)
   ours-other  224 px only: the --jpeg-decode path the default did not pick (the default is nvJPEG
-            on the device below 8 workers, PIL decode + crop in workers from 8 on)
+            on the device below 8 workers, decode + crop in workers from 8 on)
   augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
             above the model-only figure, the input pipeline can keep up with the model
   --variants FLAG=VALUE[,FLAG=VALUE] ...  "ours" and "augment" again (those chosen) with input-side
@@ -156,7 +156,7 @@ class Pipelines:
         from utils.step import make_step
         run = self.run
         pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
-        loader = worker_crop_loader(pil, run.cfg.size, self.a.batch_size, run.args.seed, self.workers)
+        loader = worker_crop_loader(pil, run.cfg.size, self.a.batch_size, run.args.seed, self.workers, pil_only=True)
         one_by_one = argparse.Namespace(**{**vars(run.args), "augment_ahead": 1})  # each batch's views on their own
         up_run = dataclasses.replace(run, args=one_by_one, data=PretrainData(pil, None, None), loader=loader)
         up_step = make_step(up_run, 10**6)

@@ -2,9 +2,9 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests cudagraphs224 split stl10 graph profile decode cudagraphs stages bench blur overlap compile
-# variants sklearn sweep fidelity entry. The default is the first seven, most decisive first: what does not fit in
-# one call's time is what matters least (cudagraphs224, split and stl10 are not yet timed in their present form).
+# Steps: tests jpeg split cudagraphs224 stl10 graph profile decode cudagraphs stages bench blur overlap compile
+# variants sklearn sweep fidelity entry. The default is the first eight, most decisive first: what does not fit in
+# one call's time is what matters least (jpeg, split, cudagraphs224 and stl10 are not yet timed in their present form).
 # On an H200 the default steps of the time took 558 s: tests 141 s, graph 149 s, cudagraphs 125 s, profile 86 s,
 # decode 20 s, stages 22 s. Measured on an H100: blur 132 s, bench 99 s, entry 28 s, sweep 59 s; on an H200,
 # "sklearn variants" 280 s.
@@ -89,7 +89,7 @@ run_overlap() {
 }
 
 run_decode() {
-  step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), crop + resize, PIL"
+  step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), a worker's decode + crops vs PIL's, crop + resize"
   timeout 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
 }
 
@@ -99,8 +99,14 @@ run_stages() {  # r18-32's step is bound by the host: a compiled call has a fixe
     --stage-times --views 200 --out "$OUT/bench_stages.json" 2>&1 | grep "^|"
 }
 
+run_jpeg() {  # decides --jpeg-decode auto: the workers' decode became 2x faster per core after the rule was set
+  step "r50-224, 4 and 8 workers: nvJPEG vs libjpeg-turbo decode + crops in the workers, 3 rounds in one process"
+  timeout 240 $PY "${BENCH[@]}" --settings r50-224 --workers 4 8 --pipelines model ours ours-other --repeats 3 \
+    --out "$OUT/bench_jpeg.json" 2>&1 | rows
+}
+
 run_split() {  # r50-224's gap is most likely the crops on the GPU (docs/speed.md): a share moves them to the workers
-  step "JPEG decode shared between loader workers (PIL) and nvJPEG, r50-224, 4 workers: shares 0, 0.2, 0.4 in one process"
+  step "JPEG decode shared between loader workers and nvJPEG, r50-224, 4 workers: shares 0, 0.2, 0.4 in one process"
   timeout 240 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --jpeg-decode device --pipelines model ours \
     --variants jpeg_worker_fraction=0.2 jpeg_worker_fraction=0.4 --repeats 3 --min-seconds 4 \
     --out "$OUT/bench_split.json" 2>&1 | rows
@@ -156,7 +162,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests cudagraphs224 split stl10 graph profile decode}"; do
+for s in "${@:-tests jpeg split cudagraphs224 stl10 graph profile decode}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

@@ -6,6 +6,7 @@ those checks at the files written here, so the integrity check itself still runs
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 
@@ -71,6 +72,13 @@ def write_jpeg(path: str, size: tuple[int, int], seed: int) -> None:
     r = _rng(seed)
     arr = r.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(arr).save(path, quality=90)
+
+
+def jpeg_bytes(arr: np.ndarray, **save) -> bytes:
+    """The JPEG file PIL writes for the uint8 array ``arr`` ([H, W, 3] or [H, W]), with ``save``'s options."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", **save)
+    return buf.getvalue()
 
 
 def corrupt(path: str, how: str) -> str:

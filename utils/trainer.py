@@ -145,11 +145,12 @@ def input_line(a, in_memory: bool, device: str) -> str:
     if in_memory:
         source = f"uint8 images held on the {device}, views made there in batches, crop included"
     elif a.jpeg_decode == "device":
-        shared = f" ({a.jpeg_worker_fraction:.0%} decoded by PIL in the workers)" if a.jpeg_worker_fraction else ""
+        shared = f" ({a.jpeg_worker_fraction:.0%} decoded and cropped in the workers)" if a.jpeg_worker_fraction else ""
         source = (f"JPEG bytes and crop boxes from {a.num_workers} loader workers, nvJPEG decode and crops in "
                   f"batches on the {device}{shared}, the rest of the views there")
     else:
-        source = f"JPEG decode and crops by PIL in {a.num_workers} loader workers, the rest of the views on the {device}"
+        source = (f"JPEG decode (libjpeg-turbo; PIL for other files) and crops in {a.num_workers} loader workers, "
+                  f"the rest of the views on the {device}")
     how = [("compiled" if a.compile_augment else "eager") + (" per stage" if a.augment_graph == "stages" else
                                                              " as one graph per view")]
     if a.augment_ahead > 1:
@@ -165,11 +166,11 @@ def input_line(a, in_memory: bool, device: str) -> str:
 
 
 def decode_line(loader: DeviceDecodePrefetcher) -> str:
-    """Where an epoch's images were decoded on the nvJPEG path: a large PIL share (a folder of PNGs,
-    say) means the device decodes little, and the loader workers set the pace."""
+    """Where an epoch's images were decoded on the nvJPEG path: a large workers' share (a folder of
+    PNGs, say) means the device decodes little, and the loader workers set the pace."""
     on_device = loader.sent["device"] - len(loader.refused)
-    line = (f"decoded {on_device} images on the {device_word(loader.device.type)} and {loader.sent['workers']} by "
-            "PIL in the loader workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
+    line = (f"decoded {on_device} images on the {device_word(loader.device.type)} and {loader.sent['workers']} in "
+            "the loader workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
     if loader.refused:
         line += f", {len(loader.refused)} by PIL after the device refused them (the first: {loader.refused[0]})"
     return line + ", in this process"

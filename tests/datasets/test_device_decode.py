@@ -3,7 +3,6 @@ pixels within JPEG-decoder rounding of PIL's, odd files (PNG, CMYK, grayscale, R
 missing a quantisation table, naming a component its frame lacks) decoded by workers, and a file the
 device decoder refuses decoded by PIL."""
 import functools
-import io
 import os
 
 import numpy as np
@@ -12,11 +11,10 @@ import torch
 from PIL import Image
 
 from datasets import device_decode, worker_crop_loader
-from datasets.device_decode import (DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker,
-                                    ends_after_scan, first_scan, read_bytes, scan_in_frame, tables_defined,
-                                    ycbcr_jpeg)
+from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize, decoded_in_worker
+from datasets.jpeg import read_bytes, ycbcr_jpeg
 from datasets.folders import image_folder
-from tests.data_formats import bad_scan, without_segment, write_jpeg
+from tests.data_formats import jpeg_bytes, without_segment, write_jpeg
 from utils.trainer import decode_line
 
 
@@ -24,12 +22,6 @@ def _folder(tmp_path, n=6):
     for i in range(n):
         write_jpeg(str(tmp_path / f"c{i % 2}" / f"{i}.jpg"), (60 + 7 * i, 44 + 3 * i), i)
     return image_folder(str(tmp_path))
-
-
-def _jpeg(arr: np.ndarray, **save) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", **save)
-    return buf.getvalue()
 
 
 def _both(ds, size=24, batch=3, epoch=1, workers=0, fraction=0.0):
@@ -81,7 +73,7 @@ def test_files_nvjpeg_cannot_take_are_decoded_in_workers(tmp_path):
     Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8)).save(tmp_path / "c" / "c.jpg")
     write_jpeg(str(tmp_path / "c" / "d.jpg"), (40, 30), 1)
     img().save(tmp_path / "c" / "e.jpg", keep_rgb=True)
-    (tmp_path / "c" / "f.jpg").write_bytes(without_segment(_jpeg(np.asarray(img()), keep_rgb=True), 0xEE))
+    (tmp_path / "c" / "f.jpg").write_bytes(without_segment(jpeg_bytes(np.asarray(img()), keep_rgb=True), 0xEE))
     assert Image.open(tmp_path / "c" / "f.jpg").info.get("adobe") is None  # only the names say RGB
     e = Image.open(tmp_path / "c" / "e.jpg")
     e.layer = [(k + 1, *c[1:]) for k, c in enumerate(e.layer)]  # only the Adobe segment says RGB
@@ -136,48 +128,11 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
     assert calls == [6] + [1] * 6  # one batched call, then each file alone
     assert all(torch.equal(x, y) for a, b in zip(expected, got, strict=True) for x, y in zip(a, b, strict=True))
     assert p.refused == [ds.samples[2][0]]
-    assert decode_line(p).startswith("decoded 5 images on the CPU and 0 by PIL in the loader workers")
+    assert decode_line(p).startswith("decoded 5 images on the CPU and 0 in the loader workers")
     assert decode_line(p).endswith(f"1 by PIL after the device refused them (the first: {ds.samples[2][0]}), "
                                    "in this process")
     p.set_epoch(1)  # the counts are an epoch's
     assert p.sent == {"device": 0, "workers": 0} and p.refused == []
-
-
-def test_a_jpeg_that_names_an_undefined_quantisation_table_goes_to_pil():
-    """nvJPEG decodes such a file without an error (seen on an H200); libjpeg refuses it."""
-    arr = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    opened = lambda data: Image.open(io.BytesIO(data))  # noqa: E731
-    data = _jpeg(arr)
-    assert tables_defined(opened(data)) and tables_defined(opened(_jpeg(arr, progressive=True)))
-    sof = data.index(b"\xff\xc0")
-    chroma_table = bytearray(data)
-    chroma_table[sof + 10 + 3 * 2 + 2] = 2  # the third component names table 2, which no DQT defines
-    for bad in (without_segment(data, 0xDB), bytes(chroma_table)):
-        assert opened(bad).size == (40, 30) and not tables_defined(opened(bad))
-        with pytest.raises(OSError):  # what PIL (libjpeg) does with it
-            opened(bad).load()
-
-
-def test_a_jpeg_whose_first_scan_names_a_component_its_frame_lacks_goes_to_pil():
-    """Legal files pass, the first scan of a progressive one (DC of all three components) and a
-    grayscale one's single component included; a scan naming another id, none, or more than the
-    standard's 4 does not, and libjpeg (PIL) refuses each."""
-    arr = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    sound = lambda data: scan_in_frame(data, first_scan(data), Image.open(io.BytesIO(data)))  # noqa: E731
-    thumb = _jpeg(arr[:10, :10])
-    legal = (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr[..., 0]), _jpeg(arr, exif=b"Exif\x00\x00" + thumb))
-    assert all(sound(data) for data in legal)
-    data = _jpeg(arr)
-    sos = data.index(b"\xff\xda")
-    none, five = bytearray(data), bytearray(data)
-    none[sos + 4] = 0
-    five[sos + 4] = 5
-    for bad in (bad_scan(data), bytes(none), bytes(five)):
-        assert Image.open(io.BytesIO(bad)).size == (40, 30) and not sound(bad)
-        with pytest.raises(OSError):
-            Image.open(io.BytesIO(bad)).load()
-    cut = data[:sos + 6]  # inside the scan's header
-    assert not scan_in_frame(cut, first_scan(cut), Image.open(io.BytesIO(data)))
 
 
 def test_worker_share_is_a_fixed_spread_out_fraction():
@@ -186,30 +141,6 @@ def test_worker_share_is_a_fixed_spread_out_fraction():
         assert abs(sum(chosen) / 4000 - f) < 0.02
         assert abs(sum(chosen[:40]) / 40 - f) < 0.2  # spread over the index range, not a block
     assert [decoded_in_worker(i, 0.5) for i in range(50)] == [decoded_in_worker(i, 0.5) for i in range(50)]
-
-
-def test_a_jpeg_is_whole_when_an_end_marker_follows_its_first_scan():
-    """What a truncated file lacks, checked so that an Exif thumbnail's own end marker (which the
-    main image's scan follows) or a trailer after the end cannot mislead it."""
-    arr = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    whole = lambda data: ends_after_scan(data, first_scan(data))  # noqa: E731
-    thumb = _jpeg(arr[:20, :30])
-    for data in (_jpeg(arr), _jpeg(arr, progressive=True), _jpeg(arr, exif=b"Exif\x00\x00" + thumb)):
-        assert Image.open(io.BytesIO(data)).size == (120, 90)
-        assert whole(data) and whole(data + b"trailer bytes")
-        for cut in (data[:-2], data[: len(data) // 2], data[: len(data) - 40]):
-            assert not whole(cut)
-            with pytest.raises(OSError, match="truncated"):  # what PIL says of each of them
-                Image.open(io.BytesIO(cut)).load()
-    data = _jpeg(arr)
-    app0 = 4 + (data[4] << 8 | data[5])  # SOI + the first segment
-    junk = data[:app0] + b"\x00stray bytes" + data[app0:]  # skipped by PIL and libjpeg alike
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(junk))), np.asarray(Image.open(io.BytesIO(data))))
-    assert whole(junk) and not whole(junk[: len(junk) // 2])
-    cut = _jpeg(arr, exif=b"Exif\x00\x00" + thumb)
-    cut = cut[: len(cut) // 2]
-    assert cut.rfind(b"\xff\xd9") > cut.find(b"\xff\xda")  # a plain search is misled by the thumbnail
-    assert not whole(cut)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.device_decode import DeviceDecodePrefetcher, JpegBytesTwoBoxes, bytes_loader, read_bytes
+from datasets.device_decode import DeviceDecodePrefetcher, JpegBytesTwoBoxes, bytes_loader
 from datasets.errors import DataError, NamesUnreadable, read_rgb
 from datasets.folders import image_folder
+from datasets.jpeg import read_bytes
+from datasets.loaders import TwoCrops
 from tests.data_formats import corrupt, write_class_folders, write_jpeg
 
 
@@ -52,6 +54,20 @@ def test_device_decode_path_names_the_file_it_cannot_decode(tmp_path, how, devic
     key = (0, ds.samples.index((bad, 0)))
     with pytest.raises(DataError, match=f"^{bad}: cannot read this image \\(.*(truncated|recognises|broken data)"):
         item[key]
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "tables", "scan", "sampling"])
+def test_worker_path_names_the_file_it_cannot_decode(tmp_path, how):
+    """Garbage fails at the header; the header checks send the truncated, table-less and bad-scan
+    files to PIL; a sampling-factor file passes them, libjpeg-turbo refuses it through torchvision,
+    and PIL, given it next, refuses it too. Each error names the file."""
+    root = write_class_folders(str(tmp_path / "data"), ["a", "b"], per_class=3, size=(40, 30))
+    bad = corrupt(str(tmp_path / "data" / "a" / "2.jpg"), how)
+    ds = image_folder(root)
+    crops = TwoCrops(ds, 16, seed=0)
+    assert crops.files and crops[(0, 0)][0].shape == (3, 16, 16)  # the others still read
+    with pytest.raises(DataError, match=f"^{bad}: cannot read this image \\(.*(truncated|recognises|broken data)"):
+        crops[(0, ds.samples.index((bad, 0)))]
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -82,8 +82,9 @@ def test_input_line_says_how_views_are_made_and_names_a_jpeg_flag_that_changes_n
     a.num_workers, a.jpeg_decode = 4, "device"
     assert input_line(a, False, "cuda").startswith(
         "input: JPEG bytes and crop boxes from 4 loader workers, nvJPEG decode and crops in batches on the GPU "
-        "(25% decoded by PIL in the workers), the rest of the views there; augmentation compiled")
+        "(25% decoded and cropped in the workers), the rest of the views there; augmentation compiled")
     a.jpeg_decode, a.compile, a.channels_last = "workers", False, False
     assert input_line(a, False, "cuda").startswith(
-        "input: JPEG decode and crops by PIL in 4 loader workers, the rest of the views on the GPU; ")
+        "input: JPEG decode (libjpeg-turbo; PIL for other files) and crops in 4 loader workers, the rest of the views "
+        "on the GPU; ")
     assert input_line(a, False, "cuda").endswith("; backbone eager")
