@@ -132,8 +132,8 @@ def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num
     everything after the crop is done on the device."""
     check_batch_fits(len(base), batch_size, world)
     sampler = EpochIndexSampler(len(base), batch_size, seed, rank, world)
-    return DataLoader(TwoCrops(base, size, seed, pil_only), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
+    return DataLoader(TwoCrops(base, size, seed, pil_only), batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
                       prefetch_factor=4 if num_workers > 0 else None)
 
 

@@ -21,7 +21,7 @@ BOXES = [torch.tensor(b, dtype=torch.float32) for b in ([3, 5, 17, 12], [0, 0, 9
 
 
 def _smooth(h=90, w=120, seed=0) -> np.ndarray:
-    """A photo-like image: JPEG's errors on noise would hide nothing, but resampling differences show on edges."""
+    """A photo-like image: smooth regions and soft edges, where resampling differences show."""
     small = np.random.default_rng(seed).integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
 
@@ -111,7 +111,8 @@ def test_a_jpeg_whose_first_scan_names_a_component_its_frame_lacks_goes_to_pil()
     arr = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     sound = lambda data: scan_in_frame(data, first_scan(data), Image.open(io.BytesIO(data)))  # noqa: E731
     thumb = jpeg_bytes(arr[:10, :10])
-    legal = (jpeg_bytes(arr), jpeg_bytes(arr, progressive=True), jpeg_bytes(arr[..., 0]), jpeg_bytes(arr, exif=b"Exif\x00\x00" + thumb))
+    legal = (jpeg_bytes(arr), jpeg_bytes(arr, progressive=True), jpeg_bytes(arr[..., 0]),
+             jpeg_bytes(arr, exif=b"Exif\x00\x00" + thumb))
     assert all(sound(data) for data in legal)
     data = jpeg_bytes(arr)
     sos = data.index(b"\xff\xda")
