@@ -100,9 +100,9 @@ run_stages() {  # r18-32's step is bound by the host: a compiled call has a fixe
 }
 
 run_jpeg() {  # decides --jpeg-decode auto: the workers' decode became 2x faster per core after the rule was set
-  step "r50-224, 4 and 8 workers: nvJPEG vs libjpeg-turbo decode + crops in the workers, 3 rounds in one process"
-  timeout 240 $PY "${BENCH[@]}" --settings r50-224 --workers 4 8 --pipelines model ours ours-other --repeats 3 \
-    --out "$OUT/bench_jpeg.json" 2>&1 | rows
+  step "r50-224, 4 and 8 workers: libjpeg-turbo decode + crops in the workers (ours, and its input side alone) vs nvJPEG (ours-other), 3 rounds in one process"
+  timeout 240 $PY "${BENCH[@]}" --settings r50-224 --workers 4 8 --jpeg-decode workers \
+    --pipelines model ours ours-other augment --repeats 3 --out "$OUT/bench_jpeg.json" 2>&1 | rows
 }
 
 run_split() {  # r50-224's gap is most likely the crops on the GPU (docs/speed.md): a share moves them to the workers
