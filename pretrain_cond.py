@@ -118,11 +118,12 @@ def _speed_flags(a) -> None:
            "CUDA, where it measured faster; 1, each step's own, otherwise)")
     a("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
       help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
-           "'workers' = PIL decode + crop in loader workers; auto = device on CUDA with < 8 workers "
-           "(the faster one in our measurement), else workers")
+           "'workers' = decode + crop in loader workers (libjpeg-turbo and torch for plain JPEGs, PIL for "
+           "other files); auto = device on CUDA with < 8 workers (the faster one in our measurement, "
+           "made with PIL in the workers), else workers")
     a("--jpeg-worker-fraction", type=float, default=0.0,
-      help="with --jpeg-decode device: the share of images that loader workers decode and crop with "
-           "PIL instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")
+      help="with --jpeg-decode device: the share of images that loader workers decode and crop "
+           "instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")
 
 
 def _variant_flags(a) -> None:

@@ -95,7 +95,7 @@ class Run:
 def build_loader(args, data: PretrainData, size: int, device: torch.device, rank: int = 0,
                  world: int = 1) -> DeviceBatches | DeviceDecodePrefetcher | DevicePrefetcher:
     """This rank's batches: the tensor dataset on the device, or a JPEG folder decoded as
-    ``args.jpeg_decode`` says (nvJPEG on the device, or PIL in workers)."""
+    ``args.jpeg_decode`` says (nvJPEG on the device, or decoding in the workers)."""
     per_rank = args.batch_size // world
     if data.in_memory:
         return DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
