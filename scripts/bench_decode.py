@@ -17,6 +17,8 @@ images/s of, on synthetic 320 px JPEGs (baseline and progressive):
                 upstream-style pipeline)
   loader        the nvJPEG path's loader alone (workers read bytes and draw boxes), and the main
                 thread's CPU time per batch spent taking batches in
+  workers loader, pil loader   the --jpeg-decode workers path's loader (both crops of every image
+                made in --loader-workers workers), with the workers' decode and with PIL's
 On GPUs with a hardware JPEG decoder (A100, H100) torchvision sends baseline JPEGs to it in one
 batch and decodes progressive ones one by one with a host Huffman stage; comparing the two rows
 shows which path a machine takes. Prints a table and writes JSON.
@@ -98,26 +100,36 @@ def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:
     for together in (False, True):  # crop_resize's convert_together: the CPU's default, the GPU's
         row("crop-resize, float per " + ("call" if together else "image"),
             _rate(lambda: crop_resize(images, (b1, b2), a.size, together), n, a.repeats, device), chunk=n, threads=1)
-    rate, main_ms = _loader_rate(folder.samples, a)
-    row("loader", rate, chunk=min(a.loader_batch, n), threads=a.loader_workers, main_thread_ms_per_batch=main_ms)
+    for what, (rate, main_ms) in _loader_rates(folder, a).items():
+        row(what, rate, chunk=min(a.loader_batch, n), threads=a.loader_workers, main_thread_ms_per_batch=main_ms)
     return rows
 
 
-def _loader_rate(samples: list, a) -> tuple[float, float]:
-    """Items/s of the nvJPEG path's loader (bytes and boxes from ``--loader-workers`` workers) and
-    the main thread's CPU time per batch taking them in: time the training step cannot use."""
+def _loader_rates(folder, a) -> dict[str, tuple[float, float]]:
+    """Items/s of each JPEG loader with ``--loader-workers`` workers: the nvJPEG path's ("loader":
+    bytes and boxes only) and the workers path's, with its decode and with PIL's ("workers loader",
+    "pil loader": both crops of every image); and the main thread's CPU time per batch taking
+    batches in, time the training step cannot use. One epoch of each per round, round-robin;
+    medians over ``--repeats`` rounds."""
     from datasets.device_decode import bytes_loader
-    loader = bytes_loader(samples, min(a.loader_batch, len(samples)), seed=0, num_workers=a.loader_workers,
-                          size=a.size)
-    for _ in loader:  # starts the (persistent) workers
-        pass
-    t, cpu, batches = time.perf_counter(), time.thread_time(), 0
+    from datasets.loaders import worker_crop_loader
+    batch, workers = min(a.loader_batch, len(folder)), a.loader_workers
+    loaders = {"loader": bytes_loader(folder.samples, batch, seed=0, num_workers=workers, size=a.size),
+               "workers loader": worker_crop_loader(folder, a.size, batch, seed=0, num_workers=workers),
+               "pil loader": worker_crop_loader(folder, a.size, batch, seed=0, num_workers=workers, pil_only=True)}
+    rates, main_ms = {k: [] for k in loaders}, {k: [] for k in loaders}
+    for loader in loaders.values():
+        for _ in loader:  # starts the (persistent) workers
+            pass
     for epoch in range(1, 1 + a.repeats):
-        loader.sampler.set_epoch(epoch)
-        for _ in loader:
-            batches += 1
-    wall = time.perf_counter() - t
-    return batches * loader.batch_size / wall, 1e3 * (time.thread_time() - cpu) / batches
+        for what, loader in loaders.items():
+            loader.sampler.set_epoch(epoch)
+            t, cpu, batches = time.perf_counter(), time.thread_time(), 0
+            for _ in loader:
+                batches += 1
+            rates[what].append(batches * batch / (time.perf_counter() - t))
+            main_ms[what].append(1e3 * (time.thread_time() - cpu) / batches)
+    return {k: (statistics.median(rates[k]), statistics.median(main_ms[k])) for k in loaders}
 
 
 def main(argv=None):
