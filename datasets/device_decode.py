@@ -117,11 +117,6 @@ def bytes_loader(samples: list[tuple[str, int]], batch_size: int, seed: int, num
                       persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
 
-def decode_batch(encoded: list[Tensor], device: torch.device) -> list[Tensor]:
-    """Decode JPEG bytes in one batched call on ``device`` (nvJPEG on CUDA)."""
-    return decode(encoded, device)
-
-
 def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int,
                 convert_together: bool | None = None) -> tuple[Tensor, ...]:
     """Each decoded image cropped to its box and resized to ``size`` (antialiased bilinear, uint8),
@@ -222,7 +217,7 @@ class DeviceDecodePrefetcher:
         """The batch items ``idx`` decoded in one call; if that fails, each alone (``_decode_one``)."""
         files = batch.encoded_bytes(idx, offsets)
         try:
-            return decode_batch(files, self.device)
+            return decode(files, self.device)
         except RuntimeError:
             return [self._decode_one(data, int(batch.indices[i])) for i, data in zip(idx, files)]
 
@@ -231,7 +226,7 @@ class DeviceDecodePrefetcher:
         arithmetic-coded JPEG, which nvJPEG does not take): a file that PIL reads, as the worker path
         does, must not stop a run. A file PIL refuses too raises ``unreadable``, naming it."""
         try:
-            return decode_batch([data], self.device)[0]
+            return decode([data], self.device)[0]
         except RuntimeError:
             path = self.loader.dataset.samples[index][0]
             rgb = read_pil(path, data, lambda im: pil_to_tensor(im.convert("RGB")))

@@ -56,9 +56,9 @@ def _rate(fn, images: int, repeats: int, device: torch.device) -> float:
 
 
 def _decode(data: list, device: torch.device, stream=None) -> list:
-    from datasets.device_decode import decode_batch
+    from datasets.jpeg import decode
     with torch.cuda.stream(stream) if stream is not None else nullcontext():
-        return decode_batch(data, device)
+        return decode(data, device)
 
 
 def measure(root: str, kind: str, a, device: torch.device) -> list[dict]:

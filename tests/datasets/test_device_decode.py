@@ -114,7 +114,7 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
     p = prefetcher()
     expected = list(p)
     assert p.sent == {"device": 6, "workers": 0} and p.refused == []
-    refused, real, calls = read_bytes(ds.samples[2][0]), device_decode.decode_batch, []
+    refused, real, calls = read_bytes(ds.samples[2][0]), device_decode.decode, []
 
     def refusing(files, device):
         calls.append(len(files))
@@ -122,7 +122,7 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
             raise RuntimeError("decode_jpeg: this decoder does not take the file")
         return real(files, device)
 
-    monkeypatch.setattr(device_decode, "decode_batch", refusing)
+    monkeypatch.setattr(device_decode, "decode", refusing)  # the device path's decoder only
     p = prefetcher()
     got = list(p)
     assert calls == [6] + [1] * 6  # one batched call, then each file alone
