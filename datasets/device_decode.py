@@ -30,10 +30,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from augmentations import sample_box_pairs
-
-from .jpeg import decode, read_header, read_pil, worker_crops
-from .loaders import EpochIndexSampler, check_batch_fits, view_generator
+from .jpeg import decode, read_pil, worker_crops
+from .loaders import EpochIndexSampler, check_batch_fits, headers_and_boxes
 
 
 def decoded_in_worker(index: int, fraction: float) -> bool:
@@ -63,15 +61,13 @@ class JpegBytesTwoBoxes(Dataset):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple]:
-        paths = [self.samples[index][0] for _, index in keys]
-        heads = [read_header(path) for path in paths]
-        hw = torch.tensor([[head.height, head.width] for head in heads])
-        boxes = sample_box_pairs(hw, [view_generator(self.seed, epoch, index) for epoch, index in keys])
+        heads, hw, boxes = headers_and_boxes(self.samples, keys, self.seed)
         items = []
-        for path, head, pair, src, (_, index) in zip(paths, heads, boxes, hw.float(), keys):
+        for head, pair, src, (_, index) in zip(heads, boxes, hw.float(), keys):
+            path, label = self.samples[index]
             encoded = head.plain and not decoded_in_worker(index, self.worker_fraction)
             data = head.data if encoded else worker_crops(path, head, pair, self.size)
-            items.append((data, encoded, *pair, src, self.samples[index][1], index))
+            items.append((data, encoded, *pair, src, label, index))
         return items
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from augmentations import crop_pil_box, sample_box_pairs
 
-from .jpeg import read_header, worker_crops
+from .jpeg import JpegHeader, read_header, worker_crops
 from .pretrain import TensorImages
 
 
@@ -84,6 +84,21 @@ class EpochIndexSampler(Sampler):
         return iter([(self.epoch, int(i)) for i in idx])
 
 
+def box_pairs(hw: Tensor, keys: list[tuple[int, int]], seed: int) -> Tensor:
+    """Both crop boxes of each batch item ``keys`` ((epoch, index) pairs) of source sizes ``hw``
+    [B, 2]: [B, 2, 4], drawn in one batched call from each item's own generator."""
+    return sample_box_pairs(hw, [view_generator(seed, epoch, index) for epoch, index in keys])
+
+
+def headers_and_boxes(samples: list[tuple[str, int]], keys: list[tuple[int, int]],
+                      seed: int) -> tuple[list[JpegHeader], Tensor, Tensor]:
+    """How both JPEG paths open a batch: the files of ``keys`` read up to their headers (no decoding),
+    their sizes [B, 2] and both crop boxes of each (``box_pairs``)."""
+    heads = [read_header(samples[index][0]) for _, index in keys]
+    hw = torch.tensor([[head.height, head.width] for head in heads])
+    return heads, hw, box_pairs(hw, keys, seed)
+
+
 class TwoCrops(Dataset):
     """Decodes one image and returns two independent crops with their boxes and the source size.
 
@@ -107,22 +122,19 @@ class TwoCrops(Dataset):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple]:
         if self.files:
-            paths, labels = zip(*(self.base.samples[index] for _, index in keys))
-            images = [read_header(path) for path in paths]  # bytes and size; decoded in worker_crops
-            hw = torch.tensor([[head.height, head.width] for head in images])
+            samples = self.base.samples
+            heads, hw, boxes = headers_and_boxes(samples, keys, self.seed)
+            labels = [samples[index][1] for _, index in keys]
+            views = [worker_crops(samples[index][0], head, pair, self.size)
+                     for head, pair, (_, index) in zip(heads, boxes, keys)]
         else:
             images, labels = zip(*(self.base[index] for _, index in keys))
-            images = [img.convert("RGB") for img in images]
-            hw = torch.tensor([[rgb.height, rgb.width] for rgb in images])
-        boxes = sample_box_pairs(hw, [view_generator(self.seed, epoch, index) for epoch, index in keys])
-        items = []
-        for k, (image, (b1, b2), src) in enumerate(zip(images, boxes, hw.float())):
-            if self.files:
-                v1, v2 = worker_crops(paths[k], image, (b1, b2), self.size)
-            else:
-                v1, v2 = crop_pil_box(image, b1, self.size), crop_pil_box(image, b2, self.size)
-            items.append((v1, b1, src, v2, b2, src, labels[k]))
-        return items
+            rgbs = [img.convert("RGB") for img in images]
+            hw = torch.tensor([[rgb.height, rgb.width] for rgb in rgbs])
+            boxes = box_pairs(hw, keys, self.seed)
+            views = [[crop_pil_box(rgb, box, self.size) for box in pair] for rgb, pair in zip(rgbs, boxes)]
+        return [(v1, b1, src, v2, b2, src, label)
+                for (v1, v2), (b1, b2), src, label in zip(views, boxes, hw.float(), labels)]
 
 
 def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num_workers: int,
@@ -133,8 +145,8 @@ def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num
     check_batch_fits(len(base), batch_size, world)
     sampler = EpochIndexSampler(len(base), batch_size, seed, rank, world)
     return DataLoader(TwoCrops(base, size, seed, pil_only), batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers, pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
-                      prefetch_factor=4 if num_workers > 0 else None)
+                      num_workers=num_workers, pin_memory=pin_memory, drop_last=True,
+                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
 
 class DevicePrefetcher:
