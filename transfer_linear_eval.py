@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args) -> None:
     """Every bad input fails here in one line, before any feature is extracted."""
     from augmentations import config_for_dataset
+    from datasets.pretrain import TEN_CROP_SIZE
     from utils.validate import check_frozen_eval, make_output_dir, require
     if args.dataset not in DOWNSTREAM_DATASETS:
         raise ValueError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {args.dataset!r}")
@@ -59,10 +60,11 @@ def validate(args) -> None:
     check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
     size = config_for_dataset(args.pretrain_data).size
     if args.ten_crop is None:
-        args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and size == 224
-    elif args.ten_crop and size != 224:  # 224 px training crops against test features at the model's size
-        raise ValueError(f"--ten-crop makes 224 px training crops: it is for models pretrained at 224 px "
-                         f"(imagenet100, folder), not --pretrain-data {args.pretrain_data} ({size} px)")
+        args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and size == TEN_CROP_SIZE
+    elif args.ten_crop and size != TEN_CROP_SIZE:  # training crops against test features at another size
+        raise ValueError(f"--ten-crop makes {TEN_CROP_SIZE} px training crops: it is for models pretrained at "
+                         f"{TEN_CROP_SIZE} px (imagenet100, folder), not --pretrain-data {args.pretrain_data} "
+                         f"({size} px)")
     if args.tensorboard:
         make_output_dir(args.tensorboard, "--tensorboard")
 

@@ -71,6 +71,9 @@ def _stl10(root: str, download: bool, split: str) -> TensorImages:
     return TensorImages(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
 
 
+TEN_CROP_SIZE = 224  # the crops of ``eval_transform(..., ten_crop=True)``: for models pretrained at 224 px
+
+
 def eval_transform(pretrain_data: str, ten_crop: bool = False) -> T.Compose:
     """Frozen-feature transform for a model pretrained on ``pretrain_data``.
 
@@ -82,7 +85,7 @@ def eval_transform(pretrain_data: str, ten_crop: bool = False) -> T.Compose:
     cfg = config_for_dataset(pretrain_data)
     norm = T.Compose([T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
     if ten_crop:
-        return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.TenCrop(224),
+        return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.TenCrop(TEN_CROP_SIZE),
                           T.Lambda(lambda crops: torch.stack([norm(c) for c in crops]))])
     return T.Compose([T.Resize(cfg.size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(cfg.size), norm])
 
