@@ -1,6 +1,7 @@
 """Two processes with the gloo backend on CPU: DDP averages gradients, the MoCo queue is filled
 with all-gathered embeddings, and both ranks end a step with identical state; SimCLR's global
-negatives train as the whole batch would on one process; sharded features equal one process's."""
+negatives train as the whole batch would on one process; sharded features equal one process's;
+--num-workers defaults to what the process's CPUs allow."""
 import multiprocessing
 import os
 import subprocess
