@@ -21,7 +21,6 @@ from .errors import DataError, from_torchvision
 from .folders import ImageNet100, folder_classes, image_folder, with_transform
 
 IN_MEMORY = ("cifar10", "cifar100", "stl10", "stl10_rot", "stl10_sol", "colordigits")
-SMALL_IMAGES = ("cifar10", "cifar100", "colordigits")  # 32 px, held in memory
 FROM_FILES = ("imagenet100", "folder")
 PRETRAIN_DATASETS = IN_MEMORY + FROM_FILES
 _TV_LAYOUT = {

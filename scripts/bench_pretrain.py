@@ -71,10 +71,9 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
         argv += ["--augment-ahead", str(a.augment_ahead)]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
-    argv += ["--compile"] * a.compile
-    if getattr(a, "compile_mode", "default") != "default":  # profile_step.py has no such flag
+    if getattr(a, "compile_mode", "auto") != "auto":  # profile_step.py has no such flag
         argv += ["--compile-mode", a.compile_mode]
-    for flag in ("compile_augment", "overlap_augment"):
+    for flag in ("compile", "compile_augment", "overlap_augment"):
         if getattr(a, flag) is not None:
             argv.append(f"--{'' if getattr(a, flag) else 'no-'}{flag.replace('_', '-')}")
     if datadir:
@@ -327,9 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "augment: the default's input side alone, no model step)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC (default: pretrain_cond.py's, on for CUDA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
-                   help="torch.compile mode for --compile (reduce-overhead: CUDA graphs)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the backbone (default: as pretrain_cond.py, on for CUDA)")
+    p.add_argument("--compile-mode", default="auto", choices=["auto", *COMPILE_MODES],
+                   help="torch.compile mode for --compile (default: as pretrain_cond.py, CUDA graphs on CUDA)")
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the batched augmentation (default: as pretrain_cond.py, on for CUDA)")
     p.add_argument("--augment-graph", default="auto", choices=["auto", *VIEW_GRAPHS],

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_profile(a) -> dict:
     """The default step of pretrain_cond.py for ``a``'s setting, warmed up and profiled (and with
-    ``a.host_profile``, its input side alone under cProfile)."""
+    ``a.host_profile``, its input side alone under cProfile). The backbone runs eager, so that its
+    kernels show one by one instead of as CUDA-graph replays."""
     from utils.run import build_run
     from utils.step import engine_and_data, input_stream
     a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0

@@ -20,13 +20,16 @@ def expect_one_line_error(main, argv, capsys, pattern: str) -> None:
 
 
 def tiny_run(tmp_path, *extra, device="cpu", data=("--dataset", "colordigits")):
-    """A built pretraining Run of mini_resnet on colordigits (batch 32, 1 epoch), set to epoch 0."""
+    """A built pretraining Run of mini_resnet on colordigits (batch 32, 1 epoch), set to epoch 0. On
+    CUDA the backbone stays eager unless ``extra`` names --compile: the CUDA tests built on this
+    check the input side and the step around the backbone, whose CUDA graphs have a test of their own."""
     import pretrain_cond
     from utils.run import build_run
     from utils.validate import validate
+    eager = [] if {"--compile", "--no-compile", "--compile-mode"} & set(extra) else ["--no-compile"]
     args = pretrain_cond.build_parser().parse_args(
-        ["--logdir", str(tmp_path / "run"), *data, "--model", "mini_resnet",
-         "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--device", device, *extra])
+        ["--logdir", str(tmp_path / "run"), *data, "--model", "mini_resnet", "--batch-size", "32",
+         "--max-epochs", "1", "--proj-hidden", "32", "--device", device, *eager, *extra])
     validate(args)
     run = build_run(args, torch.device(device))
     run.set_epoch(0)

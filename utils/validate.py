@@ -10,7 +10,7 @@ import shutil
 import torch
 
 from augmentations import check_keys, config_for_dataset
-from datasets.pretrain import PRETRAIN_DATASETS, SMALL_IMAGES, check_pretrain_data
+from datasets.pretrain import IN_MEMORY, PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
 from models.projector import ConditionedProjector, ProjectorSpec
 
@@ -101,18 +101,22 @@ def resolve_defaults(args) -> None:
     can_compile = args.device == "cpu" or triton_usable()
     if args.compile_augment is None:  # measured on an H200 (README, Speed); on a CPU compiling costs more than it saves
         args.compile_augment = args.device == "cuda" and can_compile
+    if args.compile is None:  # CUDA graphs measured faster on an H200 (README, Speed); DDP with them is untested
+        args.compile = args.device == "cuda" and can_compile and not getattr(args, "distributed", False)
     for flag in ("compile", "compile_augment"):
         if getattr(args, flag) and not can_compile:
             raise ValueError(f"--{flag.replace('_', '-')} on CUDA needs Triton, a C compiler and a GPU of compute "
                              "capability >= 7.0; drop the flag")
-    if args.compile_mode != "default" and not args.compile:
+    if args.compile_mode not in ("auto", "default") and not args.compile:
         raise ValueError(f"--compile-mode {args.compile_mode} is how --compile compiles the backbone: add --compile")
+    if args.compile_mode == "auto":
+        args.compile_mode = "reduce-overhead" if args.compile and args.device == "cuda" else "default"
     if args.blur_impl == "auto":  # measured on an H100 (README, Speed): compiled shift 2.0 ms a view, conv 10.9
         args.blur_impl = "shift" if args.compile_augment else "conv"
-    # measured on an H200 (README, Speed): r18-32 from 0.81 to 0.92 of the model-only ceiling
-    small_on_gpu = args.device == "cuda" and args.compile_augment and args.dataset in SMALL_IMAGES
+    # measured on an H200 (README, Speed): from 0.81 to 0.92 of the model-only ceiling at r18-32, 0.70 to 0.92 at r18-96
+    held_on_gpu = args.device == "cuda" and args.compile_augment and args.dataset in IN_MEMORY
     if args.augment_ahead is None:
-        args.augment_ahead = 8 if small_on_gpu and args.augment_graph != "stages" else 1
+        args.augment_ahead = 8 if held_on_gpu and args.augment_graph != "stages" else 1
     if args.augment_graph == "auto":
         args.augment_graph = "view" if args.augment_ahead > 1 else "stages"
     if args.augment_graph == "view" and not args.compile_augment:

@@ -100,16 +100,20 @@ def test_steps_made_ahead_never_wait_for_the_device(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("compile_augment", ["--compile-augment", "--no-compile-augment"])
+@pytest.mark.parametrize("compile_flags", [("--compile-augment",), ("--no-compile-augment",),
+                                           ("--compile-augment", "--compile")])  # the last: the default on one GPU
 @pytest.mark.parametrize("framework", ["moco", "simclr"])
-def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework, compile_augment):
+def test_cuda_training_step_has_no_synchronising_call(tmp_path, framework, compile_flags):
+    """After warm-up (with the backbone's CUDA graphs: a step run eager, then one recorded), a step
+    queues its work without waiting for the GPU."""
     args = ["--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
             "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5",
-            compile_augment]
+            *compile_flags]
     run = tiny_run(tmp_path, *args, device="cuda")
     step = make_step(run, total_steps=10)
     batch = next(iter(run.loader))
-    step(StubEngine(), batch)
+    for _ in range(3):
+        step(StubEngine(), batch)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
