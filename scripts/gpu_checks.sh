@@ -2,8 +2,8 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests bench entry stl10 graph profile decode cudagraphs224 jpeg split cudagraphs stages blur overlap
-# compile variants sklearn sweep fidelity entry. The default is the first seven, most decisive first: what does not
+# Steps: tests graphtests bench entry stl10 graph profile decode cudagraphs224 jpeg split cudagraphs stages blur
+# overlap compile variants sklearn sweep fidelity. The default is the first eight, most decisive first: what does not
 # fit in one call's time is what matters least. bench makes the JPEG folder that entry trains on.
 # Timed on an H200 (the defaults of the time, without the backbone's CUDA graphs): tests 107 s, jpeg 142 s, split
 # 85 s, cudagraphs224 97 s, stl10 76 s, graph 112 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s,
@@ -24,10 +24,15 @@ step() { echo "=== $* (t=${SECONDS}s)"; }
 # time limit still shows, with its JSON written so far), the table's rows, and an error's last line
 rows() { grep --line-buffered -E "^(round |\| r)|Error|error:"; }
 
-run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backbone: step cudagraphs runs it
+run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backbone: step graphtests runs it
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
   timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
     tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_step.py tests/utils/test_input_stream.py -k "cuda and not cuda_graphs" 2>&1 | tail -12
+}
+
+run_graphtests() {  # the backbone's CUDA graphs are the default on one GPU: every framework against eager
+  step "CUDA test: the backbone as CUDA graphs trains like eager, every framework (each compiles it)"
+  timeout 400 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" 2>&1 | tail -8
 }
 
 run_bench() {
@@ -59,8 +64,7 @@ without_and_with_cudagraphs() {
 }
 
 run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay the backbone's ~400 launches
-  step "backbone compiled with CUDA graphs (the default on one GPU): its test, then r18-32 without and with"
-  timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" 2>&1 | tail -4
+  step "backbone compiled with CUDA graphs (the default on one GPU): r18-32 without and with"
   without_and_with_cudagraphs r18-32 3 240 cudagraphs
 }
 
@@ -164,7 +168,7 @@ run_entry() {
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-for s in "${@:-tests bench entry stl10 graph profile decode}"; do
+for s in "${@:-tests graphtests bench entry stl10 graph profile decode}"; do
   for name in $s; do "run_$name"; done
 done
 step "done"

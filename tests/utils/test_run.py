@@ -4,6 +4,7 @@ import dataclasses
 import pytest
 import torch
 
+from models import FRAMEWORKS
 from tests.helpers import StubEngine, tiny_run
 from utils.step import make_step
 
@@ -58,14 +59,15 @@ def test_compile_compiles_the_online_backbone_in_its_mode_and_trains_the_same(tm
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_backbone_compiled_with_cuda_graphs_trains_like_eager(tmp_path):
-    """--compile --compile-mode reduce-overhead: Inductor's CUDA graphs replay the online backbone,
-    called on two views a step beside MoCo's eager key encoder, across steps and around the k-NN
-    monitor, with the eager run's losses."""
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_cuda_backbone_compiled_with_cuda_graphs_trains_like_eager(tmp_path, framework):
+    """--compile --compile-mode reduce-overhead (the default on one GPU): Inductor's CUDA graphs replay
+    the online backbone, called on two views a step (beside the eager momentum encoder where the
+    framework has one), across steps and around the k-NN monitor, with the eager run's losses."""
     import utils.trainer as trainer
     losses, knn = {}, {}
     for name, flags in {"eager": [], "graphs": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
-        run = tiny_run(tmp_path / name, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type",
+        run = tiny_run(tmp_path / name, "--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type",
                        "proj-cat", "--aug-cond", "crop", "color", "--precision", "fp32", device="cuda")
         step, batches = make_step(run, total_steps=10), iter(run.loader)
         losses[name] = [float(step(StubEngine(), next(batches))["loss"]) for _ in range(4)]
