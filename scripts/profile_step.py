@@ -36,7 +36,8 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from augmentations import BLUR_IMPLS, VIEW_GRAPHS  # noqa: E402
 from bench_data import setting_datadir  # noqa: E402
-from bench_pretrain import SETTINGS, endless, make_args, stub_engine, synchronizer  # noqa: E402
+from bench_pipelines import SETTINGS, endless, make_args, stub_engine  # noqa: E402
+from bench_pretrain import synchronizer  # noqa: E402
 
 REGIONS = ("inputs", "forward", "backward", "optimizer")
 

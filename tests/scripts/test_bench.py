@@ -202,10 +202,10 @@ def test_bench_pretrain_worker_share_variant_decodes_with_a_loader_of_its_own(tm
     the loader workers, through a loader of its own; the default's loader keeps its share of 0. Only
     that path has a share: the workers' path and images held in memory are refused."""
     from utils.run import build_run
-    bench = _load("bench_pretrain")
-    a = bench.build_parser().parse_args(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "0",
-                                         "--jpeg-decode", "device", "--pipelines", "ours", "augment",
-                                         "--variants", "jpeg_worker_fraction=0.5", "--batch-size", "4"])
+    bench = _load("bench_pipelines")
+    a = _load("bench_pretrain").build_parser().parse_args([
+        "--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "0", "--jpeg-decode", "device",
+        "--pipelines", "ours", "augment", "--variants", "jpeg_worker_fraction=0.5", "--batch-size", "4"])
     datadir = _load("bench_data").setting_datadir("r50-224", str(tmp_path), 4, 4, True)
     pipes = bench.Pipelines(build_run(bench.make_args("r50-224", a, datadir, 0), torch.device("cpu")), a, 0)
     builders, variants = pipes.builders("r50-224", datadir)
@@ -342,3 +342,31 @@ def test_every_gpu_checks_command_parses_with_the_scripts_flags(tmp_path, monkey
         parsed.append(script)
     assert {"scripts/bench_pretrain.py", "scripts/profile_step.py", "scripts/bench_augment.py",
             "scripts/bench_decode.py", "scripts/bench_linear_eval.py", "pretrain_cond.py"} <= set(parsed)
+
+
+def test_bench_model_eager_runs_the_compiled_backbone_eager(tmp_path, monkeypatch):
+    """model-eager: the model-only step with the backbone that --compile compiled run eager (the
+    issue's ceiling), where "model" runs the compiled graph."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    import utils.run
+    calls = []
+
+    def counting_aot_eager(gm, example_inputs, **options):  # counts each run of a compiled graph
+        compiled = lookup_backend("aot_eager")(gm, example_inputs)
+
+        def run(*args):
+            calls.append(1)
+            return compiled(*args)
+        return run
+    monkeypatch.setattr(utils.run, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
+    bench, runs = _load("bench_pretrain"), {}
+    for pipeline in ("model-eager", "model"):
+        calls.clear()
+        bench.main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0", "--batch-size", "8",
+                    "--steps", "2", "--warmup", "1", "--min-seconds", "0", "--compile", "--pipelines", pipeline,
+                    "--out", str(tmp_path / f"{pipeline}.json")])
+        runs[pipeline] = len(calls)
+        row, = json.loads((tmp_path / f"{pipeline}.json").read_text())["rows"]
+        assert row["pipeline"] == pipeline and row["compile"].startswith("backbone") and row["images_per_s"] > 0
+    assert runs["model-eager"] == 0 and runs["model"] >= 3  # the warm-up step and 2 timed ones
