@@ -21,6 +21,8 @@ CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-nn-depth", "6"
 
 
 def make_args(setting: str, a, datadir: str | None, workers: int):
+    """pretrain_cond.py's arguments, defaults resolved, for ``setting`` with the speed flags that
+    ``a`` (bench_pretrain.py's or profile_step.py's) sets; the flags it leaves unset keep their defaults."""
     import pretrain_cond
     from utils.validate import resolve_defaults
     model, dataset = SETTINGS[setting]
