@@ -11,10 +11,15 @@ def _args(*extra):
     return pretrain_cond.build_parser().parse_args(["--logdir", "x", *extra])
 
 
-@pytest.mark.parametrize("workers,decode", [(4, "device"), (7, "device"), (8, "workers"), (16, "workers")])
-def test_cuda_defaults(monkeypatch, workers, decode):
+@pytest.fixture
+def cuda_with_triton(monkeypatch):
+    """A machine whose CUDA GPU Inductor can generate code for, as the CUDA defaults assume."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(validate_module, "triton_usable", lambda: True)
+
+
+@pytest.mark.parametrize("workers,decode", [(4, "device"), (7, "device"), (8, "workers"), (16, "workers")])
+def test_cuda_defaults(cuda_with_triton, workers, decode):
     a = _args("--device", "cuda", "--num-workers", str(workers))
     resolve_defaults(a)
     assert (a.precision, a.channels_last, a.compile, a.compile_mode, a.compile_augment, a.jpeg_decode) == (
@@ -26,19 +31,15 @@ def test_cuda_defaults(monkeypatch, workers, decode):
     (("--compile-mode", "max-autotune"), True, "max-autotune"),
     (("--distributed", "--compile"), True, "reduce-overhead"), (("--device", "cpu"), False, "default"),
     (("--device", "cpu", "--compile"), True, "default")])
-def test_backbone_compile_defaults_to_cuda_graphs_on_one_gpu(monkeypatch, flags, compile_, mode):
+def test_backbone_compile_defaults_to_cuda_graphs_on_one_gpu(cuda_with_triton, flags, compile_, mode):
     """The backbone is compiled into CUDA graphs where that was measured faster (one process on CUDA);
     not under --distributed (untested with DDP) nor on a CPU; an explicit choice of either flag is kept."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(validate_module, "triton_usable", lambda: True)
     a = _args("--device", "cuda", *flags)
     resolve_defaults(a)
     assert (a.compile, a.compile_mode) == (compile_, mode)
 
 
-def test_a_compile_mode_without_compiling_is_refused(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(validate_module, "triton_usable", lambda: True)
+def test_a_compile_mode_without_compiling_is_refused(cuda_with_triton):
     for flags in (("--no-compile",), ("--distributed",)):
         with pytest.raises(ValueError, match="^--compile-mode reduce-overhead is how --compile compiles the backbone"):
             resolve_defaults(_args("--device", "cuda", "--compile-mode", "reduce-overhead", *flags))
@@ -91,12 +92,10 @@ def test_cpu_defaults_and_explicit_choices_are_kept():
     ("cifar10", ("--no-compile-augment",), "stages", 1), ("cifar10", ("--augment-graph", "stages"), "stages", 1),
     ("cifar10", ("--augment-ahead", "1"), "stages", 1), ("cifar10", ("--augment-ahead", "4"), "view", 4),
     ("cifar10", ("--augment-graph", "view"), "view", 8), ("folder", ("--augment-ahead", "2"), "view", 2)])
-def test_cuda_makes_the_views_of_images_held_on_the_gpu_eight_steps_at_once(monkeypatch, dataset, flags, graph,
-                                                                           ahead):
+def test_cuda_makes_the_views_of_images_held_on_the_gpu_eight_steps_at_once(cuda_with_triton, dataset, flags,
+                                                                           graph, ahead):
     """The whole view, 8 steps at once, where it was measured faster: images held on the GPU (32 and
     96 px), the augmentation compiled; an explicit choice of either flag is kept and the other follows it."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(validate_module, "triton_usable", lambda: True)
     a = _args("--device", "cuda", "--dataset", dataset, *flags)
     resolve_defaults(a)
     assert (a.augment_graph, a.augment_ahead) == (graph, ahead)
