@@ -122,8 +122,8 @@ def _speed_flags(a) -> None:
     a("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
       help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
            "'workers' = decode + crop in loader workers (libjpeg-turbo and torch for plain JPEGs, PIL for "
-           "other files); auto = device on CUDA with < 8 workers (the faster one in our measurement, "
-           "made with PIL in the workers), else workers")
+           "other files); auto = device on CUDA with < 8 workers, else workers (the faster one in each case on "
+           "an H200 at r50-224: 2,681 against 2,109 images/s with 4 workers, 3,031 against 2,871 with 8)")
     a("--jpeg-worker-fraction", type=float, default=0.0,
       help="with --jpeg-decode device: the share of images that loader workers decode and crop "
            "instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")

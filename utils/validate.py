@@ -124,7 +124,7 @@ def resolve_defaults(args) -> None:
     if args.augment_ahead > 1 and args.augment_graph != "view":
         raise ValueError(f"--augment-ahead {args.augment_ahead} makes each view of {args.augment_ahead} steps in one "
                          "whole-view call: it needs --augment-graph view")
-    if args.jpeg_decode == "auto":  # crossover measured on an H100 (README, Speed)
+    if args.jpeg_decode == "auto":  # crossover measured on an H100 and again on an H200 (README, Speed)
         args.jpeg_decode = "device" if args.device == "cuda" and args.num_workers < 8 else "workers"
     args.aug_cond = check_keys(args.aug_cond)
 
