@@ -2,6 +2,7 @@
 import argparse
 import importlib.util
 import json
+import multiprocessing
 import os
 import pathlib
 import re
@@ -76,6 +77,40 @@ def test_bench_timed_runs_at_least_the_steps_and_the_seconds():
     steps.clear()
     bench.timed(lambda b: (steps.append(b), time.sleep(0.01)), it, 0, 1, 0.1, 10, torch.device("cpu"))
     assert 2 <= len(steps) <= 10  # until 0.1 s had passed: more than the 1 step asked, at most 0.1 s / 10 ms
+
+
+def test_bench_peak_memory_spans_the_warm_up(monkeypatch):
+    """A backbone replayed as CUDA graphs allocates only while it records, in the warm-up steps."""
+    bench, events = _load("bench_pretrain"), []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**30)
+    res = bench.timed(lambda b: events.append("step"), iter(int, 1), 2, 1, 0.0, 4, torch.device("cuda"))
+    assert events[:3] == ["reset", "step", "step"] and res["peak_gib"] == 3.0
+
+
+def _busy_then_idle(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    time.sleep(60)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads children's CPU time from /proc (Linux)")
+def test_bench_settle_waits_for_busy_loader_processes():
+    bench = _load("bench_pretrain")
+    assert bench.settle(timeout=5) < 0.5  # nothing to wait for
+    t = time.perf_counter()
+    child = multiprocessing.get_context("fork").Process(target=_busy_then_idle, args=(1.0,), daemon=True)
+    child.start()
+    try:
+        assert 0.3 <= bench.settle(timeout=0.3) < 0.6  # busy: the timeout ends the wait
+        waited = bench.settle(timeout=10)
+        assert 0.2 <= waited < 5 and time.perf_counter() - t >= 1.0  # until the child went idle
+        assert bench.settle(timeout=5) < 0.5  # idle since
+    finally:
+        child.kill()
+        child.join()
 
 
 def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
@@ -314,7 +349,7 @@ def test_every_gpu_checks_command_parses_with_the_scripts_flags(tmp_path, monkey
     env = {**os.environ, "PYTHON": "true", "OUT": str(tmp_path), "TMPDIR": str(tmp_path)}
     trace = subprocess.run(["bash", "-x", str(path), " ".join(steps)], cwd=ROOT, env=env, capture_output=True,
                            text=True).stderr
-    commands = [shlex.split(m) for m in re.findall(r"^\++ timeout \d+ true (.*)$", trace, flags=re.M)]
+    commands = [shlex.split(m) for m in re.findall(r"^\++ timeout -k 10 \d+ true (.*)$", trace, flags=re.M)]
     assert len(commands) >= len(steps)
 
     class Parsed(Exception):
