@@ -5,9 +5,10 @@
 # Steps: tests graphtests bench entry stl10 graph profile decode cudagraphs224 jpeg split cudagraphs stages blur
 # overlap compile variants sklearn sweep fidelity. The default is the first eight, most decisive first: what does not
 # fit in one call's time is what matters least. bench makes the JPEG folder that entry trains on.
-# Timed on an H200 (the defaults of the time, without the backbone's CUDA graphs): tests 107 s, jpeg 142 s, split
-# 85 s, cudagraphs224 97 s, stl10 76 s, graph 112 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s,
-# "sklearn variants" 280 s. On an H100: blur 132 s, bench 99 s, entry 28 s, sweep 59 s.
+# Timed on an H200 with the backbone's CUDA graphs: tests 124 s, graphtests 37 s, entry 85 s; bench did not end in
+# 408 s. Without them (the defaults of the time): jpeg 142 s, split 85 s, cudagraphs224 97 s, stl10 76 s, graph
+# 112 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s, "sklearn variants" 280 s. On an H100: blur 132 s,
+# sweep 59 s.
 # JSON results go to $OUT as they come, after each measurement.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -20,38 +21,50 @@ CASSLE=(--aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type pr
 BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --min-seconds 1.5 --jpeg-dir "$TMP/jpegs")
 
 step() { echo "=== $* (t=${SECONDS}s)"; }
+# LIMIT_S ARGS...: bench_pretrain.py with BENCH's flags, its rows printed as they come (rows, below), through a
+# file that tail follows until the script ends rather than a pipe. On the H200 "bench" overran its 300 s limit by
+# 108 s or more: the script outlived its TERM, or a process it had started held the pipe open; this ends both.
+bench() {
+  local limit=$1 log="$TMP/bench-$RANDOM.log"; shift
+  timeout -k 10 "$limit" $PY "${BENCH[@]}" "$@" > "$log" 2>&1 &
+  tail -n +1 -f --pid=$! "$log" | rows
+}
 # bench_pretrain.py's lines worth keeping: each measurement as it is taken ("round"; what a step cut off by its
 # time limit still shows, with its JSON written so far), the table's rows, and an error's last line
 rows() { grep --line-buffered -E "^(round |\| r)|Error|error:"; }
 
 run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backbone: step graphtests runs it
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
-  timeout 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
-    tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_step.py tests/utils/test_input_stream.py -k "cuda and not cuda_graphs" 2>&1 | tail -12
+  timeout -k 10 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
+    tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_step.py \
+    tests/utils/test_input_stream.py -k "cuda and not cuda_graphs" --tb=short 2>&1 | grep -v DEBUG \
+    | tee "$OUT/tests.txt" | tail -12
 }
 
 run_graphtests() {  # the backbone's CUDA graphs are the default on one GPU: every framework against eager
   step "CUDA test: the backbone as CUDA graphs trains like eager, every framework (each compiles it)"
-  timeout 400 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" 2>&1 | tail -8
+  timeout -k 10 400 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" --tb=short \
+    --durations=8 2>&1 | grep -v DEBUG | tee "$OUT/graphtests.txt" | tail -20
 }
 
-run_bench() {
-  step "pretraining throughput, default settings; last, the model-only step with the backbone eager (the issue's ceiling)"
-  timeout 300 $PY "${BENCH[@]}" --workers 4 16 --pipelines model upstream ours ours-other augment model-eager \
-    --out "$OUT/bench_pretrain.json" 2>&1 | rows
+run_bench() {  # 4 workers first, the issue's target: both worker counts in one call ran past 400 s on the H200
+  step "pretraining throughput, default settings, 4 workers; last, the model-only step with the backbone eager (the issue's ceiling)"
+  bench 300 --workers 4 --pipelines model upstream ours ours-other augment model-eager --out "$OUT/bench_pretrain.json"
+  step "the same with 16 workers, without the input side alone and the eager backbone"
+  bench 200 --workers 16 --pipelines model upstream ours ours-other --out "$OUT/bench_pretrain_16.json"
 }
 
 run_compile() {
   step "pretraining throughput with --no-compile-augment (eager augmentation; the default compiles it on CUDA)"
-  timeout 240 $PY "${BENCH[@]}" --workers 4 --no-compile-augment --pipelines model ours augment \
-    --out "$OUT/bench_eager_augment.json" 2>&1 | rows
+  bench 240 --workers 4 --no-compile-augment --pipelines model ours augment \
+    --out "$OUT/bench_eager_augment.json"
 }
 
 run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer compiled calls cut
   step "compiled augmentation, r18-32, 4 workers: whole view 8 steps at once (default), per stage, whole view, 32 steps"
-  timeout 240 $PY "${BENCH[@]}" --settings r18-32 --workers 4 --pipelines model ours augment \
+  bench 240 --settings r18-32 --workers 4 --pipelines model ours augment \
     --variants augment_graph=stages,augment_ahead=1 augment_graph=view,augment_ahead=1 augment_ahead=32 \
-    --repeats 4 --out "$OUT/bench_graph.json" 2>&1 | rows
+    --repeats 4 --out "$OUT/bench_graph.json"
 }
 
 # the backbone eager, then as CUDA graphs (the default on one GPU), each in its own process:
@@ -59,8 +72,8 @@ run_graph() {  # r18-32 only: its step is bound by the host's time, which fewer 
 without_and_with_cudagraphs() {
   for v in "--no-compile" "--compile --compile-mode reduce-overhead"; do
     tag=$(echo "x$v" | tr -cd 'a-z')
-    timeout "$3" $PY "${BENCH[@]}" --settings "$1" --workers 4 --pipelines model ours $v --repeats "$2" \
-      --out "$OUT/$4_$tag.json" 2>&1 | rows
+    bench "$3" --settings "$1" --workers 4 --pipelines model ours $v --repeats "$2" \
+      --out "$OUT/$4_$tag.json"
   done
 }
 
@@ -71,8 +84,8 @@ run_cudagraphs() {  # r18-32's model step is host-bound too: CUDA graphs replay 
 
 run_stl10() {  # behind STL-10's default of 8 steps at once (H200: 0.92 of the ceiling against 0.70; README)
   step "r18-96 (resnet18, 96 px, in memory like STL-10), 4 workers: whole view 8 steps at once (its default) vs per stage one step at a time"
-  timeout 200 $PY "${BENCH[@]}" --settings r18-96 --workers 4 --pipelines model ours augment \
-    --variants augment_graph=stages,augment_ahead=1 --repeats 3 --out "$OUT/bench_stl10.json" 2>&1 | rows
+  bench 200 --settings r18-96 --workers 4 --pipelines model ours augment \
+    --variants augment_graph=stages,augment_ahead=1 --repeats 3 --out "$OUT/bench_stl10.json"
 }
 
 run_cudagraphs224() {  # behind --compile's default: H200, ours 1.13x faster with the graphs (README)
@@ -82,47 +95,47 @@ run_cudagraphs224() {  # behind --compile's default: H200, ours 1.13x faster wit
 
 run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H100 profile)
   step "Gaussian blur as sums of shifted slices (default, compiled) vs grouped convolutions: one view, then r50-224"
-  timeout 150 $PY scripts/bench_augment.py --device cuda --recipes imagenet100 --compile inductor --graphs stages \
+  timeout -k 10 150 $PY scripts/bench_augment.py --device cuda --recipes imagenet100 --compile inductor --graphs stages \
     --blur-impls conv shift --out "$OUT/bench_augment_blur.json" 2>&1 | grep "^|"
-  timeout 200 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --pipelines model ours --variants blur_impl=conv \
-    --repeats 3 --out "$OUT/bench_blur.json" 2>&1 | rows
+  bench 200 --settings r50-224 --workers 4 --pipelines model ours --variants blur_impl=conv \
+    --repeats 3 --out "$OUT/bench_blur.json"
 }
 
 run_overlap() {
   step "pretraining throughput without and with --overlap-augment (inputs made a step ahead, on a side stream), 4 workers"
-  timeout 300 $PY "${BENCH[@]}" --workers 4 --pipelines model ours --variants overlap_augment=true --repeats 3 \
-    --out "$OUT/bench_overlap.json" 2>&1 | rows
+  bench 300 --workers 4 --pipelines model ours --variants overlap_augment=true --repeats 3 \
+    --out "$OUT/bench_overlap.json"
 }
 
 run_decode() {
   step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), a worker's decode + crops vs PIL's, crop + resize"
-  timeout 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
+  timeout -k 10 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
 }
 
 run_stages() {  # r18-32's step is bound by the host: a compiled call has a fixed host cost to earn back
   step "host time to issue each stage of a 32 px view, eager vs compiled, batch 256"
-  timeout 120 $PY scripts/bench_augment.py --device cuda --recipes cifar10 --compile inductor --graphs stages \
+  timeout -k 10 120 $PY scripts/bench_augment.py --device cuda --recipes cifar10 --compile inductor --graphs stages \
     --stage-times --views 200 --out "$OUT/bench_stages.json" 2>&1 | grep "^|"
 }
 
 run_jpeg() {  # decides --jpeg-decode auto: the workers' decode became 2x faster per core after the rule was set
   step "r50-224, 4 and 8 workers: libjpeg-turbo decode + crops in the workers (ours, and its input side alone) vs nvJPEG (ours-other), 3 rounds in one process"
-  timeout 240 $PY "${BENCH[@]}" --settings r50-224 --workers 4 8 --jpeg-decode workers \
-    --pipelines model ours ours-other augment --repeats 3 --out "$OUT/bench_jpeg.json" 2>&1 | rows
+  bench 240 --settings r50-224 --workers 4 8 --jpeg-decode workers \
+    --pipelines model ours ours-other augment --repeats 3 --out "$OUT/bench_jpeg.json"
 }
 
 run_split() {  # r50-224's gap is most likely the crops on the GPU (docs/speed.md): a share moves them to the workers
   step "JPEG decode shared between loader workers and nvJPEG, r50-224, 4 workers: shares 0, 0.2, 0.4 in one process"
-  timeout 240 $PY "${BENCH[@]}" --settings r50-224 --workers 4 --jpeg-decode device --pipelines model ours \
+  bench 240 --settings r50-224 --workers 4 --jpeg-decode device --pipelines model ours \
     --variants jpeg_worker_fraction=0.2 jpeg_worker_fraction=0.4 --repeats 3 --min-seconds 4 \
-    --out "$OUT/bench_split.json" 2>&1 | rows
+    --out "$OUT/bench_split.json"
 }
 
 run_profile() {
   step "where a step's time goes: host vs device time per region (inputs, forward, backward, optimizer)"
-  timeout 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --host-profile 15 \
+  timeout -k 10 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --host-profile 15 \
     --out "$OUT/profile_r18.json" 2>&1 | tail -37
-  timeout 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
+  timeout -k 10 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
     --out "$OUT/profile_r50.json" 2>&1 | tail -20
 }
 
@@ -132,26 +145,26 @@ run_variants() {
            "--settings r18-32 r50-224 --precision bf16 --no-channels-last" \
            "--settings r18-32 r50-224 --compile"; do
     tag=$(echo "$v" | tr -cd 'a-z0-9' | tail -c 24)
-    timeout 300 $PY "${BENCH[@]}" --workers 4 --pipelines model $v --out "$OUT/variant_$tag.json" 2>&1 | rows
+    bench 300 --workers 4 --pipelines model $v --out "$OUT/variant_$tag.json"
   done
 }
 
 run_sklearn() {
   step "scikit-learn on this machine's CPU, one penalty, same stopping rule"
-  timeout 200 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 1 \
+  timeout -k 10 200 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 1 \
     --out "$OUT/bench_linear_eval_sklearn.json" 2>&1 | tail -8
 }
 
 run_sweep() {
   step "linear evaluation sweep (GPU only)"
-  timeout 120 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 0 \
+  timeout -k 10 120 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 0 \
     --out "$OUT/bench_linear_eval.json" 2>&1 | tail -8
 }
 
 run_fidelity() {
   step "bf16 vs fp32 fidelity: SimCLR + CASSLE on colordigits"
   for prec in fp32 bf16; do for seed in 0 1; do
-    timeout 90 $PY pretrain_cond.py --logdir "$TMP/fid-$prec-$seed" --dataset colordigits --model cifar_resnet18 \
+    timeout -k 10 90 $PY pretrain_cond.py --logdir "$TMP/fid-$prec-$seed" --dataset colordigits --model cifar_resnet18 \
       --framework simclr --batch-size 256 --max-epochs 30 --base-lr 0.05 --eval-freq 30 --ckpt-freq 30 \
       --precision $prec --seed $seed "${CASSLE[@]}" > "$TMP/fid-$prec-$seed.log" 2>&1
     echo "$prec seed $seed: $(cat "$TMP/fid-$prec-$seed/knn.json" 2>/dev/null || tail -2 "$TMP/fid-$prec-$seed.log")"
@@ -160,7 +173,7 @@ run_fidelity() {
 
 run_entry() {
   step "entry point on a JPEG folder with nvJPEG decoding and the backbone as CUDA graphs (the defaults)"
-  timeout 150 $PY pretrain_cond.py --logdir "$TMP/folder-run" --dataset folder --datadir "$TMP/jpegs" \
+  timeout -k 10 150 $PY pretrain_cond.py --logdir "$TMP/folder-run" --dataset folder --datadir "$TMP/jpegs" \
     --model resnet50 --framework moco --batch-size 256 --max-epochs 1 --eval-freq 0 --num-workers 4 \
     "${CASSLE[@]}" > "$TMP/entry.log" 2>&1
   echo "exit status $?"; grep -m1 "backbone" "$TMP/entry.log"; tail -3 "$TMP/entry.log"
