@@ -1,4 +1,5 @@
 """Assertions, paths and small runs shared by the tests."""
+import importlib.util
 import os
 import re
 
@@ -6,6 +7,14 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py``, freshly executed (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def expect_one_line_error(main, argv, capsys, pattern: str) -> None:

@@ -1,15 +1,12 @@
 """Every analysis subcommand on a checkpoint pretrained for an epoch on colordigits."""
-import importlib.util
 import json
 import os
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import load_script
 
-spec = importlib.util.spec_from_file_location("analyze", os.path.join(ROOT, "scripts", "analyze.py"))
-analyze = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(analyze)
+analyze = load_script("analyze")
 
 
 def out_dir(ckpt):
