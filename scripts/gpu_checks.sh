@@ -21,7 +21,10 @@ CASSLE=(--aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type pr
 BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --min-seconds 1.5 --jpeg-dir "$TMP/jpegs")
 
 step() { echo "=== $* (t=${SECONDS}s)"; }
-# LIMIT_S ARGS...: bench_pretrain.py with BENCH's flags, its rows printed as they come (rows, below), through a
+# bench_pretrain.py's lines worth keeping: each measurement as it is taken ("round"; what a step cut off by its
+# time limit still shows, with its JSON written so far), the table's rows, and an error's last line
+rows() { grep --line-buffered -E "^(round |\| r)|Error|error:"; }
+# LIMIT_S ARGS...: bench_pretrain.py with BENCH's flags, its rows printed as they come (rows), through a
 # file that tail follows until the script ends rather than a pipe. On the H200 "bench" overran its 300 s limit by
 # 108 s or more: the script outlived its TERM, or a process it had started held the pipe open; this ends both.
 bench() {
@@ -29,11 +32,8 @@ bench() {
   timeout -k 10 "$limit" $PY "${BENCH[@]}" "$@" > "$log" 2>&1 &
   tail -n +1 -f --pid=$! "$log" | rows
 }
-# bench_pretrain.py's lines worth keeping: each measurement as it is taken ("round"; what a step cut off by its
-# time limit still shows, with its JSON written so far), the table's rows, and an error's last line
-rows() { grep --line-buffered -E "^(round |\| r)|Error|error:"; }
 
-run_tests() {  # all CUDA tests but the CUDA-graph one, which compiles the backbone: step graphtests runs it
+run_tests() {  # all CUDA tests but the CUDA-graph ones, which compile the backbone: step graphtests runs them
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
   timeout -k 10 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
     tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_step.py \
