@@ -102,7 +102,11 @@ class Framework(nn.Module):
         raise NotImplementedError
 
     def ssl_forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None, d2: Tensor | None) -> dict[str, Tensor]:
-        """Return at least loss, y1 (backbone features of view 1), y2 (or None), z1, z2."""
+        """Return at least loss, y1 (backbone features of view 1), y2, z1, z2.
+
+        y1 and y2 are what the AugSelf heads see; y2 may be None, and the base then runs the online
+        backbone on x2 (MoCo v2 passes its momentum features of x2 instead, as upstream).
+        """
         raise NotImplementedError
 
     def forward(self, x1: Tensor, x2: Tensor, d1: Tensor | None = None, d2: Tensor | None = None,

@@ -31,13 +31,16 @@ class MoCo(Framework):
         y1 = self.backbone(x1)
         q = F.normalize(self.projector(y1, d1).float(), dim=1)
         with torch.no_grad():
-            k = F.normalize(self.target_projector(self.target_backbone(x2), d2).float(), dim=1)
+            # The AugSelf heads see these no-grad momentum features of view 2, as upstream: the online
+            # backbone never runs on x2 (no second forward, no x2 in its BN running statistics).
+            y2 = self.target_backbone(x2)
+            k = F.normalize(self.target_projector(y2, d2).float(), dim=1)
         with fp32(q):
             loss = info_nce(q, k, self.queue.clone().float(), self.opts.moco_temperature)
         if self.training:
             # Upstream enqueues the online queries (a quirk behind --moco-enqueue); MoCo proper, the keys.
             self.enqueue(gather_no_grad((q if self.opts.moco_enqueue == "queries" else k).detach()))
-        return {"loss": loss, "y1": y1, "y2": None, "z1": q, "z2": k}
+        return {"loss": loss, "y1": y1, "y2": y2, "z1": q, "z2": k}
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:

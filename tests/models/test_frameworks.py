@@ -1,4 +1,6 @@
 """Every framework x injection type steps; EMA, queue wrap-around, SwAV prototype freezing."""
+import copy
+
 import pytest
 import torch
 
@@ -190,3 +192,35 @@ def test_a_framework_added_to_the_registry_trains_through_the_entry_point(tmp_pa
     assert any(k.startswith("projector.embed.") for k in ckpt["model"])  # ... conditioned on the descriptor
     assert any(k.startswith("augself.heads.crop") for k in ckpt["model"])
     assert "augself_crop=" in (logdir / "log.txt").read_text()
+
+
+def test_moco_augself_sees_the_momentum_features_of_view_2():
+    """MoCo v2 + AugSelf: view 2 goes through the momentum encoder only (upstream feeds the heads its
+    no-grad features); the online backbone runs once, on x1, and x2 stays out of its BN statistics."""
+    torch.manual_seed(0)
+    model = build_framework("moco", "mini_resnet", CONDS["proj-cat"], SMALL, augself_weights={"crop": 0.5},
+                            image_size=16).train()
+    x1, x2, d1, d2 = _batch()
+    x2.requires_grad_(True)
+    online_alone = copy.deepcopy(model.backbone)
+    online_alone(x1)  # the running statistics that x1 alone leaves
+    calls = {"backbone": [], "target_backbone": []}
+    for name, seen in calls.items():
+        getattr(model, name).register_forward_hook(lambda m, args, out, seen=seen: seen.append((args[0], out)))
+    out = model(x1, x2, d1, d2, targets=_targets())
+    assert len(calls["backbone"]) == 1 and calls["backbone"][0][0] is x1
+    assert len(calls["target_backbone"]) == 1 and calls["target_backbone"][0][0] is x2
+    y2 = calls["target_backbone"][0][1]
+    assert not y2.requires_grad
+    heads_in = []
+    model.augself.heads["crop"].register_forward_hook(lambda m, args, o: heads_in.append(args[0]))
+    model(x1, x2, d1, d2, targets=_targets())
+    torch.testing.assert_close(heads_in[0][:6, 128:], calls["target_backbone"][1][1])  # [y1, y2_target]
+    out["loss"].backward()
+    assert x2.grad is None
+    bns = [(a, b) for a, b in zip(online_alone.modules(), model.backbone.modules())
+           if isinstance(a, torch.nn.BatchNorm2d)]
+    online_alone(x1)  # model's online backbone has now seen x1 twice, never x2
+    for a, b in bns:
+        torch.testing.assert_close(b.running_mean, a.running_mean)
+        torch.testing.assert_close(b.running_var, a.running_var)
