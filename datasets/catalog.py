@@ -13,7 +13,10 @@ NUM_COLORS = 10
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "food101": 101, "mit67": 67, "pets": 37, "flowers": 102,
                "flowers-5shot": 102, "flowers-10shot": 102,
                "caltech101": 101, "cars": 196, "aircraft": 100, "dtd": 47, "sun397": 397, "stl10": 10,
-               "cub200": 200, "colordigits": 10, "colordigits-color": NUM_COLORS}
-METRICS = {name: "class-avg" if name.split("-")[0] in ("pets", "flowers", "caltech101", "aircraft") else "top1"
-           for name in NUM_CLASSES}
+               "cub200": 200, "colordigits": 10, "colordigits-color": NUM_COLORS,
+               "imagenet100": 100, "dog": 120, "celeba": 10, "300w": 136, "lspose": 28}
+# landmark regressions: NUM_CLASSES holds their target's size (2 x the points), the metric is R^2
+REGRESSION = ("celeba", "300w", "lspose")
+METRICS = {name: "r2" if name in REGRESSION else "class-avg"
+           if name.split("-")[0] in ("pets", "flowers", "caltech101", "aircraft") else "top1" for name in NUM_CLASSES}
 DOWNSTREAM_DATASETS = tuple(NUM_CLASSES)

@@ -15,6 +15,7 @@ from torchvision import datasets as tvd
 
 from .catalog import DOWNSTREAM_DATASETS, NUM_CLASSES
 from .colordigits import make_colordigits
+from .downstream_extra import EXTRA_FAMILIES
 from .errors import DataError, NamesUnreadable, from_torchvision
 from .folders import SPLITS_DIR
 
@@ -184,7 +185,7 @@ FAMILIES = {"cifar10": _cifar_stl, "cifar100": _cifar_stl, "stl10": _cifar_stl, 
             "pets": _train_test_split, "cars": _train_test_split, "flowers-5shot": _flowers_n_shot,
             "flowers-10shot": _flowers_n_shot, "flowers": _official_splits, "aircraft": _official_splits,
             "dtd": _official_splits, "caltech101": _caltech101, "sun397": _fixed_lists, "cub200": _fixed_lists,
-            "mit67": _mit67}
+            "mit67": _mit67, **EXTRA_FAMILIES}
 
 
 def build_downstream(name: str, root: str | None, transform, train_transform=None, download: bool = False) -> Splits:
