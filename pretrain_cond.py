@@ -136,6 +136,9 @@ def _variant_flags(a) -> None:
       help="MoCo v2 queue content: upstream enqueues online queries; standard MoCo the keys")
     a("--simclr-global-negatives", action="store_true",
       help="SimCLR negatives from all GPUs (upstream: local only)")
+    a("--mocov3-momentum-schedule", default="constant", choices=["constant", "cosine"],
+      help="MoCo v3 target momentum: 'constant' 0.999, as upstream CASSLE (paper); 'cosine' rises from "
+           "0.99 to 1 over training, the official MoCo v3 recipe")
     a("--torchvision-init", action="store_true",
       help="keep torchvision's conv init (upstream re-initialises convs with PyTorch defaults)")
 

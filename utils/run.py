@@ -39,7 +39,9 @@ def augself_weights(args) -> dict[str, float]:
 def build_model(args, image_size: int) -> Framework:
     """The framework with its backbone, conditioned projector and AugSelf heads, on the CPU."""
     opts = FrameworkOptions(proj_hidden=args.proj_hidden, imagenet=args.dataset in ("imagenet100", "folder"),
-                            moco_enqueue=args.moco_enqueue, simclr_global_negatives=args.simclr_global_negatives)
+                            moco_enqueue=args.moco_enqueue, simclr_global_negatives=args.simclr_global_negatives,
+                            # absent from older checkpoints' args; it does not shape the network
+                            mocov3_momentum_schedule=getattr(args, "mocov3_momentum_schedule", "constant"))
     return build_framework(args.framework, args.model, condition_spec(args), opts, augself_weights(args),
                            image_size=image_size, torchvision_init=args.torchvision_init)
 
