@@ -28,7 +28,8 @@ class FrameworkOptions:
     byol_momentum: float = 0.996
     barlow_lambda: float = 0.0051
     mocov3_temperature: float = 0.2
-    mocov3_momentum: float = 0.99
+    mocov3_momentum: float = 0.999  # upstream CASSLE's constant; the cosine schedule starts at 0.99
+    mocov3_momentum_schedule: str = "constant"  # or "cosine": the official MoCo v3 recipe
     swav_prototypes: int = 100
     swav_temperature: float = 0.1
     swav_eps: float = 0.05

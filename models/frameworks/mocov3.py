@@ -9,7 +9,10 @@ from utils.distributed import gather_no_grad, rank
 from ..losses import mocov3_contrastive
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, FrameworkOptions, fp32, cosine_momentum, momentum_copy
+from .base import Framework, FrameworkOptions, cosine_momentum, fp32, momentum_copy
+
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+COSINE_MOMENTUM_START = 0.99  # the official MoCo v3 recipe: 0.99 rising to 1 over training
 
 
 class MoCoV3(Framework):
@@ -18,6 +21,9 @@ class MoCoV3(Framework):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.opts.mocov3_momentum_schedule not in MOMENTUM_SCHEDULES:
+            raise ValueError(f"--mocov3-momentum-schedule must be one of {MOMENTUM_SCHEDULES}, "
+                             f"got {self.opts.mocov3_momentum_schedule!r}")
         self.predictor = mlp_block(256, 4096, 256, 2, last_bn=True, last_bn_affine=False)
         self.target_backbone = momentum_copy(self.backbone)
         self.target_projector = momentum_copy(self.projector)
@@ -39,4 +45,8 @@ class MoCoV3(Framework):
         return {"loss": loss, "y1": y1, "y2": y2, "z1": q1, "z2": k2}
 
     def on_after_step(self, step: int, total_steps: int) -> None:
-        self.update_targets(cosine_momentum(self.opts.mocov3_momentum, step, total_steps))
+        # Upstream CASSLE keeps the momentum constant (0.999); the cosine schedule is MoCo v3's own.
+        if self.opts.mocov3_momentum_schedule == "cosine":
+            self.update_targets(cosine_momentum(COSINE_MOMENTUM_START, step, total_steps))
+        else:
+            self.update_targets(self.opts.mocov3_momentum)

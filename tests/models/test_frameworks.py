@@ -1,5 +1,6 @@
 """Every framework x injection type steps; EMA, queue wrap-around, SwAV prototype freezing."""
 import copy
+import math
 
 import pytest
 import torch
@@ -146,8 +147,7 @@ def test_target_update_follows_the_weights_after_a_move_and_a_load(name):
             p.add_(torch.randn_like(p))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.on_after_step(3, 10)
-    m = SMALL.moco_momentum if name == "moco" else cosine_momentum(
-        SMALL.byol_momentum if name == "byol" else SMALL.mocov3_momentum, 3, 10)
+    m = cosine_momentum(SMALL.byol_momentum, 3, 10) if name == "byol" else 0.999  # MoCo v2 and v3: constant
     targets = [(n, p) for n, p in model.named_parameters() if n.startswith(("target_backbone.", "target_projector."))]
     assert len(targets) == len(list(model.backbone.parameters())) + len(list(model.projector.parameters()))
     for n, p in targets:
@@ -224,3 +224,28 @@ def test_moco_augself_sees_the_momentum_features_of_view_2():
     for a, b in bns:
         torch.testing.assert_close(b.running_mean, a.running_mean)
         torch.testing.assert_close(b.running_var, a.running_var)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_mocov3_momentum_is_upstreams_constant_by_default_and_cosine_on_request(schedule):
+    """Upstream CASSLE averages MoCo v3's targets at a constant 0.999; the official recipe's cosine
+    schedule (0.99 at step 0 rising to 1) is --mocov3-momentum-schedule cosine."""
+    opts = FrameworkOptions(proj_hidden=32) if schedule == "constant" else \
+        FrameworkOptions(proj_hidden=32, mocov3_momentum_schedule="cosine")
+    torch.manual_seed(0)
+    model = build_framework("mocov3", "mini_resnet", CONDS["proj-none"], opts, image_size=16)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    online, target = model.backbone.conv1.weight, model.target_backbone.conv1.weight
+    for step in (0, 3):
+        before_t, before_o = target.detach().clone(), online.detach().clone()
+        model.on_after_step(step, 10)
+        m = 0.999 if schedule == "constant" else 1 - 0.01 * (math.cos(math.pi * step / 10) + 1) / 2
+        torch.testing.assert_close(target, m * before_t + (1 - m) * before_o)
+
+
+def test_an_unknown_mocov3_momentum_schedule_is_refused_by_its_flag():
+    with pytest.raises(ValueError, match="--mocov3-momentum-schedule must be one of"):
+        build_framework("mocov3", "mini_resnet", CONDS["proj-none"],
+                        FrameworkOptions(proj_hidden=32, mocov3_momentum_schedule="linear"), image_size=16)
