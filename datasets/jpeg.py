@@ -5,7 +5,7 @@ A plain JPEG (three YCbCr components, every quantisation table defined before it
 scan naming the frame's components, an end marker after it) decodes to the same pixels in
 libjpeg-turbo whichever library calls it. A loader worker decodes such a file with torchvision's
 CPU decoder and crops it with torch's antialiased uint8 resize: 1.6-2.1x the images/s of PIL's
-decode and crops on one core (``scripts/bench_decode.py``, its ``workers`` and ``pil`` rows;
+decode and crops on one core (``scripts/bench/bench_decode.py``, its ``workers`` and ``pil`` rows;
 docs/speed.md), with PIL's decoded pixels exactly and crops within one level of PIL's. Every
 other file (PNG, CMYK, grayscale, RGB-coded, truncated, malformed) is decoded and cropped by PIL,
 as upstream does, and PIL's refusal names the file.

@@ -18,7 +18,7 @@ mkdir -p "$OUT" "$TMP"
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 CASSLE=(--aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type proj-cat
         --aug-cond crop color color_diff flip blur grayscale)
-BENCH=(scripts/bench_pretrain.py --device cuda --steps 20 --warmup 8 --min-seconds 1.5 --jpeg-dir "$TMP/jpegs")
+BENCH=(scripts/bench/bench_pretrain.py --device cuda --steps 20 --warmup 8 --min-seconds 1.5 --jpeg-dir "$TMP/jpegs")
 
 step() { echo "=== $* (t=${SECONDS}s)"; }
 # bench_pretrain.py's lines worth keeping: each measurement as it is taken ("round"; what a step cut off by its
@@ -95,7 +95,7 @@ run_cudagraphs224() {  # behind --compile's default: H200, ours 1.13x faster wit
 
 run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H100 profile)
   step "Gaussian blur as sums of shifted slices (default, compiled) vs grouped convolutions: one view, then r50-224"
-  timeout -k 10 150 $PY scripts/bench_augment.py --device cuda --recipes imagenet100 --compile inductor --graphs stages \
+  timeout -k 10 150 $PY scripts/bench/bench_augment.py --device cuda --recipes imagenet100 --compile inductor --graphs stages \
     --blur-impls conv shift --out "$OUT/bench_augment_blur.json" 2>&1 | grep "^|"
   bench 200 --settings r50-224 --workers 4 --pipelines model ours --variants blur_impl=conv \
     --repeats 3 --out "$OUT/bench_blur.json"
@@ -109,12 +109,12 @@ run_overlap() {
 
 run_decode() {
   step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), a worker's decode + crops vs PIL's, crop + resize"
-  timeout -k 10 150 $PY scripts/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
+  timeout -k 10 150 $PY scripts/bench/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
 }
 
 run_stages() {  # r18-32's step is bound by the host: a compiled call has a fixed host cost to earn back
   step "host time to issue each stage of a 32 px view, eager vs compiled, batch 256"
-  timeout -k 10 120 $PY scripts/bench_augment.py --device cuda --recipes cifar10 --compile inductor --graphs stages \
+  timeout -k 10 120 $PY scripts/bench/bench_augment.py --device cuda --recipes cifar10 --compile inductor --graphs stages \
     --stage-times --views 200 --out "$OUT/bench_stages.json" 2>&1 | grep "^|"
 }
 
@@ -133,9 +133,9 @@ run_split() {  # r50-224's gap is most likely the crops on the GPU (docs/speed.m
 
 run_profile() {
   step "where a step's time goes: host vs device time per region (inputs, forward, backward, optimizer)"
-  timeout -k 10 90 $PY scripts/profile_step.py --device cuda --setting r18-32 --host-profile 15 \
+  timeout -k 10 90 $PY scripts/bench/profile_step.py --device cuda --setting r18-32 --host-profile 15 \
     --out "$OUT/profile_r18.json" 2>&1 | tail -37
-  timeout -k 10 120 $PY scripts/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
+  timeout -k 10 120 $PY scripts/bench/profile_step.py --device cuda --setting r50-224 --workers 4 --jpeg-dir "$TMP/jpegs" \
     --out "$OUT/profile_r50.json" 2>&1 | tail -20
 }
 
@@ -151,13 +151,13 @@ run_variants() {
 
 run_sklearn() {
   step "scikit-learn on this machine's CPU, one penalty, same stopping rule"
-  timeout -k 10 200 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 1 \
+  timeout -k 10 200 $PY scripts/bench/bench_linear_eval.py --device cuda --sklearn-points 1 \
     --out "$OUT/bench_linear_eval_sklearn.json" 2>&1 | tail -8
 }
 
 run_sweep() {
   step "linear evaluation sweep (GPU only)"
-  timeout -k 10 120 $PY scripts/bench_linear_eval.py --device cuda --sklearn-points 0 \
+  timeout -k 10 120 $PY scripts/bench/bench_linear_eval.py --device cuda --sklearn-points 0 \
     --out "$OUT/bench_linear_eval.json" 2>&1 | tail -8
 }
 

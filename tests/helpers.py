@@ -10,8 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the reposi
 
 
 def load_script(name: str):
-    """The module of ``scripts/<name>.py``, freshly executed (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    """The module of ``scripts/<name>.py`` (``name`` may hold a sub-folder, ``bench/bench_pretrain``),
+    freshly executed (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(os.path.basename(name), os.path.join(ROOT, "scripts", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

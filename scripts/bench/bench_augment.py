@@ -1,7 +1,7 @@
 """Cost of one augmented view: ATen ops it dispatches, and time per view, eager vs torch.compile.
 
-    python scripts/bench_augment.py --device cuda --compile inductor     # GPU: eager and compiled
-    python scripts/bench_augment.py --device cpu --batch-size 4          # CPU: op counts, host time
+    python scripts/bench/bench_augment.py --device cuda --compile inductor     # GPU: eager and compiled
+    python scripts/bench/bench_augment.py --device cpu --batch-size 4          # CPU: op counts, host time
 
 One view = ``ViewAugment`` on an in-memory batch (crop included) + the CASSLE descriptor. At small
 batches on a GPU the time per view is host time (Python + one kernel launch per op), which is why
@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402

@@ -1,7 +1,7 @@
 """Where the time of the JPEG-folder input goes: batched decode, per-image crop + resize, PIL.
 
-    python scripts/bench_decode.py --device cuda                        # GPU (nvJPEG)
-    python scripts/bench_decode.py --device cpu --n 48 --chunks 16      # smoke run on a CPU
+    python scripts/bench/bench_decode.py --device cuda                        # GPU (nvJPEG)
+    python scripts/bench/bench_decode.py --device cpu --n 48 --chunks 16      # smoke run on a CPU
 
 images/s of, on synthetic 320 px JPEGs (baseline and progressive):
   decode        torchvision.io.decode_jpeg on --device, one call per chunk of images, one thread
@@ -35,7 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402

@@ -1,7 +1,7 @@
 """Speed of the 45-point L-BFGS logistic-regression sweep, against scikit-learn on the CPU.
 
-    python scripts/bench_linear_eval.py --device cuda                 # 50,000 x 2048, 100 classes
-    python scripts/bench_linear_eval.py --device cpu --n 2000 --dim 64 --sklearn-points 2
+    python scripts/bench/bench_linear_eval.py --device cuda                 # 50,000 x 2048, 100 classes
+    python scripts/bench/bench_linear_eval.py --device cpu --n 2000 --dim 64 --sklearn-points 2
 
 Synthetic Gaussian-blob features (train 80% / val 10% / test 10%). Times the full sweep + refit of
 utils.linear_eval on --device, and scikit-learn's LogisticRegression (lbfgs, same objective with
@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -1,4 +1,4 @@
-"""The settings and pipelines that scripts/bench_pretrain.py measures and scripts/profile_step.py
+"""The settings and pipelines that scripts/bench/bench_pretrain.py measures and scripts/bench/profile_step.py
 profiles: pretrain_cond.py's arguments for a setting, and each pipeline as (step function, batch source)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import functools
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import torch  # noqa: E402
 

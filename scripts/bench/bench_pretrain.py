@@ -1,7 +1,7 @@
 """Pretraining throughput: model-only ceiling vs upstream-style input vs this project's pipeline.
 
-    python scripts/bench_pretrain.py --device cuda --out bench.json          # the README table (GPU)
-    python scripts/bench_pretrain.py --device cpu --tiny                     # smoke run on a CPU
+    python scripts/bench/bench_pretrain.py --device cuda --out bench.json          # the README table (GPU)
+    python scripts/bench/bench_pretrain.py --device cpu --tiny                     # smoke run on a CPU
 
 Settings (MoCo v2 with the paper's CASSLE conditioning, bf16 + channels_last on CUDA):
   r18-32   cifar_resnet18 at 32 px on colordigits (held in memory)
@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402

@@ -1,8 +1,8 @@
 """Where a training step's time goes: host (CPU) and device time of its regions, and how busy the GPU is.
 
-    python scripts/profile_step.py --device cuda --setting r18-32           # the 32 px step
-    python scripts/profile_step.py --device cuda --setting r50-224 --workers 4
-    python scripts/profile_step.py --device cpu --tiny --steps 2            # smoke run on a CPU
+    python scripts/bench/profile_step.py --device cuda --setting r18-32           # the 32 px step
+    python scripts/bench/profile_step.py --device cuda --setting r50-224 --workers 4
+    python scripts/bench/profile_step.py --device cpu --tiny --steps 2            # smoke run on a CPU
 
 Runs the default step of pretrain_cond.py (the bench_pretrain.py settings) under torch.profiler and
 prints, per region of ``utils.step.make_step`` (inputs, forward, backward, optimizer), the host
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402

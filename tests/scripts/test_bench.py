@@ -14,7 +14,7 @@ from tests.helpers import load_script
 
 def test_bench_pretrain_smoke(tmp_path, capsys):
     out = tmp_path / "b.json"
-    load_script("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
+    load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
                                        "--batch-size", "8", "--steps", "1", "--warmup", "1", "--min-seconds", "0",
                                        "--repeats", "3", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
@@ -41,7 +41,7 @@ def test_bench_pretrain_smoke(tmp_path, capsys):
 def test_bench_pretrain_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
     """A run stopped by a time limit (here: interrupted in its third measurement) has written the
     first two to its JSON: a GPU session's device time is too scarce to lose a step's figures."""
-    bench, out, calls = load_script("bench_pretrain"), tmp_path / "b.json", []
+    bench, out, calls = load_script("bench/bench_pretrain"), tmp_path / "b.json", []
 
     def timed(*args, **kwargs):
         calls.append(1)
@@ -60,7 +60,7 @@ def test_bench_pretrain_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
 
 
 def test_bench_timed_runs_at_least_the_steps_and_the_seconds():
-    bench, steps = load_script("bench_pretrain"), []
+    bench, steps = load_script("bench/bench_pretrain"), []
     it = iter(int, 1)
     res = bench.timed(steps.append, it, 2, 3, 0.0, 10, torch.device("cpu"))
     assert len(steps) == 2 + 3 and res["images_per_s"] > 0
@@ -71,7 +71,7 @@ def test_bench_timed_runs_at_least_the_steps_and_the_seconds():
 
 def test_bench_peak_memory_spans_the_warm_up(monkeypatch):
     """A backbone replayed as CUDA graphs allocates only while it records, in the warm-up steps."""
-    bench, events = load_script("bench_pretrain"), []
+    bench, events = load_script("bench/bench_pretrain"), []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("sync"))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append("reset"))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**30)
@@ -88,7 +88,7 @@ def _busy_then_idle(seconds):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads children's CPU time from /proc (Linux)")
 def test_bench_settle_waits_for_busy_loader_processes():
-    bench = load_script("bench_pretrain")
+    bench = load_script("bench/bench_pretrain")
     assert bench.settle(timeout=5) < 0.5  # nothing to wait for
     t = time.perf_counter()
     child = multiprocessing.get_context("fork").Process(target=_busy_then_idle, args=(1.0,), daemon=True)
@@ -105,7 +105,7 @@ def test_bench_settle_waits_for_busy_loader_processes():
 
 def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
     out = tmp_path / "b.json"
-    load_script("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
+    load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
                                        "--jpeg-decode", "device", "--jpeg-worker-fraction", "0.5", "--batch-size", "4",
                                        "--steps", "1", "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
@@ -117,7 +117,7 @@ def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
 
 def test_bench_augment_counts_ops_and_times_eager_and_compiled(tmp_path):
     out = tmp_path / "a.json"
-    load_script("bench_augment").main(["--device", "cpu", "--recipes", "cifar10", "--batch-size", "2", "--views", "2",
+    load_script("bench/bench_augment").main(["--device", "cpu", "--recipes", "cifar10", "--batch-size", "2", "--views", "2",
                                       "--warmup", "4", "--compile", "aot_eager", "--stage-times", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [(r["backend"], r["graph"]) for r in rows] == [("eager", "stages"), ("aot_eager", "stages"),
@@ -133,7 +133,7 @@ def test_bench_augment_counts_ops_and_times_eager_and_compiled(tmp_path):
 
 def test_bench_decode_measures_each_stage_for_both_jpeg_kinds(tmp_path):
     out = tmp_path / "d.json"
-    load_script("bench_decode").main(["--device", "cpu", "--n", "12", "--side", "64", "--size", "32", "--chunks", "6",
+    load_script("bench/bench_decode").main(["--device", "cpu", "--n", "12", "--side", "64", "--size", "32", "--chunks", "6",
                                      "--threads", "2", "--repeats", "1", "--loader-workers", "0", "--loader-batch", "6",
                                      "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
@@ -150,7 +150,7 @@ def test_bench_decode_measures_each_stage_for_both_jpeg_kinds(tmp_path):
 
 def test_bench_linear_eval_smoke(tmp_path):
     out = tmp_path / "l.json"
-    load_script("bench_linear_eval").main(["--device", "cpu", "--n", "400", "--dim", "16", "--classes", "4",
+    load_script("bench/bench_linear_eval").main(["--device", "cpu", "--n", "400", "--dim", "16", "--classes", "4",
                                           "--sklearn-points", "1", "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["test_top1"] > 0.5 and res["sweep_seconds"] > 0 and len(res["sklearn_fit_seconds"]) == 1
@@ -158,7 +158,7 @@ def test_bench_linear_eval_smoke(tmp_path):
 
 def test_profile_step_times_each_region_of_the_step(tmp_path):
     out = tmp_path / "p.json"
-    load_script("profile_step").main(["--device", "cpu", "--tiny", "--workers", "0", "--batch-size", "8",
+    load_script("bench/profile_step").main(["--device", "cpu", "--tiny", "--workers", "0", "--batch-size", "8",
                                      "--steps", "2", "--warmup", "1", "--host-profile", "5", "--out", str(out)])
     res = json.loads(out.read_text())
     assert list(res["regions"]) == ["inputs", "forward", "backward", "optimizer"]
@@ -180,7 +180,7 @@ def test_profile_step_times_each_region_of_the_step(tmp_path):
 def test_bench_pretrain_variants_run_in_the_same_process(tmp_path):
     """--variants adds "ours" with an input-side flag changed, measured beside the default."""
     out = tmp_path / "b.json"
-    load_script("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
+    load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
                                        "--jpeg-dir", str(tmp_path / "jpegs"), "--pipelines", "model", "ours", "augment",
                                        "--variants", "blur_impl=shift", "--batch-size", "4", "--steps", "1",
                                        "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
@@ -195,7 +195,7 @@ def test_bench_pretrain_variants_run_in_the_same_process(tmp_path):
 def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
     """The input side alone has nothing to overlap with, so --variants overlap_augment=true adds no augment row."""
     out = tmp_path / "b.json"
-    load_script("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
+    load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
                                        "--pipelines", "ours", "augment", "--variants", "overlap_augment=true",
                                        "--batch-size", "8", "--steps", "1", "--warmup", "1", "--min-seconds", "0",
                                        "--out", str(out)])
@@ -207,7 +207,7 @@ def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
 def test_bench_pretrain_later_rounds_first_take_what_a_pipeline_made_ahead():
     """Round 1 warms up --warmup steps. In later rounds a pipeline first takes the steps its loader may
     have stocked while the others were measured (at least 2), then is timed."""
-    bench = load_script("bench_pretrain")
+    bench = load_script("bench/bench_pretrain")
     calls = {"fed": 0, "model": 0}
 
     def pipeline(name):
@@ -227,11 +227,11 @@ def test_bench_pretrain_worker_share_variant_decodes_with_a_loader_of_its_own(tm
     the loader workers, through a loader of its own; the default's loader keeps its share of 0. Only
     that path has a share: the workers' path and images held in memory are refused."""
     from utils.run import build_run
-    bench = load_script("bench_pipelines")
-    a = load_script("bench_pretrain").build_parser().parse_args([
+    bench = load_script("bench/bench_pipelines")
+    a = load_script("bench/bench_pretrain").build_parser().parse_args([
         "--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "0", "--jpeg-decode", "device",
         "--pipelines", "ours", "augment", "--variants", "jpeg_worker_fraction=0.5", "--batch-size", "4"])
-    datadir = load_script("bench_data").setting_datadir("r50-224", str(tmp_path), 4, 4, True)
+    datadir = load_script("bench/bench_data").setting_datadir("r50-224", str(tmp_path), 4, 4, True)
     pipes = bench.Pipelines(build_run(bench.make_args("r50-224", a, datadir, 0), torch.device("cpu")), a, 0)
     builders, variants = pipes.builders("r50-224", datadir)
     assert list(variants) == ["ours [jpeg_worker_fraction=0.5]", "augment [jpeg_worker_fraction=0.5]"]
@@ -261,7 +261,7 @@ def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, mon
     import utils.step
     monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
     out = tmp_path / "b.json"
-    load_script("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-96", "--workers", "0",
+    load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-96", "--workers", "0",
                                        "--compile-augment", "--pipelines", "augment",
                                        "--variants", "augment_graph=view,augment_ahead=2", "--batch-size", "8",
                                        "--steps", "3", "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
@@ -276,7 +276,7 @@ def test_bench_stl10_files_are_read_by_torchvisions_loader(tmp_path, stl10_check
     """The r18-96 setting's files are STL-10's binary format, read through pretrain_cond.py's loader
     (torchvision's STL10), with an epoch of 64 full steps: every --augment-ahead divides it."""
     from datasets.pretrain import build_pretrain_data
-    root = load_script("bench_data").setting_datadir("r18-96", str(tmp_path), batch_size=4, steps=1, tiny=True)
+    root = load_script("bench/bench_data").setting_datadir("r18-96", str(tmp_path), batch_size=4, steps=1, tiny=True)
     data = build_pretrain_data("stl10", root)
     assert data.in_memory and tuple(data.train.images.shape) == (4 * 64, 3, 96, 96)
     assert data.train.labels.tolist() == [i % 10 for i in range(100)] + [-1] * (4 * 64 - 100)
@@ -303,7 +303,7 @@ def test_bench_stl10_files_are_read_by_torchvisions_loader(tmp_path, stl10_check
 ])
 def test_bench_pretrain_rejects_bad_variants_before_measuring(spec, message, capsys):
     with pytest.raises(SystemExit):
-        load_script("bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--variants", spec])
+        load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--variants", spec])
     assert message in capsys.readouterr().err
 
 
@@ -323,7 +323,7 @@ def test_bench_model_eager_runs_the_compiled_backbone_eager(tmp_path, monkeypatc
             return compiled(*args)
         return run
     monkeypatch.setattr(utils.run, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
-    bench, runs = load_script("bench_pretrain"), {}
+    bench, runs = load_script("bench/bench_pretrain"), {}
     for pipeline in ("model-eager", "model"):
         calls.clear()
         bench.main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0", "--batch-size", "8",

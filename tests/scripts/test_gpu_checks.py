@@ -64,9 +64,10 @@ def test_every_gpu_checks_command_parses_with_the_scripts_flags(tmp_path, monkey
             assert any(_k_selects(expr, n) for n in names), f"-k {expr!r} selects nothing in {files}"
             continue
         script, args = argv[0], argv[1:]
-        main = pretrain_cond.main if script == "pretrain_cond.py" else load_script(pathlib.Path(script).stem).main
+        name = str(pathlib.Path(script).relative_to("scripts").with_suffix("")) if script != "pretrain_cond.py" else ""
+        main = pretrain_cond.main if script == "pretrain_cond.py" else load_script(name).main
         with pytest.raises(Parsed):
             main(args)
         parsed.append(script)
-    assert {"scripts/bench_pretrain.py", "scripts/profile_step.py", "scripts/bench_augment.py",
-            "scripts/bench_decode.py", "scripts/bench_linear_eval.py", "pretrain_cond.py"} <= set(parsed)
+    assert {"scripts/bench/bench_pretrain.py", "scripts/bench/profile_step.py", "scripts/bench/bench_augment.py",
+            "scripts/bench/bench_decode.py", "scripts/bench/bench_linear_eval.py", "pretrain_cond.py"} <= set(parsed)
