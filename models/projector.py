@@ -7,6 +7,7 @@ EMA-copied with it into momentum projectors, and is saved with it.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -60,18 +61,19 @@ class HyperProjector(nn.Module):
     """Projector whose weights and biases are generated per sample from the descriptor.
 
     Layers are F -> F ... -> out (hidden layers F wide); the generated weights are applied with
-    batched matmuls (one ``baddbmm`` per layer for the whole batch).
+    batched matmuls (one ``baddbmm`` per layer for the whole batch). As upstream, the hypernetwork
+    ends with a BatchNorm over the generated parameters, and the generated projector has no final
+    BatchNorm whatever the framework's projector has (``spec.last_bn`` is not used here).
     """
 
     def __init__(self, feat_dim: int, spec: ProjectorSpec, cond: ConditionSpec):
         super().__init__()
         dims = [feat_dim] * spec.depth + [spec.out]
-        self.shapes = list(zip(dims[:-1], dims[1:]))
+        self.shapes = list(itertools.pairwise(dims))
         n_params = sum(i * o + o for i, o in self.shapes)
-        self.hypernet = mlp_block(cond.desc_dim, cond.width, n_params, cond.depth)
+        self.hypernet = mlp_block(cond.desc_dim, cond.width, n_params, cond.depth, last_bn=True)
         self.hidden_bn = nn.ModuleList(
             nn.BatchNorm1d(o) if cond.hn_type == "mlp-bn" else nn.Identity() for _, o in self.shapes[:-1])
-        self.last_bn = nn.BatchNorm1d(spec.out, affine=spec.last_bn_affine) if spec.last_bn else nn.Identity()
 
     def forward(self, x: Tensor, d: Tensor) -> Tensor:
         theta = self.hypernet(d)
@@ -83,7 +85,7 @@ class HyperProjector(nn.Module):
             x = torch.baddbmm(b[:, None, :], x[:, None, :], w)[:, 0]
             if layer < len(self.shapes) - 1:
                 x = torch.relu(self.hidden_bn[layer](x))
-        return self.last_bn(x)
+        return x
 
 
 class ConditionedProjector(nn.Module):

@@ -62,21 +62,55 @@ def test_conditioned_without_descriptor_is_refused():
         ConditionSpec(3, "linear", "proj-cat")
 
 
-def test_hypernetwork_equals_explicit_per_sample_mlp():
-    p = _make("hn", "proj-cat").eval()
-    x, d = torch.randn(3, F_DIM), torch.randn(3, D_DIM)
+def _bn(x, weight=None, bias=None, eps=1e-5):
+    """Training-mode BatchNorm1d: batch mean and biased variance."""
+    x = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + eps)
+    return x if weight is None else x * weight + bias
+
+
+def test_hypernetwork_ends_with_bn_over_the_generated_parameters_and_its_projector_has_none():
+    """Upstream: the hypernetwork is load_mlp(..., last_bn=True), so a BatchNorm over the generated
+    parameters ends it, and the generated projector has no final BN even where the framework's
+    projector has one (last_bn=True below, as SimSiam's). Reference: per sample, written out here."""
+    torch.manual_seed(0)
+    spec = ProjectorSpec(hidden=16, out=8, depth=2, last_bn=True)
+    p = ConditionedProjector(F_DIM, spec, ConditionSpec(D_DIM, "hn", "proj-cat", width=6, depth=2)).train()
+    hn = p.net.hypernet
+    n_params = F_DIM * F_DIM + F_DIM + F_DIM * 8 + 8
+    assert [type(m).__name__ for m in hn] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert hn[3].bias is None and hn[4].num_features == n_params and hn[4].affine
+    with torch.no_grad():  # affine parameters away from their (1, 0) initialisation
+        for bn in (hn[1], hn[4]):
+            bn.weight.normal_(1.0, 0.3)
+            bn.bias.normal_(0.0, 0.3)
+    x, d = torch.randn(5, F_DIM), torch.randn(5, D_DIM)
     out = p(x, d)
-    theta = p.net.hypernet(d)
-    for i in range(3):
-        h, s = x[i], 0
-        for layer, (a, b) in enumerate(p.net.shapes):
-            w = theta[i, s:s + a * b].view(a, b)
-            bias = theta[i, s + a * b:s + a * b + b]
-            s += a * b + b
-            h = h @ w + bias
-            if layer < len(p.net.shapes) - 1:
-                h = torch.relu(h)
-        torch.testing.assert_close(out[i], h, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        h = torch.relu(_bn(d @ hn[0].weight.t(), hn[1].weight, hn[1].bias))
+        theta = _bn(h @ hn[3].weight.t(), hn[4].weight, hn[4].bias)
+        for i in range(5):
+            w1 = theta[i, :F_DIM * F_DIM].reshape(F_DIM, F_DIM)
+            b1 = theta[i, F_DIM * F_DIM:F_DIM * F_DIM + F_DIM]
+            rest = theta[i, F_DIM * F_DIM + F_DIM:]
+            w2, b2 = rest[:F_DIM * 8].reshape(F_DIM, 8), rest[F_DIM * 8:]
+            expected = torch.relu(x[i] @ w1 + b1) @ w2 + b2  # no BN after the last layer
+            torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_hypernetwork_mlp_bn_normalises_each_hidden_layer_over_the_batch():
+    torch.manual_seed(0)
+    p = ConditionedProjector(F_DIM, SPEC, ConditionSpec(D_DIM, "hn", "proj-cat", width=6, depth=2,
+                                                        hn_type="mlp-bn")).train()
+    x, d = torch.randn(5, F_DIM), torch.randn(5, D_DIM)
+    out = p(x, d)
+    with torch.no_grad():
+        theta = p.net.hypernet(d)
+        w1 = theta[:, :F_DIM * F_DIM].reshape(5, F_DIM, F_DIM)
+        b1 = theta[:, F_DIM * F_DIM:F_DIM * F_DIM + F_DIM]
+        h = torch.relu(_bn(torch.einsum("bi,bio->bo", x, w1) + b1))
+        rest = theta[:, F_DIM * F_DIM + F_DIM:]
+        w2, b2 = rest[:, :F_DIM * 8].reshape(5, F_DIM, 8), rest[:, F_DIM * 8:]
+        torch.testing.assert_close(out, torch.einsum("bi,bio->bo", h, w2) + b2, atol=1e-5, rtol=1e-5)
 
 
 def test_mlp_block_depth_one_and_bias_rules():
