@@ -37,13 +37,17 @@ class AugSelfHeads(nn.Module):
 
     def forward(self, y1: Tensor, y2: Tensor, targets: tuple[dict[str, Tensor], dict[str, Tensor]]
                 ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Weighted sum of the pieces' losses, each averaged over both directions (1->2, 2->1)."""
+        """Weighted sum of the pieces' losses over both directions (1->2, 2->1).
+
+        As upstream, each head runs once on the 2B rows [y1|y2 ; y2|y1], so its BatchNorm takes
+        its statistics over both directions together.
+        """
         t12, t21 = targets
+        pairs = torch.cat([torch.cat([y1, y2], 1), torch.cat([y2, y1], 1)], 0)
         total = y1.new_zeros((), dtype=torch.float32)
         stats = {}
         for k, head in self.heads.items():
-            loss = (self.piece_loss(k, head(torch.cat([y1, y2], 1)), t12[k])
-                    + self.piece_loss(k, head(torch.cat([y2, y1], 1)), t21[k])) / 2
+            loss = self.piece_loss(k, head(pairs), torch.cat([t12[k], t21[k]], 0))
             stats[f"augself_{k}"] = loss.detach()
             total = total + self.weights[k] * loss
         return total, stats

@@ -1,5 +1,5 @@
-"""AugSelf heads: each piece's loss against its closed form, the weighted two-direction total, and the
-checks on the pieces asked for."""
+"""AugSelf heads: each piece's loss against its closed form, the weighted total over the 2B rows of
+both directions, and the checks on the pieces asked for."""
 import math
 
 import pytest
@@ -40,21 +40,46 @@ def test_piece_loss_is_fp32_for_half_precision_predictions():
     assert loss.item() == pytest.approx(expected / 24, rel=1e-6)  # not rounded to bf16's 3 significant digits
 
 
-def test_total_is_the_weighted_mean_of_both_directions_and_each_piece_is_reported():
+def _head_reference(head: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Linear -> BN (batch statistics, biased variance) -> ReLU, twice, then Linear + bias."""
+    lin1, bn1, _, lin2, bn2, _, lin3 = head
+
+    def bn(h, m):
+        return (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + m.eps) * m.weight + m.bias
+    h = torch.relu(bn(x @ lin1.weight.t(), bn1))
+    h = torch.relu(bn(h @ lin2.weight.t(), bn2))
+    return h @ lin3.weight.t() + lin3.bias
+
+
+def test_each_head_runs_once_on_the_2b_rows_of_both_directions_and_each_piece_is_reported():
+    """Upstream (A trainers.py:29-42) feeds each head the 2B rows [y1|y2 ; y2|y1] in one call, so
+    its BatchNorm normalises over both directions at once; the loss is the piece's mean over the 2B
+    rows. Two calls on B rows each give other batch statistics, and another loss."""
     torch.manual_seed(0)
     feat, n = 6, 5
-    heads = AugSelfHeads(feat, {"crop": 0.5, "flip": 0.25})
+    heads = AugSelfHeads(feat, {"crop": 0.5, "flip": 0.25}).train()
+    with torch.no_grad():  # BN affine parameters away from (1, 0)
+        for m in heads.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.weight.normal_(1.0, 0.3)
+                m.bias.normal_(0.0, 0.3)
     y1, y2 = torch.randn(n, feat), torch.randn(n, feat)
     t12 = {"crop": torch.rand(n, 4) * 2 - 1, "flip": torch.randint(0, 2, (n, 1)).float()}
     t21 = {"crop": torch.rand(n, 4) * 2 - 1, "flip": torch.randint(0, 2, (n, 1)).float()}
     total, stats = heads(y1, y2, (t12, t21))
 
-    def direction(k, a, b, t):  # each head sees [first view's features, second view's features]
-        return heads.piece_loss(k, heads.heads[k](torch.cat([a, b], 1)), t[k])
-    pieces = {k: (direction(k, y1, y2, t12) + direction(k, y2, y1, t21)) / 2 for k in ("crop", "flip")}
-    assert total.item() == pytest.approx(0.5 * pieces["crop"].item() + 0.25 * pieces["flip"].item(), rel=1e-6)
-    assert set(stats) == {"augself_crop", "augself_flip"}
-    assert all(stats[f"augself_{k}"].item() == pytest.approx(v.item(), rel=1e-6) for k, v in pieces.items())
+    with torch.no_grad():
+        rows = torch.cat([torch.cat([y1, y2], 1), torch.cat([y2, y1], 1)], 0)
+        crop_pred = torch.tanh(_head_reference(heads.heads["crop"], rows)).flatten().tolist()
+        crop_t = torch.cat([t12["crop"], t21["crop"]]).flatten().tolist()
+        crop = sum((p - t) ** 2 for p, t in zip(crop_pred, crop_t)) / len(crop_t)
+        flip_logit = _head_reference(heads.heads["flip"], rows).flatten().tolist()
+        flip_t = torch.cat([t12["flip"], t21["flip"]]).flatten().tolist()
+        flip = -sum(t * math.log(sigmoid(p)) + (1 - t) * math.log(1 - sigmoid(p))
+                    for p, t in zip(flip_logit, flip_t)) / len(flip_t)
+    assert stats["augself_crop"].item() == pytest.approx(crop, rel=1e-5)
+    assert stats["augself_flip"].item() == pytest.approx(flip, rel=1e-5)
+    assert total.item() == pytest.approx(0.5 * crop + 0.25 * flip, rel=1e-5)
     swapped, _ = heads(y2, y1, (t21, t12))  # the views' roles exchanged, targets with them: the same loss
     assert swapped.item() == pytest.approx(total.item(), rel=1e-6)
     total.backward()
