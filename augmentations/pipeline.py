@@ -45,6 +45,10 @@ class AugConfig:
     rotate: bool = False
     p_rotate: float = 0.5
     blur_impl: str = "conv"  # how, not what: "conv" or "shift" (AF.gaussian_blur); same pixels to float rounding
+    saturation_impl: str = "hsv"  # what: upstream's HSV saturation, or torchvision's blend (AF.color_ops)
+
+    def __post_init__(self) -> None:
+        AF.color_ops(self.saturation_impl)  # refuses an unknown one, naming the flag
 
     @property
     def jitter_ranges(self) -> tuple[tuple[float, float], ...]:
@@ -145,7 +149,7 @@ def view_from_draws(images: Tensor, u: Tensor, jitter_order: Tensor, cfg: AugCon
     p = params_from_uniforms(u, cfg)
     p["jitter_order"] = jitter_order
     x, before = pre_jitter(x, p["flip"])
-    jittered = AF.jitter_in_order(x, p["jitter_factors"], jitter_order)
+    jittered = AF.jitter_in_order(x, p["jitter_factors"], jitter_order, AF.color_ops(cfg.saturation_impl))
     x, p["color_diff"] = post_jitter(x, jittered, before, p, cfg)
     return x, p, boxes, src_size
 
@@ -216,7 +220,7 @@ class ViewAugment:
         wrap = lambda f: compiled(f, compile_backend)  # noqa: E731
         self._crop, self._params = wrap(crop_stage), wrap(params_from_uniforms)
         self._pre, self._post = wrap(pre_jitter), wrap(post_jitter)
-        self._color_ops = tuple(wrap(op) for op in AF.COLOR_OPS)
+        self._color_ops = tuple(wrap(op) for op in AF.color_ops(cfg.saturation_impl))
         self._view = wrap(view_from_draws) if whole_view else None
 
     def draw(self, b: int, generator: torch.Generator,

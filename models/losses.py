@@ -80,7 +80,9 @@ def sinkhorn(scores: Tensor, eps: float, iters: int, all_reduce=lambda t: t, wor
 
 
 def swav_loss(scores1: Tensor, scores2: Tensor, q1: Tensor, q2: Tensor, temperature: float) -> Tensor:
-    """Swapped prediction: view 2's scores predict view 1's codes and vice versa."""
+    """Swapped prediction: view 2's scores predict view 1's codes and vice versa, the two directions
+    summed as upstream (not averaged: the SSL gradient keeps its weight against weight decay and
+    the AugSelf heads)."""
     l1 = -(q1 * F.log_softmax(scores2 / temperature, dim=1)).sum(dim=1).mean()
     l2 = -(q2 * F.log_softmax(scores1 / temperature, dim=1)).sum(dim=1).mean()
-    return (l1 + l2) / 2
+    return l1 + l2

@@ -1,4 +1,5 @@
-"""Batched augmentation == torchvision's functional ops replaying the recorded parameters."""
+"""Batched augmentation == torchvision's functional ops replaying the recorded parameters (saturation:
+upstream's HSV form through ``colorsys`` by default, torchvision's with ``saturation_impl="torchvision"``)."""
 import dataclasses
 
 import pytest
@@ -8,9 +9,15 @@ from torchvision.transforms import InterpolationMode
 
 from augmentations import AugConfig, ViewAugment, ViewDraws, config_for_dataset, resized_crop_batch
 from augmentations import functional as AF
+from tests.augmentations.hsv_reference import hsv_saturation
 
 ATOL = 2e-5  # float32 round-off between batched and per-image arithmetic, on [0, 1] pixels
-JITTER = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+JITTER = (TF.adjust_brightness, TF.adjust_contrast, hsv_saturation, TF.adjust_hue)
+TV_JITTER = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+
+
+def jitter_ops(cfg):
+    return TV_JITTER if cfg.saturation_impl == "torchvision" else JITTER
 
 
 def replay(img, p, i, cfg):
@@ -21,7 +28,7 @@ def replay(img, p, i, cfg):
         x = TF.hflip(x)
     if p.jitter[i]:
         for k in p.jitter_order[i].tolist():
-            x = JITTER[k](x, float(p.jitter_factors[i, k]))
+            x = jitter_ops(cfg)[k](x, float(p.jitter_factors[i, k]))
     if p.solarized[i]:
         x = TF.solarize(x, float(p.sol_threshold[i]))
     if p.gray[i]:
@@ -41,10 +48,10 @@ def _images(n, h, w, seed):
     return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed,saturation", [(s, "hsv") for s in range(5)] + [(5, "torchvision")])
 @pytest.mark.parametrize("dataset", ["cifar10", "stl10_sol", "stl10_rot"])
-def test_batched_view_equals_torchvision_replay(dataset, seed):
-    cfg = config_for_dataset(dataset)
+def test_batched_view_equals_torchvision_replay(dataset, seed, saturation):
+    cfg = dataclasses.replace(config_for_dataset(dataset), saturation_impl=saturation)
     side = cfg.size
     imgs = _images(12, side, side, seed)
     views, p = ViewAugment(cfg)(imgs, torch.Generator().manual_seed(seed))
@@ -69,6 +76,26 @@ def test_color_diff_is_mean_before_minus_after_jitter():
             y = JITTER[k](y, float(p.jitter_factors[i, k]))
         expected = (x.mean((1, 2)) - y.mean((1, 2))) if p.jitter[i] else torch.zeros(3)
         torch.testing.assert_close(p.color_diff[i], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("saturation", ["hsv", "torchvision"])
+def test_color_diff_carries_the_hsv_saturation_shift(saturation):
+    """Upstream's HSV saturation at f=0.6 lifts every channel towards the pixel's max, so the mean colour
+    moves by about -0.09 per channel; torchvision's blend with grey keeps the mean luma (its shifts cancel)."""
+    cfg = dataclasses.replace(config_for_dataset("cifar10"), saturation_impl=saturation)
+    img = _images(1, 32, 32, 5)
+    p = {"flip": torch.tensor([False]), "jitter": torch.tensor([True]),
+         "jitter_factors": torch.tensor([[1.0, 1.0, 0.6, 0.0]]), "jitter_order": torch.tensor([[0, 1, 2, 3]]),
+         "gray": torch.tensor([False]), "blur_sigma": torch.zeros(1), "solarized": torch.tensor([False]),
+         "sol_threshold": torch.ones(1), "rot_k": torch.zeros(1, dtype=torch.long)}
+    ViewAugment(cfg).apply(img.clone(), p)
+    if saturation == "hsv":  # the reference shares no code with the package: colorsys, pixel by pixel
+        expected = img[0].mean((1, 2)) - hsv_saturation(img[0], 0.6).mean((1, 2))
+        torch.testing.assert_close(p["color_diff"][0], expected, atol=1e-6, rtol=0)
+        assert (p["color_diff"] < -0.05).all() and p["color_diff"].mean().item() == pytest.approx(-0.09, abs=0.02)
+    else:
+        luma = (p["color_diff"][0] * torch.tensor([0.2989, 0.587, 0.114])).sum()
+        assert luma.abs() < 1e-4 and p["color_diff"].abs().max() > 0.01
 
 
 def test_jitter_order_is_one_permutation_per_batch():

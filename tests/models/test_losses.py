@@ -100,7 +100,27 @@ def test_sinkhorn_marginals():
 def test_swav_loss_closed_form():
     s = torch.zeros(2, 3)
     q = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
-    assert L.swav_loss(s, s, q, q, 0.1).item() == pytest.approx(math.log(3))
+    assert L.swav_loss(s, s, q, q, 0.1).item() == pytest.approx(2 * math.log(3))  # log 3 per direction
+
+
+def test_swav_loss_sums_the_two_directions():
+    """Upstream (A trainers.py:371-373): loss = l1 + l2, l1 = -mean_i sum_k q1[i,k] log softmax(s2[i]/T)[k]
+    and l2 the same with the views exchanged."""
+    s1 = [[0.2, -0.5, 0.9], [0.0, 0.4, -0.3]]
+    s2 = [[-0.1, 0.7, 0.3], [0.6, -0.2, 0.1]]
+    q1 = [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]
+    q2 = [[0.3, 0.3, 0.4], [0.5, 0.25, 0.25]]
+    t = 0.1
+
+    def direction(q, s):  # cross-entropy of codes q against softmax(s / t), averaged over samples
+        total = 0.0
+        for qi, si in zip(q, s):
+            norm = math.log(sum(math.exp(v / t) for v in si))
+            total -= sum(qk * (sk / t - norm) for qk, sk in zip(qi, si))
+        return total / len(q)
+    expected = direction(q1, s2) + direction(q2, s1)
+    got = L.swav_loss(*(torch.tensor(v) for v in (s1, s2, q1, q2)), t).item()
+    assert got == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["info_nce", "nt_xent", "byol", "barlow"])
