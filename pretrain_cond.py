@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, VIEW_GRAPHS
+from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, SATURATION_IMPLS, VIEW_GRAPHS
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES, COMPILE_MODES, FRAMEWORKS
 from utils.distributed import default_num_workers
@@ -31,6 +31,9 @@ def _data_flags(a) -> None:
       help="loader workers per process for JPEG folders (and k-NN) (default: 4, or this process's CPUs if fewer)")
     a("--color-aug", default="default", choices=["default", "strong", "weak"],
       help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5 (paper: default)")
+    a("--saturation-impl", default="hsv", choices=list(SATURATION_IMPLS),
+      help="colour-jitter saturation: 'hsv' scales the HSV saturation (clamped at 1), as upstream's kornia "
+           "0.4.1 did for the paper; 'torchvision' blends with the greyscale image (default: hsv)")
 
 
 def _optimisation_flags(a) -> None:

@@ -1,7 +1,8 @@
 """Batched image ops with one parameter per sample, on float images in [0, 1], any device.
 
 Each op follows the arithmetic of its ``torchvision.transforms.functional`` counterpart, so a
-single image replayed through torchvision gives the same pixels. torchvision's functional ops
+single image replayed through torchvision gives the same pixels; saturation follows kornia 0.4.1's
+HSV form by default (what the published runs used), torchvision's blend on request. torchvision's functional ops
 take one scalar per call; applying them image by image on a GPU costs one kernel launch per
 image and op, which is what makes per-sample augmentation slow. These take a [B] factor instead.
 """
@@ -61,6 +62,22 @@ def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """kornia 0.4.1's ``adjust_saturation`` per image (upstream's jitter): RGB -> HSV, S <- clamp(S f, 0, 1),
+    V and H kept, HSV -> RGB.
+
+    kornia is not a dependency, and the round trip through hue is needless work: with H and V kept,
+    each channel c becomes v - (v - c) min(f, v / chroma), v the max and chroma = max - min of the
+    pixel (the min is the clamp of S at 1). That is the same arithmetic in a handful of element-wise
+    ops over the batch, which a compiler fuses into one kernel.
+    """
+    mn, v = x.aminmax(dim=1, keepdim=True)
+    # A grey pixel (chroma 0) has v - c = 0 for every channel: any finite or infinite limit leaves it.
+    limit = v / (v - mn).clamp_min(torch.finfo(x.dtype).tiny)
+    scale = torch.minimum(_per_sample(factor, x), limit)
+    return (v - (v - x) * scale).clamp_(0.0, 1.0)
+
+
+def adjust_saturation_torchvision(x: Tensor, factor: Tensor) -> Tensor:
     """torchvision's ``adjust_saturation`` per image: a blend with the image's own greyscale."""
     return _blend(x, rgb_to_gray(x), factor)
 
@@ -95,24 +112,32 @@ def adjust_hue(x: Tensor, factor: Tensor) -> Tensor:
 
 
 COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+SATURATION_IMPLS = ("hsv", "torchvision")  # --saturation-impl: kornia 0.4.1's HSV form (upstream), or the blend
 
 
-def color_jitter(x: Tensor, factors: Tensor, order: list[int] | Tensor) -> Tensor:
-    """Apply the four jitter ops with per-sample ``factors`` [B, 4] in the given op order."""
+def color_ops(saturation_impl: str = "hsv") -> tuple:
+    """The four jitter ops (brightness, contrast, saturation, hue) with the chosen saturation."""
+    if saturation_impl not in SATURATION_IMPLS:
+        raise ValueError(f"--saturation-impl must be one of {SATURATION_IMPLS}, got {saturation_impl!r}")
+    return COLOR_OPS if saturation_impl == "hsv" else (*COLOR_OPS[:2], adjust_saturation_torchvision, COLOR_OPS[3])
+
+
+def color_jitter(x: Tensor, factors: Tensor, order: list[int] | Tensor, ops: tuple = COLOR_OPS) -> Tensor:
+    """Apply the four jitter ``ops`` with per-sample ``factors`` [B, 4] in the given op order."""
     for k in (order.tolist() if isinstance(order, Tensor) else order):
-        x = COLOR_OPS[k](x, factors[:, k])
+        x = ops[k](x, factors[:, k])
     return x
 
 
-def jitter_in_order(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
+def jitter_in_order(x: Tensor, factors: Tensor, order: Tensor, ops: tuple = COLOR_OPS) -> Tensor:
     """``color_jitter`` with the op order as a [B, 4] tensor: a pure tensor function, so one compiled
     graph serves all 24 orders. Each of the four slots computes all four ops and keeps the one the
     order names, which is four times the jitter arithmetic; the pixels are those of ``color_jitter``."""
     for slot in range(4):
         k = order[:, slot].view(-1, 1, 1, 1)
-        out = COLOR_OPS[3](x, factors[:, 3])
+        out = ops[3](x, factors[:, 3])
         for j in (2, 1, 0):
-            out = torch.where(k == j, COLOR_OPS[j](x, factors[:, j]), out)
+            out = torch.where(k == j, ops[j](x, factors[:, j]), out)
         x = out
     return x
 

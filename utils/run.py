@@ -111,7 +111,8 @@ def build_loader(args, data: PretrainData, size: int, device: torch.device, rank
 
 def aug_config(args) -> AugConfig:
     """The augmentation that validated arguments ask for: the dataset's recipe, and how to blur."""
-    return replace(config_for_dataset(args.dataset, args.color_aug), blur_impl=args.blur_impl)
+    return replace(config_for_dataset(args.dataset, args.color_aug), blur_impl=args.blur_impl,
+                   saturation_impl=args.saturation_impl)
 
 
 def build_run(args, device: torch.device, rank: int = 0, world: int = 1) -> Run:
