@@ -30,7 +30,8 @@ def _data_flags(a) -> None:
     a("--num-workers", type=int, default=default_num_workers(),
       help="loader workers per process for JPEG folders (and k-NN) (default: 4, or this process's CPUs if fewer)")
     a("--color-aug", default="default", choices=["default", "strong", "weak"],
-      help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5 (paper: default)")
+      help="scale colour-jitter strengths and grayscale probability by 1 / 2 / 0.5; stl10 only, as "
+           "upstream (paper: default)")
     a("--saturation-impl", default="hsv", choices=list(SATURATION_IMPLS),
       help="colour-jitter saturation: 'hsv' scales the HSV saturation (clamped at 1), as upstream's kornia "
            "0.4.1 did for the paper; 'torchvision' blends with the greyscale image (default: hsv)")

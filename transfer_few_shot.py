@@ -27,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ckpt", nargs="+", required=True, help="checkpoints with a 'backbone' key")
     a("--pretrain-data", default=None, help="data the backbone was pretrained on, one of "
       f"{', '.join(PRETRAIN_DATASETS)}: picks the evaluation resize and normalisation (default: the "
-      "--dataset stored in a pretrain_cond.py checkpoint; else imagenet100)")
+      "--dataset stored in a pretrain_cond.py checkpoint; else stl10, upstream's default)")
     a("--model", default=None, help=f"backbone architecture, one of {', '.join(BACKBONES)} (default: the "
-      "--model stored in a pretrain_cond.py checkpoint; else resnet50)")
+      "--model stored in a pretrain_cond.py checkpoint; else resnet18, upstream's default)")
     a("--dataset", default="cub200", help=f"one of {', '.join(FEW_SHOT_DATASETS)}")
     a("--datadir", required=True, help="dataset root (see the layouts above)")
     a("--N", type=int, default=5, help="classes per task (published: 5)")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.dataset not in FEW_SHOT_DATASETS:
             raise ValueError(f"--dataset must be one of {FEW_SHOT_DATASETS}, got {args.dataset!r}")
         require(args, "positive", "N", "K", "Q", "num_tasks")
-        check_frozen_eval(args, defaults={"pretrain_data": "imagenet100", "model": "resnet50"})
+        check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
         device = torch.device(args.device)
         size = config_for_dataset(args.pretrain_data).size
         pool = few_shot_pool(args.dataset, args.datadir, eval_transform(args.pretrain_data))

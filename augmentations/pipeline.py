@@ -60,9 +60,16 @@ class AugConfig:
 
 
 def config_for_dataset(dataset: str, color_aug: str = "default") -> AugConfig:
-    """The recipe's augmentation for ``--dataset`` and ``--color-aug`` (scales jitter and p_gray)."""
+    """The recipe's augmentation for ``--dataset`` and ``--color-aug`` (scales jitter and p_gray).
+
+    As upstream, ``--color-aug`` exists for stl10 alone (its other recipes have fixed strengths), so
+    another strength for another dataset is refused rather than silently ignored.
+    """
     if color_aug not in COLOR_AUG_SCALE:
         raise ValueError(f"--color-aug must be one of {sorted(COLOR_AUG_SCALE)}, got {color_aug!r}")
+    if color_aug != "default" and dataset != "stl10":
+        raise ValueError(f"--color-aug {color_aug}: only --dataset stl10 has a colour-strength option (as "
+                         f"upstream); --dataset {dataset} takes --color-aug default")
     s = COLOR_AUG_SCALE[color_aug]
     jitter = dict(brightness=0.4 * s, contrast=0.4 * s, saturation=0.4 * s, hue=min(0.5, 0.1 * s), p_gray=0.2 * s)
     if dataset in ("imagenet100", "imagenet", "folder"):

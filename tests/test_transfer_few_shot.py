@@ -40,6 +40,22 @@ def test_bad_input_one_line_error(colordigits_ckpt, tmp_path, capsys, extra, pat
                           capsys, pattern)
 
 
+def test_checkpoint_without_arguments_takes_upstream_s_defaults(tmp_path, capsys):
+    """Upstream's few-shot script defaults to stl10 and resnet18, as the linear one does."""
+    import torch
+
+    from models import build_backbone
+    bare = str(tmp_path / "backbone-only.pth")  # e.g. a converted checkpoint: no pretraining arguments
+    torch.save({"backbone": build_backbone("mini_resnet", 96)[0].state_dict()}, bare)
+    common = ["--ckpt", bare, "--datadir", str(tmp_path / "absent"), "--device", "cpu"]
+    with pytest.raises(SystemExit):
+        transfer_few_shot.main([*common, "--model", "mini_resnet"])
+    out, err = capsys.readouterr()
+    assert out == f"using --pretrain-data stl10 (the default: {bare} stores none)\n"
+    assert "absent" in err  # it got as far as the data, with stl10's 96 px view
+    expect_one_line_error(transfer_few_shot.main, common, capsys, r"backbone does not match --model resnet18")
+
+
 def test_ctrl_c_says_what_is_kept_in_one_line(colordigits_ckpt, tmp_path, monkeypatch, capsys):
     import datasets.downstream
 

@@ -194,6 +194,15 @@ def test_color_aug_strength_scales_jitter_and_gray():
         config_for_dataset("stl10", "extreme")
 
 
+@pytest.mark.parametrize("dataset", ["imagenet100", "stl10_rot", "stl10_sol", "cifar10", "folder"])
+def test_color_aug_is_for_stl10_only(dataset):
+    """Upstream scales the jitter for stl10 alone; elsewhere a strength is refused, not silently dropped."""
+    assert config_for_dataset(dataset, "default").brightness == pytest.approx(0.4)
+    for strength in ("strong", "weak"):
+        with pytest.raises(ValueError, match=f"--color-aug {strength}: only --dataset stl10"):
+            config_for_dataset(dataset, strength)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_views_equal_cpu_views_for_same_record():
     cfg = config_for_dataset("stl10")
