@@ -7,9 +7,15 @@ from torch.optim import Optimizer
 
 
 def lr_factor(epoch: int, max_epochs: int, warmup_epochs: int = 0) -> float:
-    """Multiplier for 0-based ``epoch``: (epoch+1)/warmup during warm-up, then half-cosine to 0."""
+    """Multiplier for 0-based ``epoch``, set once an epoch as upstream stepped its schedulers.
+
+    Warm-up as upstream's ``LinearLR(start_factor=1/W, end_factor=1, total_iters=W)``: 1/W at
+    epoch 0, rising linearly to reach 1 at epoch W; then ``CosineAnnealingLR(max_epochs - W)``:
+    a half-cosine from 1 towards 0.
+    """
     if epoch < warmup_epochs:
-        return (epoch + 1) / warmup_epochs
+        start = 1 / warmup_epochs
+        return start + (1 - start) * epoch / warmup_epochs
     span = max(1, max_epochs - warmup_epochs)
     return 0.5 * (1 + math.cos(math.pi * (epoch - warmup_epochs) / span))
 
