@@ -14,7 +14,7 @@ import sys
 import torch
 
 from datasets import PRETRAIN_DATASETS
-from datasets.catalog import DOWNSTREAM_DATASETS, METRICS
+from datasets.catalog import DOWNSTREAM_DATASETS, METRICS, REGRESSION
 from models import BACKBONES
 from utils.distributed import default_num_workers
 
@@ -31,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dataset", default="cifar10", help=f"downstream dataset, one of {', '.join(DOWNSTREAM_DATASETS)}")
     a("--datadir", default=None, help="dataset root in torchvision's layout (see README for folder datasets)")
     a("--download", action="store_true",
-      help="let torchvision download the dataset into --datadir (needs network; not sun397, cub200, mit67)")
+      help="let torchvision download the dataset into --datadir (needs network; not sun397, cub200, mit67, "
+           "imagenet100, dog, celeba, 300w, lspose)")
     a("--batch-size", type=int, default=256, help="feature-extraction batch size")
     a("--num-workers", type=int, default=default_num_workers(),
       help="loader workers for feature extraction (default: 4, or this process's CPUs if fewer)")
-    a("--metric", default=None, help="top1 or class-avg (default: the dataset's published metric)")
+    a("--metric", default=None, help="top1 or class-avg for the classifications, r2 for the landmark regressions "
+      "(celeba, 300w, lspose: an L1-fitted linear head, upstream's R^2) (default: the dataset's published metric)")
     a("--distributed", action="store_true", help="extract features on every visible GPU (one process each)")
     a("--device", default="auto", help="cuda, cpu or auto")
     a("--max-iter", type=int, default=5000, help="L-BFGS iterations per fit (published: 5000)")
@@ -54,13 +56,18 @@ def validate(args) -> None:
     if args.dataset not in DOWNSTREAM_DATASETS:
         raise ValueError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {args.dataset!r}")
     args.metric = args.metric or METRICS[args.dataset]
-    if args.metric not in ("top1", "class-avg"):
-        raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}")
+    if args.dataset in REGRESSION and args.metric != "r2":
+        raise ValueError(f"--metric must be r2 for the landmark regression --dataset {args.dataset}, got {args.metric!r}")
+    if args.dataset not in REGRESSION and args.metric not in ("top1", "class-avg"):
+        raise ValueError(f"--metric must be top1 or class-avg, got {args.metric!r}"
+                         + (" (r2 is for the landmark datasets celeba, 300w, lspose)" if args.metric == "r2" else ""))
     require(args, "positive", "max_iter")
     check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
     size = config_for_dataset(args.pretrain_data).size
     if args.ten_crop is None:
         args.ten_crop = (args.dataset == "cub200" or "shot" in args.dataset) and size == TEN_CROP_SIZE
+    elif args.ten_crop and args.dataset in REGRESSION:  # the landmarks follow one crop of the image
+        raise ValueError(f"--ten-crop: the landmark regression --dataset {args.dataset} takes one centre crop")
     elif args.ten_crop and size != TEN_CROP_SIZE:  # training crops against test features at another size
         raise ValueError(f"--ten-crop makes {TEN_CROP_SIZE} px training crops: it is for models pretrained at "
                          f"{TEN_CROP_SIZE} px (imagenet100, folder), not --pretrain-data {args.pretrain_data} "
@@ -81,6 +88,7 @@ def evaluate(local_rank: int, args) -> None:
 
     from augmentations import config_for_dataset
     from datasets.downstream import build_downstream
+    from datasets.downstream_extra import features_to_extract
     from datasets.pretrain import eval_transform
     from utils.features import load_backbone, sharded_features
     from utils.linear_eval import linear_eval
@@ -93,11 +101,20 @@ def evaluate(local_rank: int, args) -> None:
     master = idist.get_rank() == 0
     for path in args.ckpt:
         net = load_backbone(path, args.model, size).to(device)
-        feats = [sharded_features(net, s, device, args.batch_size, args.num_workers)
-                 for s in (splits.train, splits.val, splits.test)]
+        feats: list = []  # a split that is another's dataset (CelebA's val and test) reuses its features
+        trio = (splits.train, splits.val, splits.test)
+        for s, first in zip(trio, features_to_extract(*trio)):
+            feats.append(feats[first] if first < len(feats) else
+                         sharded_features(net, s, device, args.batch_size, args.num_workers))
         if not master:
             continue
-        res = linear_eval(*feats, splits.num_classes, args.metric, max_iter=args.max_iter)
+        if args.metric == "r2":
+            from datasets.landmarks import TRAINVAL_IS_TRAIN
+            from utils.regression_eval import regression_eval
+            res = regression_eval(*feats, splits.num_classes, max_iter=args.max_iter,
+                                  refit=feats[0] if args.dataset in TRAINVAL_IS_TRAIN else None)
+        else:
+            res = linear_eval(*feats, splits.num_classes, args.metric, max_iter=args.max_iter)
         print(f"test {args.metric}={res.test:.4f}", flush=True)
         out = result_path(path, args.dataset, args.metric)
         write_json(out, {"dataset": args.dataset, "metric": args.metric, "ckpt": os.path.abspath(path),

@@ -45,8 +45,8 @@ def sharded_features(backbone: nn.Module, data: Dataset, device: torch.device, b
     rows = f.shape[0] // max(1, len(part))  # > 1 for multi-crop
     pad = per * rows - f.shape[0]
     f = torch.cat([f, f.new_zeros(pad, f.shape[1])])
-    y = torch.cat([y, y.new_full((pad,), -1)])
-    fa, ya = gather_no_grad(f).view(w, per, rows, -1), gather_no_grad(y).view(w, per, rows)
-    order = fa.transpose(0, 1).reshape(-1, f.shape[1]), ya.transpose(0, 1).reshape(-1)
-    keep = order[1] >= 0
-    return order[0][keep], order[1][keep]
+    y = torch.cat([y, y.new_zeros(pad, *y.shape[1:])])  # labels, or the regressions' coordinate rows
+    fa, ya = gather_no_grad(f).view(w, per, rows, -1), gather_no_grad(y).view(w, per, rows, *y.shape[1:])
+    # shard r holds items r, r + w, ...: interleaved, items 0..n-1 come first, in order, then the padding
+    return (fa.transpose(0, 1).reshape(-1, f.shape[1])[:n * rows],
+            ya.transpose(0, 1).reshape(-1, *y.shape[1:])[:n * rows])

@@ -31,14 +31,16 @@ def accuracy(logits: Tensor, y: Tensor, metric: str, num_classes: int) -> float:
     return (correct[present] / count[present]).mean().item()
 
 
-def fit_logistic(clf: nn.Linear, x: Tensor, y: Tensor, wd: float, max_iter: int = 5000) -> nn.Linear:
-    """Minimise sum CE + wd * (||W||^2 + ||b||^2) with L-BFGS, starting from ``clf``'s weights."""
+def fit_logistic(clf: nn.Linear, x: Tensor, y: Tensor, wd: float, max_iter: int = 5000,
+                 loss_fn=None) -> nn.Linear:
+    """Minimise sum CE + wd * (||W||^2 + ||b||^2) with L-BFGS, starting from ``clf``'s weights;
+    ``loss_fn(outputs, y)`` replaces the summed cross-entropy (the regressions' summed L1)."""
     opt = torch.optim.LBFGS(clf.parameters(), lr=1, max_iter=max_iter, tolerance_grad=1e-10,
                             tolerance_change=0, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(clf(x), y, reduction="sum")
+        loss = loss_fn(clf(x), y) if loss_fn else F.cross_entropy(clf(x), y, reduction="sum")
         loss = loss + wd * sum(p.pow(2).sum() for p in clf.parameters())
         loss.backward()
         return loss
