@@ -1,0 +1,43 @@
+"""scripts/sweep_looc.sh: its commands parse as transfer_looc_probe.py's, a real sweep writes the
+result JSON, and a second pass skips it."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+import transfer_looc_probe
+from tests.data_formats import write_class_folders
+from tests.helpers import ROOT
+from tests.scripts.test_sweeps import commands
+
+
+def sweep(*args, **env) -> str:
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "sweep_looc.sh"), *map(str, args)],
+                         capture_output=True, text=True, env={**os.environ, "PY": sys.executable, **env}, check=True)
+    return out.stdout
+
+
+def test_looc_sweep_runs_resumable_probes_then_skips_them(tmp_path):
+    from models import build_backbone
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "args.json").write_text(json.dumps({"model": "mini_resnet", "dataset": "colordigits"}))
+    torch.save({"backbone": build_backbone("mini_resnet", 32)[0].state_dict()}, run / "ckpt-last.pth")
+    dry = sweep(run, DRY_RUN="1", DATA_ROOT="/dl", DATASETS="cub200 imagenet100")
+    cmds = commands(dry, "transfer_looc_probe.py")
+    assert len(cmds) == 2
+    for argv, ds in zip(cmds, ("cub200", "imagenet100")):
+        a = transfer_looc_probe.build_parser().parse_args(argv)
+        assert (a.dataset, a.datadir, a.model, a.pretrain_data, a.resume) == (
+            ds, f"/dl/{ds}", "mini_resnet", "colordigits", True)
+        assert (a.epochs, a.milestones, a.lr) == (200, [120, 160], 30.0)
+    classes = [f"{c + 1:03d}.bird" for c in range(200)]
+    for split in ("train", "test"):
+        write_class_folders(str(tmp_path / "dl" / "cub200" / split), classes, 1)
+    sweep(run, DATA_ROOT=tmp_path / "dl", EXTRA="--epochs 1 --milestones --num-workers 0 --device cpu")
+    res = json.loads((run / "looc-cub200-top1-ckpt-last.json").read_text())
+    assert res["sizes"] == {"train": 200, "test": 200} and len(res["history"]) == 1
+    again = sweep(run, DATA_ROOT=tmp_path / "dl")
+    assert "# skip" in again and not commands(again, "transfer_looc_probe.py")
