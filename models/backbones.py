@@ -65,15 +65,38 @@ class MiniResNet(nn.Module):
 
 
 def sincos_pos_embed(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """Fixed 2-D sin-cos position embedding [1, 1 + grid^2, dim] with a zero row for CLS (MoCo v3)."""
+    """Fixed 2-D sin-cos position embedding [1, 1 + grid^2, dim] with a zero row for CLS (MoCo v3).
+
+    Patches are numbered row by row; as in MoCo v3's vits.py, the first half of the channels encodes
+    the patch's row, the second half its column.
+    """
     if dim % 4:
         raise ValueError(f"ViT width must be divisible by 4 for the 2-D sin-cos embedding, got {dim}")
-    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
-                          indexing="ij")
+    row, col = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                              indexing="ij")
     omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
-    out_x, out_y = x.flatten()[:, None] * omega[None], y.flatten()[:, None] * omega[None]
-    emb = torch.cat([out_x.sin(), out_x.cos(), out_y.sin(), out_y.cos()], dim=1)
+    out_r, out_c = row.flatten()[:, None] * omega[None], col.flatten()[:, None] * omega[None]
+    emb = torch.cat([out_r.sin(), out_r.cos(), out_c.sin(), out_c.cos()], dim=1)
     return torch.cat([torch.zeros(1, dim), emb], dim=0)[None]
+
+
+def _mocov3_vit_init(net: tvm.VisionTransformer) -> None:
+    """MoCo v3's initialisation (its vits.py), on torchvision's module names.
+
+    Q, K and V (torchvision keeps them in one ``in_proj_weight``) are each Xavier-uniform over their
+    own D x D block; every other linear layer is Xavier-uniform; all their biases zero; the CLS
+    token N(0, 1e-6).
+    """
+    for m in net.modules():
+        if isinstance(m, nn.MultiheadAttention):
+            d = m.in_proj_weight.shape[1]
+            bound = math.sqrt(6.0 / float(m.in_proj_weight.shape[0] // 3 + d))
+            nn.init.uniform_(m.in_proj_weight, -bound, bound)
+            nn.init.zeros_(m.in_proj_bias)
+        elif isinstance(m, nn.Linear):  # the attention's out_proj and the MLP blocks
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    nn.init.normal_(net.class_token, std=1e-6)
 
 
 def _vit(width: int, heads: int, image_size: int, patch: int = 16) -> tuple[nn.Module, int]:
@@ -82,6 +105,7 @@ def _vit(width: int, heads: int, image_size: int, patch: int = 16) -> tuple[nn.M
     net = tvm.VisionTransformer(image_size=image_size, patch_size=patch, num_layers=12, num_heads=heads,
                                 hidden_dim=width, mlp_dim=4 * width)
     net.heads = nn.Identity()
+    _mocov3_vit_init(net)
     pos = net.encoder.pos_embedding
     pos.data.copy_(sincos_pos_embed(image_size // patch, width))
     pos.requires_grad_(False)
