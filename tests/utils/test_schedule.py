@@ -32,3 +32,15 @@ def test_lr_factor_follows_upstreams_schedulers_stepped_once_an_epoch(epochs, wa
         assert lr_factor(epoch, epochs, warmup) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9), epoch
         opt.step()
         sched.step()
+
+
+def test_a_run_sets_each_groups_lr_at_the_start_of_each_epoch(tmp_path):
+    """Barlow Twins' recipe through the entry point's Run: lr = base_lr x batch / 256 x the epoch's
+    factor (LinearLR warm-up over 10 epochs, then cosine), biases and BN at x 0.024."""
+    from tests.helpers import tiny_run
+    run = tiny_run(tmp_path, "--framework", "barlow_twins", "--max-epochs", "20", "--base-lr", "0.2",
+                   "--aug-inj-type", "proj-none")
+    peak = 0.2 * 32 / 256
+    for epoch, factor in ((0, 0.1), (4, 0.1 + 0.9 * 4 / 10), (10, 1.0), (15, 0.5)):
+        run.set_epoch(epoch)
+        assert [g["lr"] for g in run.optimizer.param_groups] == pytest.approx([peak * factor, peak * factor * 0.024])
