@@ -1,5 +1,5 @@
-"""scripts/sweep_looc.sh: its commands parse as transfer_looc_probe.py's, a real sweep writes the
-result JSON, and a second pass skips it."""
+"""scripts/sweep_looc.sh: its commands parse as transfer_looc_probe.py's (the probe itself runs in
+tests/test_transfer_looc_probe.py), with --resume, and finished probes are skipped."""
 import json
 import os
 import subprocess
@@ -8,7 +8,6 @@ import sys
 import torch
 
 import transfer_looc_probe
-from tests.data_formats import write_class_folders
 from tests.helpers import ROOT
 from tests.scripts.test_sweeps import commands
 
@@ -19,7 +18,7 @@ def sweep(*args, **env) -> str:
     return out.stdout
 
 
-def test_looc_sweep_runs_resumable_probes_then_skips_them(tmp_path):
+def test_looc_sweep_resumes_probes_and_skips_finished_ones(tmp_path):
     from models import build_backbone
     run = tmp_path / "run"
     run.mkdir()
@@ -33,11 +32,7 @@ def test_looc_sweep_runs_resumable_probes_then_skips_them(tmp_path):
         assert (a.dataset, a.datadir, a.model, a.pretrain_data, a.resume) == (
             ds, f"/dl/{ds}", "mini_resnet", "colordigits", True)
         assert (a.epochs, a.milestones, a.lr) == (200, [120, 160], 30.0)
-    classes = [f"{c + 1:03d}.bird" for c in range(200)]
-    for split in ("train", "test"):
-        write_class_folders(str(tmp_path / "dl" / "cub200" / split), classes, 1)
-    sweep(run, DATA_ROOT=tmp_path / "dl", EXTRA="--epochs 1 --milestones --num-workers 0 --device cpu")
-    res = json.loads((run / "looc-cub200-top1-ckpt-last.json").read_text())
-    assert res["sizes"] == {"train": 200, "test": 200} and len(res["history"]) == 1
-    again = sweep(run, DATA_ROOT=tmp_path / "dl")
-    assert "# skip" in again and not commands(again, "transfer_looc_probe.py")
+    (run / "looc-cub200-top1-ckpt-last.json").write_text("{}")  # a finished probe
+    again = sweep(run, DRY_RUN="1", DATASETS="cub200 imagenet100")
+    assert "# skip" in again and [a[a.index("--dataset") + 1] for a in commands(again, "transfer_looc_probe.py")] == [
+        "imagenet100"]
