@@ -6,7 +6,9 @@ weight decay) on RandomResizedCrop + horizontal-flip views of the whole training
 divided by 10 at each milestone. The test set (Resize(256) + CenterCrop(224) at 224 px) is scored
 after every epoch and the best top-1 over the epochs is reported, as upstream's
 ``transfer_looc_like.py`` does. A checkpoint of the probe after every epoch lets a stopped run
-continue to the same result.
+continue to the same result. One deliberate difference: upstream's head kept torchvision's 1000
+outputs whatever the dataset; here it has one output per class, so no unused logit can win a test
+prediction.
 """
 from __future__ import annotations
 
