@@ -5,10 +5,12 @@
 Commands:
   predict-aug    ridge-regression R^2 of each descriptor piece from frozen backbone features
   invariance     cosine(feature of image, feature of augmented copy) per augmentation type, at every
-                 ResNet stage and at the projector output (true and mismatched descriptor)
+                 ResNet stage and at the projector output (true and mismatched descriptor); and the
+                 published losses between the two (InfoNCE, self-distillation, CCA), per --batch-size
   interpolation  the same similarity while the colour-jitter or blur strength is swept; plotted
   pca            eigen-spectrum of the features and its power-law exponent
-  neighbors      grid image of nearest-neighbour retrievals for a few queries
+  neighbors      grid image of nearest-neighbour retrievals for a few queries (--dump-latents: and
+                 the features, latents-test-<dataset>.pkl)
 Each writes <cmd>.json (+ .csv / .png) into RUN/analysis-<ckpt>/ and logs to TensorBoard there.
 """
 from __future__ import annotations
@@ -36,9 +38,12 @@ def parse(argv):
     p.add_argument("--dataset", default=None, help="images to analyse (default: the pretraining dataset)")
     p.add_argument("--datadir", default=None, help="dataset root (default: the pretraining --datadir)")
     p.add_argument("--num-images", type=int, default=512, help="images from the labelled test split")
-    p.add_argument("--batch-size", type=int, default=256, help="forward batch size")
+    p.add_argument("--batch-size", type=int, default=256, help="forward batch size; invariance: also the batch "
+                   "its losses are computed on, then averaged (published: 256)")
     p.add_argument("--queries", type=int, default=6, help="neighbors: query images")
     p.add_argument("--k", type=int, default=8, help="neighbors: neighbours per query")
+    p.add_argument("--dump-latents", action="store_true", help="neighbors: also pickle the backbone features "
+                   "(float32 numpy array, image order) as latents-test-<dataset>.pkl, as upstream's --dump-latents")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled augmentations")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     return p.parse_args(argv)
@@ -52,10 +57,14 @@ class Setup:
         from datasets.pretrain import build_pretrain_data
         from utils.checkpoint import load_checkpoint
         from utils.run import build_model
-        from utils.validate import resolve_device
+        from utils.validate import check_finite_weights, resolve_device
         ckpt = load_checkpoint(a.ckpt, flag="--ckpt")
-        if "args" not in ckpt or "model" not in ckpt:
+        if not isinstance(ckpt.get("args"), dict) or "model" not in ckpt:
             raise ValueError(f"--ckpt {a.ckpt}: needs a checkpoint from pretrain_cond.py (keys 'args' and 'model')")
+        check_finite_weights(ckpt["model"], a.ckpt)
+        self.out = os.path.join(os.path.dirname(os.path.abspath(a.ckpt)),
+                                "analysis-" + os.path.splitext(os.path.basename(a.ckpt))[0])
+        _writable(self.out, a.ckpt, make=False)  # before any work: a shared checkpoint's folder may be read-only
         self.train_args = SimpleNamespace(**ckpt["args"])
         self.device = torch.device(resolve_device(a.device))
         self.cfg = config_for_dataset(self.train_args.dataset, self.train_args.color_aug)
@@ -66,9 +75,7 @@ class Setup:
         data = build_pretrain_data(dataset, a.datadir or self.train_args.datadir)
         self.images, self.labels = _first_images(data.knn_test or data.train, a.num_images, self.cfg.size)
         self.keys = self.train_args.aug_cond
-        self.out = os.path.join(os.path.dirname(os.path.abspath(a.ckpt)),
-                                "analysis-" + os.path.splitext(os.path.basename(a.ckpt))[0])
-        os.makedirs(self.out, exist_ok=True)
+        _writable(self.out, a.ckpt, make=True)
         self.batch = a.batch_size
         self.gen = torch.Generator(device=self.device).manual_seed(a.seed)
 
@@ -107,6 +114,19 @@ class Setup:
     def tensorboard(self):
         from torch.utils.tensorboard import SummaryWriter
         return SummaryWriter(self.out)
+
+
+def _writable(out: str, ckpt: str, make: bool) -> None:
+    """ValueError naming --ckpt when ``out`` (or the folder it would be made in) cannot be written;
+    ``make``: create it now."""
+    try:
+        if make:
+            os.makedirs(out, exist_ok=True)
+        where = out if os.path.isdir(out) else os.path.dirname(out)
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise ValueError(f"--ckpt {ckpt}: cannot write its analysis into {out} ({e.strerror})") from None
 
 
 def _first_images(data, n: int, size: int):
@@ -153,22 +173,39 @@ def cmd_predict_aug(s: Setup):
 
 
 def cmd_invariance(s: Setup):
+    """Cosine per augmentation and layer (invariance.json), and the published losses between image
+    and copy (invariance-losses.json; the CSV holds both). As published, the projector's outputs are
+    L2-normalised before the losses (only CCA, unnormalised by definition, sees the difference)."""
+    import torch.nn.functional as F
+
     from augmentations import ViewAugment
-    from utils.analysis import mean_cosine
+    from utils.analysis import batched_losses, mean_cosine
     x0, p0 = s.identity_views()
     ref = s.forward(x0, p0.to(s.device))
-    res, rows = {}, []
+    res, losses, rows = {}, {}, []
     for kind in AUG_TYPES:
         views, p = ViewAugment(isolated(s.cfg, kind))(s.images.to(s.device), s.gen)
         feats = s.forward(views, p)
-        res[kind] = {layer: mean_cosine(ref["projector" if layer.startswith("projector") else layer], f)
-                     for layer, f in feats.items()}
-        rows += [{"augmentation": kind, "layer": k, "cosine": v} for k, v in res[kind].items()]
+        res[kind], losses[kind] = {}, {}
+        for layer, f in feats.items():
+            r = ref["projector" if layer.startswith("projector") else layer]
+            res[kind][layer] = mean_cosine(r, f)
+            unit = layer.startswith("projector")
+            losses[kind][layer] = batched_losses(F.normalize(r, dim=1) if unit else r,
+                                                 F.normalize(f, dim=1) if unit else f, s.batch)
+            rows.append({"augmentation": kind, "layer": layer, "cosine": res[kind][layer],
+                         **{k: v["mean"] for k, v in losses[kind][layer].items()}})
         print(f"{kind:>10}: " + " ".join(f"{k}={v:.3f}" for k, v in res[kind].items()))
+        print(" " * 12 + " ".join(f"{k}: infonce={v['infonce']['mean']:.3f} self_distill="
+                                  f"{v['self_distill']['mean']:.3f} cca={v['cca']['mean']:.3g}"
+                                  for k, v in losses[kind].items() if k in ("pool", "projector")))
+    s.save("invariance-losses", losses)
     s.save("invariance", res, rows)
     with s.tensorboard() as tb:
         for kind, d in res.items():
             tb.add_scalars(f"invariance/{kind}", d)
+            for name in ("infonce", "self_distill", "cca"):
+                tb.add_scalars(f"invariance-{name}/{kind}", {k: v[name]["mean"] for k, v in losses[kind].items()})
 
 
 def cmd_interpolation(s: Setup):
@@ -244,12 +281,18 @@ def cmd_pca(s: Setup):
         tb.add_figure("pca/spectrum", fig)
 
 
-def cmd_neighbors(s: Setup, queries: int, k: int):
+def cmd_neighbors(s: Setup, queries: int, k: int, dump_as: str | None = None):
+    """The retrieval grid; ``dump_as``: also pickle the features (numpy, float32) under that name."""
     from torchvision.utils import make_grid, save_image
 
     from utils.analysis import nearest_neighbours
     x0, _ = s.identity_views()
     feats = s.forward(x0)["pool"]
+    if dump_as:
+        import pickle
+        with open(os.path.join(s.out, dump_as), "wb") as f:
+            pickle.dump(feats.float().numpy(), f)
+        print(f"wrote {os.path.join(s.out, dump_as)}")
     q = list(range(min(queries, len(feats))))
     nn_idx = nearest_neighbours(feats, q, k)
     same = [float((s.labels[n] == s.labels[i]).float().mean()) for i, n in zip(q, nn_idx)]
@@ -274,7 +317,8 @@ def main(argv=None) -> None:
         require(a, "positive", "num_images", "batch_size", "queries", "k")
         s = Setup(a)
         if a.command == "neighbors":
-            cmd_neighbors(s, a.queries, a.k)
+            dataset = a.dataset or s.train_args.dataset
+            cmd_neighbors(s, a.queries, a.k, f"latents-test-{dataset}.pkl" if a.dump_latents else None)
         else:
             globals()["cmd_" + a.command.replace("-", "_")](s)
     except Exception as e:  # missing checkpoint, unknown dataset, bad data root

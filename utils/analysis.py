@@ -89,3 +89,45 @@ def nearest_neighbours(features: Tensor, queries: list[int], k: int) -> list[lis
     sim = f[queries] @ f.t()
     sim[torch.arange(len(queries)), torch.tensor(queries)] = -math.inf
     return sim.topk(k, dim=1).indices.tolist()
+
+
+# The published invariance losses between features ``a`` of images and ``b`` of their augmented
+# copies, row by row: the InfoNCE temperature and the CCA (Barlow Twins) off-diagonal weight.
+INFONCE_TEMPERATURE = 0.2
+CCA_OFF_DIAGONAL = 0.0051
+
+
+def infonce_loss(a: Tensor, b: Tensor, temperature: float = INFONCE_TEMPERATURE) -> float:
+    """Cross-entropy of picking row i of ``b`` for row i of ``a`` among all rows of ``b`` by cosine
+    similarity / temperature (mean over rows), times 2 x temperature (the published scale)."""
+    logits = F.normalize(a.double(), dim=1) @ F.normalize(b.double(), dim=1).t() / temperature
+    return float(F.cross_entropy(logits, torch.arange(len(a), device=a.device)) * 2 * temperature)
+
+
+def self_distillation_loss(a: Tensor, b: Tensor) -> float:
+    """The published self-distillation loss: minus the mean cosine similarity of paired rows (-1: invariant)."""
+    return float(-F.cosine_similarity(a.double(), b.double(), dim=1).mean())
+
+
+def cca_loss(a: Tensor, b: Tensor, off_diagonal: float = CCA_OFF_DIAGONAL) -> float:
+    """Barlow Twins' loss on the features as they are (not standardised, as published): with
+    C = a^T b / n, sum_i (C_ii - 1)^2 + off_diagonal x sum_{i != j} C_ij^2 (0 for a copy whose
+    columns are orthonormal up to sqrt(n))."""
+    c = a.double().t() @ b.double() / len(a)
+    diag = torch.diagonal(c)
+    return float((diag - 1).pow(2).sum() + off_diagonal * (c.pow(2).sum() - diag.pow(2).sum()))
+
+
+INVARIANCE_LOSSES = {"infonce": infonce_loss, "self_distill": self_distillation_loss, "cca": cca_loss}
+
+
+def batched_losses(a: Tensor, b: Tensor, batch_size: int) -> dict[str, dict[str, float]]:
+    """Each of ``INVARIANCE_LOSSES`` on consecutive batches of ``batch_size`` row pairs, as the
+    published analysis computes them on each loader batch: the mean and the (population) std over
+    batches, every batch counting once."""
+    out = {}
+    for name, fn in INVARIANCE_LOSSES.items():
+        vals = torch.tensor([fn(a[i:i + batch_size], b[i:i + batch_size]) for i in range(0, len(a), batch_size)],
+                            dtype=torch.float64)
+        out[name] = {"mean": float(vals.mean()), "std": float(vals.std(unbiased=False))}
+    return out
