@@ -38,5 +38,7 @@ class SwAV(Framework):
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
     def on_before_optimizer_step(self, step: int) -> None:
-        if step < self.opts.swav_freeze_iters:
+        # Upstream drops the prototypes' gradient while Ignite's 1-based iteration is below
+        # freeze_n_iters (410): the first 409 steps; ``step`` counts from 0.
+        if step + 1 < self.opts.swav_freeze_iters:
             self.prototypes.weight.grad = None

@@ -90,14 +90,16 @@ def test_target_projector_is_conditioned_and_tracks_online():
 
 
 def test_swav_prototypes_frozen_then_trained():
+    """Upstream (A trainers.py:384-386) drops the prototypes' gradient while Ignite's 1-based iteration
+    is below 410: 0-based steps 0 to 408 are frozen, step 409 (iteration 410) updates them."""
     torch.manual_seed(0)
-    model = build_framework("swav", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16).train()
+    model = build_framework("swav", "mini_resnet", CONDS["proj-none"], SMALL, image_size=16).train()
     model(*_batch())["loss"].backward()
     assert model.prototypes.weight.grad is not None
-    model.on_before_optimizer_step(409)
+    model.on_before_optimizer_step(408)
     assert model.prototypes.weight.grad is None
     model(*_batch())["loss"].backward()
-    model.on_before_optimizer_step(410)
+    model.on_before_optimizer_step(409)
     assert model.prototypes.weight.grad is not None
 
 
