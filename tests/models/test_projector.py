@@ -120,3 +120,14 @@ def test_mlp_block_depth_one_and_bias_rules():
     assert last[-2].bias is None and last[-1].weight is None
     assert [type(m).__name__ for m in mlp_block(4, 9, 3, 3)] == [
         "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+
+
+def test_mlp_linear_layers_start_uniform_within_one_over_root_fan_in():
+    """Upstream's load_mlp re-initialises every Linear uniform on +-1/sqrt(fan_in), weight and bias
+    (C models.py:14-24, 67); PyTorch's own Linear init draws the same."""
+    torch.manual_seed(0)
+    net = mlp_block(64, 128, 32, 2)
+    for lin in (net[0], net[3]):
+        bound = 1 / lin.in_features ** 0.5
+        assert bound * 0.97 < lin.weight.abs().max().item() <= bound
+    assert net[3].bias.abs().max().item() <= 1 / 128 ** 0.5 and net[3].bias.abs().max().item() > 0.8 / 128 ** 0.5
