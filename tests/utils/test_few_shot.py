@@ -36,3 +36,28 @@ def test_too_few_images_per_class_is_refused():
     f, y = _features(True)
     with pytest.raises(ValueError, match="only 0 classes have 31 images"):
         few_shot_eval(f, y, 5, 15, 16)
+
+
+def test_mean_and_interval_equal_the_published_formula_on_the_same_episodes(monkeypatch):
+    """Upstream (A/C transfer_few_shot.py): liblinear logistic regression at C = 1 per episode, mean accuracy
+    and 1.96 x np.std (population) / sqrt(tasks), recomputed here with scikit-learn on the very episodes drawn."""
+    import math
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    import utils.few_shot
+    episodes = []
+    draw = utils.few_shot.sample_episode
+    monkeypatch.setattr(utils.few_shot, "sample_episode", lambda *a: episodes.append(draw(*a)) or episodes[-1])
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(8), 20)
+    f = rng.normal(size=(8, 16))[y] * 1.2 + rng.normal(size=(160, 16))  # some episodes err, some do not
+    mean, ci = few_shot_eval(f, y, 5, 1, 4, num_tasks=30, seed=3)
+    accs = []
+    for s, sy, q, qy in episodes:
+        clf = OneVsRestClassifier(LogisticRegression(solver="liblinear", C=1.0)).fit(f[s], sy)
+        accs.append(float((clf.predict(f[q]) == qy).mean()))
+    assert len(accs) == 30 and len(set(accs)) > 2
+    assert mean == pytest.approx(sum(accs) / 30, rel=1e-12)
+    assert ci == pytest.approx(1.96 * np.std(accs) / math.sqrt(30), rel=1e-12)

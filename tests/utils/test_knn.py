@@ -67,3 +67,33 @@ def test_extract_features_gives_one_row_per_crop_of_a_multi_crop_dataset():
     with torch.no_grad():
         expected = torch.cat([net(x) for x, _ in items])  # image by image, its crops as a batch
     torch.testing.assert_close(f, expected)
+
+
+def _weighted_vote_accuracy(ftr, ytr, fte, yte, k: int, t: float) -> float:
+    """Cosine similarities, the k most similar training images, votes exp(sim / T) per class, argmax."""
+    a = ftr / ftr.norm(dim=1, keepdim=True)
+    b = fte / fte.norm(dim=1, keepdim=True)
+    correct = 0
+    for i in range(len(b)):
+        sims = (a @ b[i]).double().numpy()
+        votes = np.zeros(int(ytr.max()) + 1)
+        for j in np.argsort(-sims)[:k]:
+            votes[int(ytr[j])] += np.exp(sims[j] / t)
+        correct += int(votes.argmax() == int(yte[i]))
+    return correct / len(b)
+
+
+def test_weighted_knn_follows_the_temperature():
+    """At two temperatures that change the predictions, the monitor equals the vote written out (with
+    the k it reports using): a monitor that dropped or misplaced T would agree with at most one."""
+    g = torch.Generator().manual_seed(4)
+    centres = torch.randn(4, 16, generator=g) * 0.6  # overlapping classes: neighbours of mixed labels
+    ytr, yte = torch.randint(0, 4, (800,), generator=g), torch.randint(0, 4, (120,), generator=g)
+    ftr = centres[ytr] + torch.randn(800, 16, generator=g)
+    fte = centres[yte] + torch.randn(120, 16, generator=g)
+    accs = {t: knn_accuracy(ftr, ytr, fte, yte, k=40, temperature=t, chunk=9) for t in (0.02, 2.0)}
+    k = accs[0.02]["k"]
+    assert k > 5
+    sharp, flat = (_weighted_vote_accuracy(ftr, ytr, fte, yte, k, t) for t in (0.02, 2.0))
+    assert sharp != flat
+    assert (accs[0.02]["knn"], accs[2.0]["knn"]) == (sharp, flat)
