@@ -1,6 +1,7 @@
 """One training step of MoCo v2, MoCo v3, SimCLR and SwAV against references written from the papers'
 pseudo-code and upstream's formulas (tests/models/reference_nets.py): loss, every gradient, the
 updated weights, and the queue, momentum targets and prototypes after the step."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -131,3 +132,12 @@ def test_reference_sinkhorn_gives_equal_partitions():
     q = R.sinkhorn(scores, 0.5, 50)
     torch.testing.assert_close(q.sum(1), torch.ones(12))
     torch.testing.assert_close(q.sum(0), torch.full((4,), 3.0), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("iteration,frozen", [(409, True), (410, False)])
+def test_swav_prototypes_train_from_upstreams_iteration_410(iteration, frozen):
+    """A trainers.py swav: the prototypes' gradient is dropped while Ignite's 1-based iteration < 410."""
+    model = _build("swav", FrameworkOptions(proj_hidden=12, swav_prototypes=6))
+    step = R.project_step(model, R.inputs(3), iteration=iteration)
+    assert (step.grads["prototypes.weight"] is None) == frozen
+    assert torch.equal(step.after["prototypes.weight"], F.normalize(step.before["prototypes.weight"], dim=1)) == frozen
