@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", help="cuda, cpu or auto")
     a("--max-iter", type=int, default=5000, help="L-BFGS iterations per fit (published: 5000)")
     a("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
-      help="train features from Resize(256)+TenCrop(224) (default: on for cub200 and flowers-Nshot with "
-           "224 px models: imagenet100 or folder)")
+      help="upstream's 224 px protocol: training features (cub200: its val and refit sets too; flowers-Nshot: "
+           "its refit set) from Resize(256)+TenCrop(224), the others from Resize(256)+CenterCrop(224) "
+           "(default: on for cub200 and flowers-Nshot with 224 px models: imagenet100 or folder, as upstream)")
     a("--tensorboard", default=None, help="also log the results as TensorBoard scalars into this folder")
     return p
 
@@ -87,16 +88,15 @@ def evaluate(local_rank: int, args) -> None:
     import ignite.distributed as idist
 
     from augmentations import config_for_dataset
-    from datasets.downstream import build_downstream
+    from datasets.downstream import build_downstream, ten_crop_transforms
     from datasets.downstream_extra import features_to_extract
     from datasets.pretrain import eval_transform
     from utils.features import load_backbone, sharded_features
     from utils.linear_eval import linear_eval
     from utils.logging import write_json
     device = torch.device("cuda", idist.get_local_rank()) if args.device == "cuda" else torch.device("cpu")
-    tf = eval_transform(args.pretrain_data)
-    splits = build_downstream(args.dataset, args.datadir, tf, eval_transform(args.pretrain_data, True)
-                              if args.ten_crop else None, args.download)
+    tf, ttf = ten_crop_transforms(args.pretrain_data) if args.ten_crop else (eval_transform(args.pretrain_data), None)
+    splits = build_downstream(args.dataset, args.datadir, tf, ttf, args.download)
     size = config_for_dataset(args.pretrain_data).size
     master = idist.get_rank() == 0
     for path in args.ckpt:
@@ -106,6 +106,8 @@ def evaluate(local_rank: int, args) -> None:
         for s, first in zip(trio, features_to_extract(*trio)):
             feats.append(feats[first] if first < len(feats) else
                          sharded_features(net, s, device, args.batch_size, args.num_workers))
+        refit = None if splits.refit is None else sharded_features(net, splits.refit, device, args.batch_size,
+                                                                   args.num_workers)
         if not master:
             continue
         if args.metric == "r2":
@@ -114,12 +116,13 @@ def evaluate(local_rank: int, args) -> None:
             res = regression_eval(*feats, splits.num_classes, max_iter=args.max_iter,
                                   refit=feats[0] if args.dataset in TRAINVAL_IS_TRAIN else None)
         else:
-            res = linear_eval(*feats, splits.num_classes, args.metric, max_iter=args.max_iter)
+            res = linear_eval(*feats, splits.num_classes, args.metric, max_iter=args.max_iter, refit=refit)
         print(f"test {args.metric}={res.test:.4f}", flush=True)
         out = result_path(path, args.dataset, args.metric)
         write_json(out, {"dataset": args.dataset, "metric": args.metric, "ckpt": os.path.abspath(path),
                          "grid": res.grid, "val": res.val, "best_wd": res.best_wd, "best_val": res.best_val,
-                         "test": res.test, "sizes": {k: len(f[1]) for k, f in zip(("train", "val", "test"), feats)},
+                         "test": res.test, "sizes": {k: len(f[1]) for k, f in zip(("train", "val", "test", "refit"),
+                                                                                 [*feats, refit]) if f is not None},
                          "args": {k: v for k, v in vars(args).items()}})
         print(f"wrote {out}")
         _log_external(args, path, res)

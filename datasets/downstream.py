@@ -33,6 +33,7 @@ class Splits:
     val: Dataset
     test: Dataset
     num_classes: int
+    refit: Dataset | None = None  # what the chosen weight decay is refit on; None: train + val
 
 
 def seeded_split(ds: Dataset, name: str) -> tuple[Subset, Subset]:
@@ -136,13 +137,22 @@ def _train_test_split(name, root, tf, ttf, dl):
     return train, val, from_torchvision(lambda: cls(root, split="test", transform=tf, **dl), root, name)
 
 
+N_SHOT_SEEDS = (0, 1)  # the draws of the N-shot train set and of the N-shot refit set
+
+
 def _flowers_n_shot(name, root, tf, ttf, dl):
-    """N training images per class (``flowers-Nshot``), official val / test."""
-    full = from_torchvision(lambda: tvd.Flowers102(root, split="train", transform=ttf, **dl), root, name)
-    train = n_shot(full, full._labels, int(name.split("-")[1].removesuffix("shot")))
-    val, test = (from_torchvision(lambda s=s: tvd.Flowers102(root, split=s, transform=tf), root, name)
-                 for s in ("val", "test"))
-    return train, val, test
+    """``flowers-Nshot`` as upstream (C datasets.py:668-719): train is N images per class of the train split;
+    val and test are the official splits; the refit set is another N per class, drawn from train + val
+    (upstream draws both with Python's unseeded ``random``; here each has a fixed seed). Train and refit
+    take ``ttf`` (TenCrop for 224 px models), val and test ``tf``."""
+    n = int(name.split("-")[1].removesuffix("shot"))
+    def split(s: str, t, **kw):
+        return from_torchvision(lambda: tvd.Flowers102(root, split=s, transform=t, **kw), root, name)
+    full = split("train", ttf, **dl)
+    train = n_shot(full, full._labels, n, N_SHOT_SEEDS[0])
+    val_ttf = split("val", ttf)
+    refit = n_shot(ConcatDataset([full, val_ttf]), full._labels + val_ttf._labels, n, N_SHOT_SEEDS[1])
+    return train, split("val", tf), split("test", tf), refit
 
 
 def _official_splits(name, root, tf, ttf, dl):
@@ -204,8 +214,24 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
         raise DataError(f"--download: torchvision cannot fetch --dataset {name}; give its files in --datadir")
     if not os.path.isdir(root) and not download:  # a download creates it
         raise DataError(f"--datadir {root}: no such directory")
-    train, val, test = FAMILIES[name](name, root, transform, ttf, {"download": download})
-    return Splits(*(NamesUnreadable(d, name) for d in (train, val, test)), NUM_CLASSES[name])
+    train, val, test, refit = (*FAMILIES[name](name, root, transform, ttf, {"download": download}), None)[:4]
+    return Splits(*(NamesUnreadable(d, name) for d in (train, val, test)), NUM_CLASSES[name],
+                  refit=None if refit is None else NamesUnreadable(refit, name))
+
+
+def ten_crop_transforms(pretrain_data: str) -> tuple:
+    """(evaluation, training) transforms of upstream's 224 px protocol for cub200 and flowers N-shot
+    (C datasets.py:674-690, 740-756): Resize(256) + CenterCrop(224), and Resize(256) + TenCrop(224)
+    stacked [10, 3, 224, 224]; bicubic, with ``pretrain_data``'s normalisation."""
+    from torchvision import transforms as T
+
+    from augmentations import config_for_dataset
+
+    from .pretrain import TEN_CROP_SIZE, eval_transform
+    cfg = config_for_dataset(pretrain_data)
+    centre = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(TEN_CROP_SIZE),
+                        T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+    return centre, eval_transform(pretrain_data, ten_crop=True)
 
 
 def few_shot_pool(name: str, root: str, transform) -> Dataset:

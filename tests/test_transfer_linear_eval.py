@@ -39,6 +39,18 @@ def test_builtin_colordigits(colordigits_ckpt, capsys, dataset, classes):
     assert res["test"] > 1.5 / classes  # well above chance after one epoch
 
 
+def test_flowers_n_shot_refits_on_its_own_n_shot_set(colordigits_ckpt, tmp_path, monkeypatch):
+    """Upstream refits flowers-Nshot on N per class of train + val, not on the N-shot train set plus val."""
+    from tests.data_formats import write_flowers102
+    root = write_flowers102(str(tmp_path / "fl"), monkeypatch, n=60)  # train / val / test: 20 images each
+    run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
+         "--dataset", "flowers-5shot", "--datadir", root, "--num-workers", "0", "--max-iter", "5"])
+    out = os.path.join(os.path.dirname(colordigits_ckpt), "linear-flowers-5shot-class-avg-ckpt-last.json")
+    with open(out) as f:
+        res = json.load(f)
+    assert res["sizes"] == {"train": 15, "val": 20, "test": 20, "refit": 15}
+
+
 def test_ctrl_c_says_what_is_kept_in_one_line(colordigits_ckpt, monkeypatch, capsys):
     import utils.linear_eval
 

@@ -4,7 +4,9 @@ Logistic regression = linear layer with bias, full-batch L-BFGS (lr 1, at most 5
 strong Wolfe, tolerance_grad 1e-10, tolerance_change 0) on the *sum* of cross-entropies plus
 w x (||W||^2 + ||b||^2). w sweeps logspace(-6, 5, 45) ascending, each fit warm-started from the
 previous; the best validation metric (first max) picks w; the model is refit from that state on
-train + val, and the test metric reported. Runs wherever the features are (GPU when there is one).
+train + val (or on the dataset's own refit set: upstream's ``trainval``, which for flowers N-shot and
+CUB-200 is not the union of train and val), and the test metric reported. Runs wherever the features
+are (GPU when there is one).
 """
 from __future__ import annotations
 
@@ -63,10 +65,11 @@ class SweepResult:
 
 def linear_eval(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
                 num_classes: int, metric: str = "top1", grid: list[float] | None = None, max_iter: int = 5000,
-                log=print) -> SweepResult:
-    """Run the sweep, pick w on validation, refit on train+val, return the test metric."""
+                log=print, refit: tuple[Tensor, Tensor] | None = None) -> SweepResult:
+    """Run the sweep, pick w on validation, refit on ``refit`` (None: train + val), return the test metric."""
     grid = WD_GRID if grid is None else grid
     (xtr, ytr), (xva, yva), (xte, yte) = ((x.float(), y.long()) for x, y in (train, val, test))
+    xre, yre = (torch.cat([xtr, xva]), torch.cat([ytr, yva])) if refit is None else (refit[0].float(), refit[1].long())
     torch.manual_seed(0)  # the classifier's initialisation, so a sweep is reproducible
     clf = nn.Linear(xtr.shape[1], num_classes).to(xtr.device)
     scores, best = [], (-1.0, None, None)
@@ -81,7 +84,7 @@ def linear_eval(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], test: 
     best_val, best_wd, state = best
     log(f"best wd={best_wd:.3e} (val {metric}={best_val:.4f})")
     clf.load_state_dict(state)
-    fit_logistic(clf, torch.cat([xtr, xva]), torch.cat([ytr, yva]), best_wd, max_iter)
+    fit_logistic(clf, xre, yre, best_wd, max_iter)
     with torch.no_grad():
         test_score = accuracy(clf(xte), yte, metric, num_classes)
     return SweepResult(list(grid), scores, best_wd, best_val, test_score, clf.state_dict())

@@ -180,3 +180,43 @@ def test_partial_dataset_against_fixed_list_is_refused(tmp_path):
     W.write_cub200(str(tmp_path), partial=True)  # 4000 images: fewer than the list indexes
     with pytest.raises(DataError, match="fixed split indexes image .* expected the complete dataset"):
         build_downstream("cub200", str(tmp_path), TF)
+
+
+def _upstream_224(path: str, ten_crop: bool):
+    """Upstream's 224 px transforms for cub200 / flowers N-shot, written here with torchvision alone."""
+    from PIL import Image
+    from torchvision import transforms as T
+    norm = T.Compose([T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    img = T.Resize(256, interpolation=T.InterpolationMode.BICUBIC)(Image.open(path).convert("RGB"))
+    return torch.stack([norm(c) for c in T.TenCrop(224)(img)]) if ten_crop else norm(T.CenterCrop(224)(img))
+
+
+def test_flowers_n_shot_refits_on_n_per_class_of_train_plus_val_at_upstream_s_224_px_transforms(tmp_path,
+                                                                                                monkeypatch):
+    from datasets.downstream import ten_crop_transforms
+    from datasets.errors import image_path
+    root = W.write_flowers102(str(tmp_path), monkeypatch, n=60)  # train / val / test: 20 images each, 7 / 7 / 6
+    s = build_downstream("flowers-5shot", root, *ten_crop_transforms("imagenet100"))
+    assert (len(s.train), len(s.val), len(s.test), len(s.refit)) == (15, 20, 20, 15)  # not train + val (35)
+    both = s.refit.dataset  # the train and val splits, read with the training transform
+    labels = both.datasets[0]._labels + both.datasets[1]._labels
+    assert sorted(labels[i] for i in s.refit.indices) == [0] * 5 + [1] * 5 + [2] * 5
+    assert max(s.refit.indices) >= 20  # drawn from train + val: some come from the val split
+    for split, ten_crop in ((s.train, True), (s.refit, True), (s.val, False), (s.test, False)):
+        x, _ = split[0]
+        torch.testing.assert_close(x, _upstream_224(image_path(split._wrapped, 0), ten_crop), atol=1e-6, rtol=0)
+    plain = build_downstream("flowers-5shot", root, TF)  # models below 224 px: one transform for every set
+    assert len(plain.refit) == 15 and plain.refit[0][0].shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("pretrain,size,mean,std", [
+    ("imagenet100", 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("stl10", 96, (0.43, 0.42, 0.39), (0.27, 0.26, 0.27))])
+def test_evaluation_transform_is_upstream_s(pretrain, size, mean, std):
+    """C datasets.py:584-598: Resize(size, bicubic) + CenterCrop(size) + the pretraining normalisation."""
+    from PIL import Image
+    from torchvision import transforms as T
+    img = Image.fromarray((torch.rand(70, 50, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy())
+    ref = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
+                     T.Normalize(mean, std)])(img)
+    torch.testing.assert_close(eval_transform(pretrain)(img), ref, atol=0, rtol=0)

@@ -57,3 +57,34 @@ def test_sweep_picks_first_best_and_refits_on_train_plus_val():
     assert res.val[-1] < max(res.val)  # huge penalty underfits
     assert len(lines) == 6 and lines[-1].startswith("best wd=")
     assert res.test > 0.8
+
+
+@pytest.mark.parametrize("own_refit_set", [False, True])
+def test_refit_runs_on_train_plus_val_or_on_the_dataset_s_refit_set(own_refit_set):
+    """Upstream refits on its ``trainval`` set, which for flowers N-shot and CUB-200 is not train + val."""
+    x, y = _blobs(200, spread=2.0, seed=3)
+    tr, va, te, re = (x[:60], y[:60]), (x[60:100], y[60:100]), (x[100:150], y[100:150]), (x[150:], y[150:])
+    res = linear_eval(tr, va, te, 3, "top1", grid=[1e-1], max_iter=30, log=lambda _: None,
+                      refit=re if own_refit_set else None)
+    torch.manual_seed(0)  # the sweep's initialisation, fitted on train, then refit on the expected set
+    clf = torch.nn.Linear(6, 3)
+    fit_logistic(clf, tr[0].float(), tr[1], 1e-1, max_iter=30)
+    xre, yre = re if own_refit_set else (torch.cat([tr[0], va[0]]), torch.cat([tr[1], va[1]]))
+    fit_logistic(clf, xre.float(), yre, 1e-1, max_iter=30)
+    for k, v in clf.state_dict().items():
+        torch.testing.assert_close(res.state[k], v, atol=1e-6, rtol=0)
+
+
+def test_lbfgs_settings_are_upstream_s(monkeypatch):
+    """C transfer_linear_eval.py:184-190: lr 1, 5000 iterations, strong Wolfe, tolerance_grad 1e-10, tolerance_change 0."""
+    seen = {}
+    real = torch.optim.LBFGS
+
+    def spy(params, **kw):
+        seen.update(kw)
+        return real(params, **kw)
+    monkeypatch.setattr(torch.optim, "LBFGS", spy)
+    x, y = _blobs(30)
+    fit_logistic(torch.nn.Linear(6, 3).double(), x, y, 1.0)
+    assert seen == {"lr": 1, "max_iter": 5000, "tolerance_grad": 1e-10, "tolerance_change": 0,
+                    "line_search_fn": "strong_wolfe"}
