@@ -176,12 +176,19 @@ def _caltech101(name, root, tf, ttf, dl):
 
 
 def _fixed_lists(name, root, tf, ttf, dl):
-    """SUN397, CUB-200: train / val are the shipped index lists over the training set; the test set as is."""
+    """SUN397, CUB-200: train / val are the shipped index lists over the training set; the test set as is.
+
+    CUB-200 as upstream (C datasets.py:739-765): train and val both index the training folder read with
+    ``ttf`` (TenCrop for 224 px models, so val holds 10 crops per image too), and the refit set is that
+    whole folder (5994 images; the lists hold 5990). SUN397's lists cover its training set, so train + val
+    is the refit set there."""
     make = {"sun397": lambda split, t: SUN397(root, {"train": "Training", "test": "Testing"}[split], t),
             "cub200": lambda split, t: _folder(os.path.join(root, split), root, t)}[name]
-    train, _ = fixed_split(make("train", ttf), name, root)
-    _, val = fixed_split(make("train", tf), name, root)
-    return train, val, make("test", tf)
+    full = make("train", ttf)
+    train, val = fixed_split(full, name, root)
+    if name == "cub200":
+        return train, val, make("test", tf), full
+    return train, fixed_split(make("train", tf), name, root)[1], make("test", tf)
 
 
 def _mit67(name, root, tf, ttf, dl):

@@ -84,7 +84,13 @@ def test_mit67_folders(tmp_path):
     _check(build_downstream("mit67", str(root), TF), (14, 2, 4))
 
 
-def test_fixed_index_lists_caltech_sun_cub(tmp_path):
+@pytest.fixture(scope="module")
+def cub_root(tmp_path_factory) -> str:
+    """A CUB-200 tree (6194 files, most of them empty placeholders), written once for the module."""
+    return W.write_cub200(str(tmp_path_factory.mktemp("cub")))
+
+
+def test_fixed_index_lists_caltech_sun_cub(tmp_path, cub_root):
     lists = {n: json.loads((SPLITS_DIR / f"{n}.json").read_text()) for n in ("caltech101", "sun397", "cub200")}
     cal = build_downstream("caltech101", W.write_caltech101(str(tmp_path / "cal")), TF)
     assert (len(cal.train), len(cal.val), len(cal.test)) == (2525, 505, 5647)
@@ -94,7 +100,8 @@ def test_fixed_index_lists_caltech_sun_cub(tmp_path):
     sun = build_downstream("sun397", W.write_sun397(str(tmp_path / "sun")), TF)
     assert (len(sun.train), len(sun.val), len(sun.test)) == (15880, 3970, 4)
     assert sun.train.indices == lists["sun397"]["train"] and sun.test[0][1] == 0
-    cub = build_downstream("cub200", W.write_cub200(str(tmp_path / "cub")), TF)
+    assert sun.refit is None  # its lists cover the training set: train + val is upstream's trainval
+    cub = build_downstream("cub200", cub_root, TF)
     assert (len(cub.train), len(cub.val), len(cub.test)) == (4990, 1000, 200)
     assert cub.val.indices == lists["cub200"]["val"] and cub.test[3][1] == 3
 
@@ -207,6 +214,20 @@ def test_flowers_n_shot_refits_on_n_per_class_of_train_plus_val_at_upstream_s_22
         torch.testing.assert_close(x, _upstream_224(image_path(split._wrapped, 0), ten_crop), atol=1e-6, rtol=0)
     plain = build_downstream("flowers-5shot", root, TF)  # models below 224 px: one transform for every set
     assert len(plain.refit) == 15 and plain.refit[0][0].shape == (3, 32, 32)
+
+
+def test_cub200_224_px_val_is_ten_crops_of_the_train_folder_and_refit_is_the_whole_folder(cub_root):
+    from datasets.downstream import ten_crop_transforms
+    from datasets.errors import image_path
+    root = cub_root  # 5994 training images: index 0 and 30 are real JPEGs
+    s = build_downstream("cub200", root, *ten_crop_transforms("imagenet100"))
+    assert (len(s.train), len(s.val), len(s.test), len(s.refit)) == (4990, 1000, 200, 5994)
+    val0 = s.val.indices.index(0)
+    for split, i, ten_crop in ((s.val, val0, True), (s.refit, 30, True), (s.test, 0, False)):
+        x, _ = split[i]
+        torch.testing.assert_close(x, _upstream_224(image_path(split._wrapped, i), ten_crop), atol=1e-6, rtol=0)
+    plain = build_downstream("cub200", root, TF)  # below 224 px: still refit on the whole folder, as upstream
+    assert len(plain.refit) == 5994 and plain.val[val0][0].shape == (3, 32, 32)
 
 
 @pytest.mark.parametrize("pretrain,size,mean,std", [
