@@ -185,6 +185,10 @@ class DeviceDecodePrefetcher:
         self.sampler.set_epoch(epoch)
         self.sent, self.refused = {"device": 0, "workers": 0}, []
 
+    def resume_at(self, step: int) -> None:
+        """Begin the next iteration (only) at batch ``step`` of the epoch."""
+        self.sampler.resume_at(step)
+
     def _chunk(self, batch: BytesBatch, idx: list[int], plan: tuple[list, list, list], stream):
         """Both views of the batch items ``idx``, in that order: bytes decoded and cropped here,
         worker crops moved here."""

@@ -1,5 +1,6 @@
-"""Batch producers for pretraining. Both are deterministic given (seed, epoch): resuming at an
-epoch boundary replays exactly the batches a continuous run would have seen.
+"""Batch producers for pretraining. Both are deterministic given (seed, epoch): a resume replays
+exactly the batches a continuous run would have seen, from an epoch's start or (``resume_at``) from
+any step inside it.
 
 - ``DeviceBatches``: the whole uint8 dataset lives on the training device; each step indexes a
   batch there (no loader workers, no host-to-device copies). Crops happen on the device.
@@ -46,18 +47,23 @@ class DeviceBatches:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.epoch = 0
+        self.epoch = self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, step: int) -> None:
+        """Begin the next iteration (only) at batch ``step`` of the epoch: a resume inside an epoch."""
+        self.start = step
 
     def __len__(self) -> int:
         return len(self.images) // (self.batch_size * self.world)
 
     def __iter__(self):
+        start, self.start = self.start, 0
         idx = rank_slice(epoch_permutation(len(self.images), self.seed, self.epoch), self.batch_size,
                          self.rank, self.world).to(self.images.device)
-        for chunk in idx.split(self.batch_size):
+        for chunk in idx.split(self.batch_size)[start:]:
             yield self.images[chunk], self.labels[chunk]
 
 
@@ -71,17 +77,22 @@ class EpochIndexSampler(Sampler):
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch = 0
+        self.epoch = self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, step: int) -> None:
+        """Begin the next iteration (only) at batch ``step`` of the epoch: a resume inside an epoch."""
+        self.start = step
 
     def __len__(self) -> int:
         return (self.n // (self.batch_size * self.world)) * self.batch_size
 
     def __iter__(self):
+        start, self.start = self.start * self.batch_size, 0
         idx = rank_slice(epoch_permutation(self.n, self.seed, self.epoch), self.batch_size, self.rank, self.world)
-        return iter([(self.epoch, int(i)) for i in idx])
+        return iter([(self.epoch, int(i)) for i in idx[start:]])
 
 
 def box_pairs(hw: Tensor, keys: list[tuple[int, int]], seed: int) -> Tensor:
@@ -153,7 +164,7 @@ class DevicePrefetcher:
     """Iterate ``loader`` with batch i+1 already being copied to ``device`` while step i runs.
 
     On CUDA the copies go through a side stream from pinned memory; elsewhere this is a plain
-    ``.to(device)``. Forwards ``sampler``, ``set_epoch`` and ``__len__``, like ``DeviceBatches``.
+    ``.to(device)``. Forwards ``sampler``, ``set_epoch``, ``resume_at`` and ``__len__``, like ``DeviceBatches``.
     """
 
     def __init__(self, loader: DataLoader, device: torch.device):
@@ -166,6 +177,9 @@ class DevicePrefetcher:
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def resume_at(self, step: int) -> None:
+        self.sampler.resume_at(step)
 
     def _to_device(self, batch):
         if self.stream is None:

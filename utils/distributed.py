@@ -113,8 +113,13 @@ def _with_platform_start_method(fn, local_rank: int, args) -> None:
 def launch(fn, args, backend: str | None, nproc: int | None) -> None:
     """Run ``fn(local_rank, args)`` through ignite.distributed.Parallel (spawned, from torchrun/SLURM,
     or in this process), with Ignite's per-run INFO lines silenced. Spawned processes start
-    their DataLoader workers the platform's default way, as every other launch does."""
+    their DataLoader workers the platform's default way, as every other launch does; while they run,
+    the ``args.preempt_signals`` this process receives are sent on to them."""
     import ignite.distributed as idist
+
+    from .preemption import forwarded_to_children
     quiet_ignite_info()
-    with idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
+    spawned = backend is not None and nproc is not None
+    forwarded = (getattr(args, "preempt_signals", None) or []) if spawned else []
+    with forwarded_to_children(forwarded), idist.Parallel(backend=backend, nproc_per_node=nproc) as parallel:
         parallel.run(functools.partial(_with_platform_start_method, fn), args)

@@ -22,20 +22,50 @@ class InputStream:
     run while the model's kernels do where the model leaves the GPU room. Either way the random
     draws happen in the same order as one batch at a time (batch i's before batch i+1's, on the same
     generators), so a run is the same run, view for view. Forwards ``set_epoch`` and ``__len__``.
+
+    To resume inside an epoch, ``snapshot`` (when given) is called before each group's draws, and
+    ``state_before(step)`` gives what it returned for the group that holds step ``step + 1``: with it
+    restored, ``resume_at(step)`` makes that group again and yields from step ``step + 1`` on.
     """
 
     def __init__(self, loader, inputs: Callable[[list], list], device: torch.device, ahead: int = 1,
-                 overlap: bool = True):
+                 overlap: bool = True, snapshot: Callable[[], Any] | None = None):
         if ahead < 1:
             raise ValueError(f"ahead must be at least 1 batch, got {ahead}")
         self.loader, self.inputs, self.device = loader, inputs, torch.device(device)
-        self.ahead, self.overlap = ahead, overlap
+        self.ahead, self.overlap, self.snapshot = ahead, overlap, snapshot
+        self._marks: dict[int, Any] = {}  # first step (of the epoch) of a group made -> snapshot before it
+        self._start = 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
+
+    def _group_start(self, step: int) -> int:
+        return step - step % self.ahead
+
+    def resume_at(self, step: int) -> None:
+        """Begin the next iteration (only) after ``step`` steps of the epoch, from the start of the group
+        that holds the next step (the generators must hold ``state_before(step)``)."""
+        self.loader.resume_at(self._group_start(step))
+        self._start = step
+
+    def state_before(self, step: int) -> Any:
+        """The snapshot taken before the draws of the group that holds step ``step + 1``; the current
+        state where that group is not made yet (every draw so far then belongs to earlier groups)."""
+        first = self._group_start(step)
+        return self._marks[first] if first in self._marks else self.snapshot()
+
+    def _groups(self, batches: Iterator, first: int) -> Iterator[list]:
+        step = first
+        while group := list(itertools.islice(batches, self.ahead)):  # the epoch's last may be shorter
+            if self.snapshot is not None:
+                self._marks = {k: v for k, v in self._marks.items() if k >= step - self.ahead}
+                self._marks[step] = self.snapshot()
+            step += len(group)
+            yield group
 
     def _launch(self, group: list, stream):
         if stream is None:
@@ -60,8 +90,16 @@ class InputStream:
         return out
 
     def __iter__(self) -> Iterator[Any]:
-        batches = iter(self.loader)
-        groups = iter(lambda: list(itertools.islice(batches, self.ahead)), [])  # the epoch's last may be shorter
+        start, self._start = self._start, 0
+        first = self._group_start(start)
+        self._marks = {}
+        steps = self._steps(iter(self.loader), first)
+        for _ in range(start - first):  # made again for the group's later steps; taken before
+            next(steps)
+        yield from steps
+
+    def _steps(self, batches: Iterator, first: int) -> Iterator[Any]:
+        groups = self._groups(batches, first)
         if not self.overlap:
             for group in groups:
                 yield from self.inputs(group)

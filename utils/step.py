@@ -14,7 +14,9 @@ from torch.utils._pytree import tree_map
 
 from augmentations import ViewAugment, ViewDraws, ViewParams, augself_targets, build_descriptor, compiled
 
+from .guard import NonFiniteGuard
 from .input_stream import InputStream
+from .position import draw_state
 from .run import Run
 
 AUGMENT_COMPILE_BACKEND = "inductor"  # for --compile-augment; tests use "aot_eager" (same graphs, no codegen)
@@ -91,8 +93,10 @@ def make_inputs(run: Run) -> Callable[[list], list]:
     return inputs
 
 
-def make_model_step(run: Run, total_steps: int) -> Callable[[Engine, tuple], dict[str, Tensor]]:
-    """The step after the input side: (x1, x2, d1, d2, targets) -> loss, backward, optimiser, hooks."""
+def make_model_step(run: Run, total_steps: int,
+                    guard: NonFiniteGuard | None = None) -> Callable[[Engine, tuple], dict[str, Tensor]]:
+    """The step after the input side: (x1, x2, d1, d2, targets) -> loss, backward, optimiser, hooks;
+    ``guard`` records, on the device, whether the loss terms and gradients are finite."""
 
     def model_step(engine: Engine, inputs) -> dict[str, torch.Tensor]:
         x1, x2, d1, d2, targets = inputs
@@ -102,19 +106,23 @@ def make_model_step(run: Run, total_steps: int) -> Callable[[Engine, tuple], dic
         run.optimizer.zero_grad(set_to_none=True)
         with record_function("backward"):
             run.scaler.scale(out["loss"]).backward()
+        terms = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
+        if guard is not None:
+            guard.observe(engine.state.iteration, terms)
         with record_function("optimizer"):
             run.framework.on_before_optimizer_step(engine.state.iteration - 1)
             run.scaler.step(run.optimizer)
             run.scaler.update()
             run.framework.on_after_step(engine.state.iteration, total_steps)
-        return {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
+        return terms
 
     return model_step
 
 
-def make_step(run: Run, total_steps: int) -> Callable[[Engine, object], dict[str, Tensor]]:
+def make_step(run: Run, total_steps: int,
+              guard: NonFiniteGuard | None = None) -> Callable[[Engine, object], dict[str, Tensor]]:
     """The whole step on a loader batch: make_inputs, then make_model_step."""
-    inputs, model_step = make_inputs(run), make_model_step(run, total_steps)
+    inputs, model_step = make_inputs(run), make_model_step(run, total_steps, guard)
 
     def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
         return model_step(engine, inputs([batch])[0])
@@ -126,12 +134,14 @@ def input_stream(run: Run, overlap: bool | None = None) -> InputStream:
     """The loader as step inputs, ``--augment-ahead`` batches' at a time (and with ``overlap``, by default
     ``--overlap-augment``, one group ahead, on a side stream)."""
     overlap = run.args.overlap_augment if overlap is None else overlap
-    return InputStream(run.loader, make_inputs(run), run.device, ahead=run.args.augment_ahead, overlap=overlap)
+    return InputStream(run.loader, make_inputs(run), run.device, ahead=run.args.augment_ahead, overlap=overlap,
+                       snapshot=lambda: draw_state(run))
 
 
-def engine_and_data(run: Run, total_steps: int) -> tuple[Callable[[Engine, object], dict[str, Tensor]], Iterable]:
+def engine_and_data(run: Run, total_steps: int, guard: NonFiniteGuard | None = None
+                    ) -> tuple[Callable[[Engine, object], dict[str, Tensor]], Iterable]:
     """(step function, data) for the Engine: with ``--augment-ahead`` > 1 or ``--overlap-augment`` the
     data is an InputStream of step inputs and the step is the model step; else the loader and the whole step."""
     if run.args.overlap_augment or run.args.augment_ahead > 1:
-        return make_model_step(run, total_steps), input_stream(run)
-    return make_step(run, total_steps), run.loader
+        return make_model_step(run, total_steps, guard), input_stream(run)
+    return make_step(run, total_steps, guard), run.loader
