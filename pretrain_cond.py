@@ -51,6 +51,9 @@ def _optimisation_flags(a) -> None:
 def _run_flags(a) -> None:
     a("--logdir", required=True, help="output folder: log.txt, TensorBoard events, args.json, checkpoints")
     a("--resume", default=None, help="continue from a checkpoint path, or 'last' for LOGDIR/ckpt-last.pth")
+    a("--allow-rollback", action="store_true",
+      help="let --resume take a checkpoint older than LOGDIR/ckpt-last.pth, which the run then overwrites "
+           "(refused without it; a new --logdir needs no flag)")
     a("--distributed", action="store_true",
       help="one process per GPU (spawned; one GPU runs in this process), or the ranks of torchrun/SLURM")
     a("--nproc-per-node", type=int, default=None, help="processes to spawn with --distributed (default: #GPUs)")
@@ -163,12 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from utils.logging import die, die_or_raise, interrupted
-    from utils.validate import launch_plan, validate
+    from utils.validate import launch_plan, release_refused_logdir, validate
 
     args = build_parser().parse_args(argv)
     try:
         validate(args)
     except ValueError as e:
+        release_refused_logdir(args)
         die(str(e))
     if args.finished:
         print(f"run in {args.logdir} already finished at epoch {args.finished} (--max-epochs {args.max_epochs}); "
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         launch(training, args, *launch_plan(args))
     except Exception as e:  # data that passed the presence check but cannot be read (e.g. a corrupt image)
+        release_refused_logdir(args)  # stopped before writing anything: no folder holding only .lock
         die_or_raise(e)
     except KeyboardInterrupt:
         last = os.path.join(args.logdir, "ckpt-last.pth")

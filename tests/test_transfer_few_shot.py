@@ -54,6 +54,8 @@ def test_checkpoint_without_arguments_takes_upstream_s_defaults(tmp_path, capsys
     assert out == f"using --pretrain-data stl10 (the default: {bare} stores none)\n"
     assert "absent" in err  # it got as far as the data, with stl10's 96 px view
     expect_one_line_error(transfer_few_shot.main, common, capsys, r"backbone does not match --model resnet18")
+    a = transfer_few_shot.build_parser().parse_args(common)
+    assert (a.dataset, a.N, a.K, a.Q, a.num_tasks) == ("cub200", 5, 1, 16, 2000)  # C transfer_few_shot.py:132-139
 
 
 def test_ctrl_c_says_what_is_kept_in_one_line(colordigits_ckpt, tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from augmentations import AugConfig, descriptor_dim
 from datasets.device_decode import DeviceDecodePrefetcher
 
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import CheckpointError, load_checkpoint, save_epoch, state_mismatch
 from .knn import extract_features, knn_accuracy
 from .logging import Pace, RunLogger, duration, write_json
 from .run import Run, augself_weights, build_run
@@ -100,9 +100,7 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
             idist.barrier()
         if master:
             state = checkpoint_state(run, e)
-            save_atomic(state, os.path.join(logdir, "ckpt-last.pth"))
-            if ep % a.ckpt_freq == 0 or ep == a.max_epochs:
-                save_atomic(state, os.path.join(logdir, f"ckpt-{ep}.pth"))
+            save_epoch(state, logdir, ep, keep=ep % a.ckpt_freq == 0 or ep == a.max_epochs)
         if a.stop_after is not None and ep - run.start_epoch >= a.stop_after and ep < a.max_epochs:
             log.info(f"stopping after {a.stop_after} epoch(s) as asked (--stop-after); resume with --resume last")
             e.terminate()
@@ -209,6 +207,8 @@ def training(local_rank: int, args) -> None:
         raise ValueError(f"--resume {args.resume}: its run took {ckpt['engine']['epoch_length']} steps per epoch, "
                          f"the data now gives {epoch_length} ({len(run.data.train)} images at --batch-size "
                          f"{args.batch_size}): the dataset has changed size since")
+    if ckpt and (wrong := state_mismatch(run.framework.state_dict(), ckpt["model"])):  # before any file is written
+        raise CheckpointError(f"--resume {args.resume}: its weights do not fit the model the flags build ({wrong})")
     purge = ckpt["engine"]["iteration"] + 1 if ckpt else (0 if args.restarted else None)
     log = RunLogger(args.logdir, vars(args), enabled=rank == 0, purge_step=purge)
     attach_handlers(run, engine, log)

@@ -4,7 +4,9 @@ file is written or any process is spawned. The one thing made here is the empty 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
+import re
 import shutil
 
 import torch
@@ -14,7 +16,12 @@ from datasets.pretrain import IN_MEMORY, PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
 from models.projector import ConditionedProjector, ProjectorSpec
 
-from .checkpoint import hold_run_lock, load_checkpoint
+from .checkpoint import (
+    first_non_finite,
+    hold_run_lock,
+    load_checkpoint,
+    release_run_lock,
+)
 
 # Args that define the network, its data or the steps of an epoch: a resumed run must not change them.
 RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", "aug_treatment", "aug_inj_type",
@@ -24,7 +31,8 @@ RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", 
 
 # args that steer a run but not what it learns (pretrain_cond.py's "run control" group), and derived ones
 RUN_CONTROL = ("logdir", "resume", "distributed", "nproc_per_node", "stop_after", "print_freq", "ckpt_freq",
-               "eval_freq", "knn_k", "knn_t", "finished", "restarted")
+               "eval_freq", "knn_k", "knn_t", "finished", "restarted", "allow_rollback", "ckpt_every_steps",
+               "preempt_signals")
 
 
 def changed_since(old: dict, args) -> list[str]:
@@ -139,22 +147,41 @@ RULES = {
 
 
 def require(args, rule: str, *flags: str) -> None:
-    """ValueError naming the first of ``flags`` (attribute names) whose value, when set, breaks ``rule``."""
+    """ValueError naming the first of ``flags`` (attribute names) whose value, when set, breaks ``rule``
+    or is not a finite number."""
     test, expected = RULES[rule]
     for flag in flags:
         value = getattr(args, flag)
+        require_finite(flag, value)
         if value is not None and not test(value):
             raise ValueError(f"--{flag.replace('_', '-')} {expected}, got {value}")
 
 
-def make_output_dir(path: str, flag: str) -> None:
-    """Create the folder a run writes into now, so that a place it cannot write fails before any work."""
+def require_finite(flag: str, value) -> None:
+    """ValueError naming ``--flag`` when ``value`` (or an item of it) is a float NaN or Inf: argparse's
+    ``float`` parses 'nan' and 'inf', which pass ``> 0`` (inf) or fail every test silently (nan)."""
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
+
+
+def check_finite_flags(args) -> None:
+    """``require_finite`` for every flag: learning rates, weight decays, temperatures, loss weights."""
+    for flag, value in vars(args).items():
+        require_finite(flag, value)
+
+
+def make_output_dir(path: str, flag: str) -> bool:
+    """Create the folder a run writes into now, so that a place it cannot write fails before any work;
+    True when this call made it."""
+    made = not os.path.isdir(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise ValueError(f"{flag} {path}: cannot create this folder ({e.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: this folder is not writable")
+    return made
 
 
 def eval_view(pretrain_data: str) -> tuple:
@@ -187,6 +214,14 @@ def _defaults_from_checkpoint(args, path: str, ckpt: dict, defaults: dict[str, s
     return taken
 
 
+def check_finite_weights(state: dict, path: str, flag: str = "--ckpt") -> None:
+    """ValueError naming the first weight of ``state`` that holds a NaN or an Inf: features of such a
+    backbone are NaN, which L-BFGS, scikit-learn and the spectrum fail on far from the cause."""
+    if bad := first_non_finite(state):
+        raise ValueError(f"{flag} {path}: its weights hold NaN or Inf values ({bad}); the run that wrote it "
+                         "had diverged")
+
+
 def check_frozen_eval(args, defaults: dict[str, str]) -> None:
     """The checks both frozen-feature evaluations (linear, few-shot) share: flags, device, and each
     checkpoint's pretraining data, backbone and folder, where its result JSON is written once all the
@@ -205,6 +240,7 @@ def check_frozen_eval(args, defaults: dict[str, str]) -> None:
         ckpt = load_checkpoint(path, flag="--ckpt")
         taken += _defaults_from_checkpoint(args, path, ckpt, defaults)
         load_backbone(path, args.model, config_for_dataset(args.pretrain_data).size, ckpt=ckpt)
+        check_finite_weights(ckpt["backbone"], path)
         if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise ValueError(f"--ckpt {path}: its folder is not writable, and the result JSON is written next to it")
     if taken:
@@ -233,8 +269,8 @@ def _check_model(args) -> None:
         raise ValueError(f"--model must be one of {BACKBONES}, got {args.model!r}")
     if args.framework not in FRAMEWORKS:
         raise ValueError(f"--framework must be one of {tuple(FRAMEWORKS)}, got {args.framework!r}")
-    from utils.run import condition_spec
     from models.backbones import BACKBONE_DIMS
+    from utils.run import condition_spec
     # A one-layer stand-in projector runs the same conditioning checks as the real one, cheaply.
     ConditionedProjector(BACKBONE_DIMS[args.model], ProjectorSpec(8, 8, 1), condition_spec(args))
 
@@ -251,10 +287,13 @@ def _check_augself(args) -> None:
                              "to predict; drop the flag")
 
 
+_MADE: set[str] = set()  # --logdir folders this process created (a refused run removes them again)
+
+
 def _check_logdir_and_resume(args) -> None:
     args.finished, args.restarted = 0, False
-    if os.path.isdir(args.logdir):
-        hold_run_lock(args.logdir)  # first: a run writing there now is the one thing to report
+    if os.path.isdir(args.logdir):  # first: a run writing there now is the one thing to report
+        hold_run_lock(args.logdir, create=False)  # only where a run left a lock file: nothing is written
     if args.resume is None:
         files = [f for f in os.listdir(args.logdir) if f != ".lock"] if os.path.isdir(args.logdir) else []
         if any(f.startswith("ckpt-") and f.endswith(".pth") for f in files):
@@ -266,14 +305,23 @@ def _check_logdir_and_resume(args) -> None:
             raise ValueError(f"--logdir {args.logdir} exists and is not empty, and holds no run; choose a new folder")
     else:
         _check_resume(args)
-    make_output_dir(args.logdir, "--logdir")
+    if make_output_dir(args.logdir, "--logdir"):
+        _MADE.add(os.path.realpath(args.logdir))
     hold_run_lock(args.logdir)
+
+
+def release_refused_logdir(args) -> None:
+    """After a run refused or failed before writing anything (a batch larger than the dataset, a failed
+    download): its lock file goes, and its --logdir too if this run made it, so nothing is left behind."""
+    logdir = getattr(args, "logdir", None)
+    if logdir:
+        release_run_lock(logdir, remove_folder=os.path.realpath(logdir) in _MADE)
 
 
 def _check_resume(args) -> None:
     if args.resume == "last":
-        args.resume = os.path.join(args.logdir, "ckpt-last.pth")
-        if not os.path.isfile(args.resume):
+        args.resume = latest_checkpoint(args.logdir)
+        if args.resume is None:
             raise ValueError(f"--resume last: --logdir {args.logdir} holds no ckpt-last.pth (no epoch of a run "
                              "there has ended); leave out --resume to start a run")
     ckpt = load_checkpoint(args.resume, flag="--resume")
@@ -281,18 +329,62 @@ def _check_resume(args) -> None:
     if missing:
         raise ValueError(f"--resume {args.resume}: not a pretraining checkpoint (missing {', '.join(missing)})")
     old = ckpt["args"]
+    if not isinstance(old, dict):  # a damaged or foreign file: the user's one line, not a TypeError
+        raise ValueError(f"--resume {args.resume}: not a pretraining checkpoint (its 'args' is a "  # noqa: TRY004
+                         f"{type(old).__name__}, not a dict)")
     differ = [f"--{k.replace('_', '-')} {old.get(k)!r} -> {getattr(args, k)!r}"
               for k in RESUME_COMPATIBLE if old.get(k) != getattr(args, k)]
     if differ:
         raise ValueError(f"--resume {args.resume}: incompatible arguments: {'; '.join(differ)}")
+    _check_rollback(args, ckpt["epoch"])
     if ckpt["epoch"] >= args.max_epochs:
         args.finished = ckpt["epoch"]
+
+
+def _epoch_of(path: str) -> int | None:
+    """The epoch a checkpoint holds, read without loading its tensors; None if it cannot be read."""
+    try:
+        epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # noqa: BLE001 - any failure to read it
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
+def latest_checkpoint(logdir: str) -> str | None:
+    """What ``--resume last`` continues from: ``ckpt-last.pth``, or a kept ``ckpt-N.pth`` of a later
+    epoch written after it (a process killed between an epoch's two checkpoint writes leaves the kept
+    one newer, or alone; a ``ckpt-last.pth`` copied back from an older one is newer than both, and
+    kept); None when the folder holds neither."""
+    last = os.path.join(logdir, "ckpt-last.pth")
+    if not os.path.isdir(logdir):
+        return None
+    kept = {int(m[1]): m[0] for m in (re.fullmatch(r"ckpt-(\d+)\.pth", f) for f in os.listdir(logdir)) if m}
+    if not kept:
+        return last if os.path.isfile(last) else None
+    newest = os.path.join(logdir, kept[max(kept)])
+    if os.path.isfile(last) and ((_epoch_of(last) or max(kept)) >= max(kept)
+                                 or os.path.getmtime(last) >= os.path.getmtime(newest)):
+        return last
+    return newest
+
+
+def _check_rollback(args, epoch: int) -> None:
+    """A checkpoint older than the folder's ckpt-last.pth, resumed into that folder, would overwrite it
+    with an earlier epoch (and later the kept ckpt-N.pth past it): refused unless --allow-rollback."""
+    last = os.path.join(args.logdir, "ckpt-last.pth")
+    if getattr(args, "allow_rollback", False) or not os.path.isfile(last) or os.path.samefile(last, args.resume):
+        return
+    newer = _epoch_of(last)  # None for a damaged ckpt-last.pth, which holds nothing worth keeping
+    if newer is not None and newer > epoch:
+        raise ValueError(f"--resume {args.resume} is at epoch {epoch}, older than {last} (epoch {newer}), which "
+                         "this run would overwrite: pass --allow-rollback to go back, or a new --logdir")
 
 
 def validate(args) -> None:
     """Normalise ``args`` in place (auto device/precision, sorted --aug-cond) or raise ValueError."""
     if args.dataset not in PRETRAIN_DATASETS:
         raise ValueError(f"--dataset must be one of {PRETRAIN_DATASETS}, got {args.dataset!r}")
+    check_finite_flags(args)
     resolve_defaults(args)
     _check_numbers(args)
     _check_model(args)

@@ -194,6 +194,16 @@ def test_color_aug_strength_scales_jitter_and_gray():
         config_for_dataset("stl10", "extreme")
 
 
+def test_normalisation_is_upstream_s():
+    """C datasets.py:469-470, 492-493: ImageNet's statistics for 224 px data, STL-10's own for 96 px."""
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    stl10 = ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27))
+    for dataset, stats in (("imagenet100", imagenet), ("folder", imagenet), ("stl10", stl10), ("stl10_rot", stl10),
+                           ("stl10_sol", stl10)):
+        cfg = config_for_dataset(dataset)
+        assert (cfg.mean, cfg.std) == stats, dataset
+
+
 @pytest.mark.parametrize("dataset", ["imagenet100", "stl10_rot", "stl10_sol", "cifar10", "folder"])
 def test_color_aug_is_for_stl10_only(dataset):
     """Upstream scales the jitter for stl10 alone; elsewhere a strength is refused, not silently dropped."""

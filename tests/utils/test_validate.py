@@ -1,4 +1,7 @@
-"""Defaults that depend on the device: chosen by measurement (README, Speed), resolved before training."""
+"""Defaults that depend on the device: chosen by measurement (README, Speed), resolved before training;
+and the checks of flag values, --logdir and --resume that refuse a run before it writes anything."""
+import os
+
 import pytest
 import torch
 
@@ -150,3 +153,109 @@ def test_launch_plan_spawns_only_for_a_world_of_several(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setenv("SLURM_NTASKS", "4")
     assert launch_plan(_args("--device", "cpu", "--distributed")) == ("gloo", None)
+
+
+def _pretrain_args(logdir, *extra):
+    return pretrain_cond.build_parser().parse_args(
+        ["--logdir", str(logdir), "--dataset", "colordigits", "--model", "mini_resnet", "--device", "cpu",
+         "--aug-inj-type", "proj-none", "--framework", "simclr", "--batch-size", "32", *map(str, extra)])
+
+
+@pytest.mark.parametrize("flag,value", [("--base-lr", "inf"), ("--base-lr", "nan"), ("--wd", "inf"),
+                                        ("--wd", "nan"), ("--momentum", "nan"), ("--knn-t", "inf"),
+                                        ("--ss-crop", "nan"), ("--ss-color", "inf"), ("--ss-flip=-inf", None),
+                                        ("--jpeg-worker-fraction", "nan")])
+def test_non_finite_flag_values_are_refused_before_anything_is_written(tmp_path, flag, value):
+    """float() parses 'inf' and 'nan'; 'inf > 0' passed the range check, and a NaN weight compared false."""
+    from utils.validate import validate
+    argv = [flag, value] if value else [flag]
+    flag, value = flag.split("=") if "=" in flag else (flag, value)
+    with pytest.raises(ValueError, match=rf"^{flag} must be a finite number, got {value}$"):
+        validate(_pretrain_args(tmp_path / "run", *argv))
+    assert not (tmp_path / "run").exists()
+
+
+def _fake_checkpoint(path, args, epoch, **override):
+    from utils.checkpoint import save_atomic
+    save_atomic({"epoch": epoch, "args": vars(args), "model": {}, "engine": {}, "optimizer": {}, **override},
+                str(path))
+
+
+def test_resuming_an_older_checkpoint_into_its_folder_is_refused_unless_asked(tmp_path):
+    """--resume run/ckpt-3.pth into run/, whose ckpt-last.pth is at epoch 6, would write epoch 4 over it."""
+    from utils.validate import validate
+    run = tmp_path / "run"
+    run.mkdir()
+    base = _pretrain_args(run)
+    for epoch in (3, 6):
+        _fake_checkpoint(run / f"ckpt-{epoch}.pth", base, epoch)
+    _fake_checkpoint(run / "ckpt-last.pth", base, 6)
+    with pytest.raises(ValueError, match=rf"^--resume {run}/ckpt-3.pth is at epoch 3, older than {run}/"
+                                         r"ckpt-last.pth \(epoch 6\), which this run would overwrite: pass "
+                                         r"--allow-rollback to go back, or a new --logdir$"):
+        validate(_pretrain_args(run, "--resume", run / "ckpt-3.pth"))
+    a = _pretrain_args(run, "--resume", run / "ckpt-3.pth", "--allow-rollback")
+    validate(a)
+    assert a.resume == str(run / "ckpt-3.pth")
+    validate(_pretrain_args(tmp_path / "branch", "--resume", run / "ckpt-3.pth"))  # a new folder
+    validate(_pretrain_args(run, "--resume", run / "ckpt-6.pth"))  # the same epoch
+    validate(_pretrain_args(run, "--resume", "last"))
+
+
+def test_a_resume_checkpoint_whose_args_is_not_a_dict_is_one_line(tmp_path):
+    from utils.validate import validate
+    bad = tmp_path / "bad.pth"
+    _fake_checkpoint(bad, _pretrain_args(tmp_path), 1)
+    from utils.checkpoint import load_checkpoint, save_atomic
+    ckpt = load_checkpoint(str(bad))
+    for args in (["--model", "resnet18"], "resnet18", None):
+        save_atomic({**ckpt, "args": args}, str(bad))
+        with pytest.raises(ValueError, match=rf"^--resume {bad}: not a pretraining checkpoint \(its 'args' is a "
+                                             rf"{type(args).__name__}, not a dict\)$"):
+            validate(_pretrain_args(tmp_path / "run", "--resume", bad))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_refused_as_logdir_gets_no_lock_file_and_a_new_one_is_locked(tmp_path):
+    """The lock file is written once the folder has passed its checks, not into a data folder."""
+    from utils.validate import validate
+    data = tmp_path / "images"
+    data.mkdir()
+    (data / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="exists and is not empty, and holds no run"):
+        validate(_pretrain_args(data))
+    assert os.listdir(data) == ["a.png"]
+    validate(_pretrain_args(tmp_path / "new"))
+    assert os.listdir(tmp_path / "new") == [".lock"]
+
+
+def test_temporary_files_of_killed_writes_are_removed_at_start_up(tmp_path):
+    from utils.validate import validate
+    run = tmp_path / "run"
+    run.mkdir()
+    base = _pretrain_args(run)
+    _fake_checkpoint(run / "ckpt-last.pth", base, 2)
+    for stale in (".tmp-k2j4x.pth", "knn.json.tmp"):
+        (run / stale).write_bytes(b"half")
+    validate(_pretrain_args(run, "--resume", "last"))
+    assert sorted(os.listdir(run)) == [".lock", "ckpt-last.pth"]
+
+
+def test_resume_last_takes_a_kept_checkpoint_written_after_ckpt_last(tmp_path):
+    """A process killed between ckpt-3.pth and ckpt-last.pth leaves ckpt-last.pth at epoch 2 (or none):
+    'last' is then ckpt-3.pth. A ckpt-last.pth copied back from an older one by hand is kept."""
+    from utils.validate import latest_checkpoint
+    run = tmp_path / "run"
+    run.mkdir()
+    assert latest_checkpoint(str(run)) is None and latest_checkpoint(str(tmp_path / "none")) is None
+    base = _pretrain_args(run)
+    _fake_checkpoint(run / "ckpt-3.pth", base, 3)
+    assert latest_checkpoint(str(run)) == str(run / "ckpt-3.pth")
+    _fake_checkpoint(run / "ckpt-last.pth", base, 2)
+    os.utime(run / "ckpt-last.pth", (1e9, 1e9))  # written before ckpt-3.pth
+    assert latest_checkpoint(str(run)) == str(run / "ckpt-3.pth")
+    os.utime(run / "ckpt-last.pth", None)  # copied back after it
+    assert latest_checkpoint(str(run)) == str(run / "ckpt-last.pth")
+    _fake_checkpoint(run / "ckpt-last.pth", base, 3)
+    os.utime(run / "ckpt-last.pth", (1e9, 1e9))
+    assert latest_checkpoint(str(run)) == str(run / "ckpt-last.pth")  # the same epoch: last
