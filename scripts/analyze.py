@@ -67,7 +67,9 @@ class Setup:
         _writable(self.out, a.ckpt, make=False)  # before any work: a shared checkpoint's folder may be read-only
         self.train_args = SimpleNamespace(**ckpt["args"])
         self.device = torch.device(resolve_device(a.device))
-        self.cfg = config_for_dataset(self.train_args.dataset, self.train_args.color_aug)
+        # the run's saturation; runs from before --saturation-impl existed used torchvision's
+        self.cfg = dataclasses.replace(config_for_dataset(self.train_args.dataset, self.train_args.color_aug),
+                                       saturation_impl=getattr(self.train_args, "saturation_impl", "torchvision"))
         self.model = build_model(self.train_args, self.cfg.size)
         self.model.load_state_dict(ckpt["model"])
         self.model.to(self.device).eval()
