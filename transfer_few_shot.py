@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
       "--model stored in a pretrain_cond.py checkpoint; else resnet18, upstream's default)")
     a("--dataset", default="cub200", help=f"one of {', '.join(FEW_SHOT_DATASETS)}")
     a("--datadir", required=True, help="dataset root (see the layouts above)")
-    a("--N", type=int, default=5, help="classes per task (published: 5)")
+    a("--N", type=int, default=5, help="classes per task, at least 2 (published: 5)")
     a("--K", type=int, default=1, help="support images per class (published: 1 and 5)")
     a("--Q", type=int, default=16, help="query images per class (published: 16)")
     a("--num-tasks", type=int, default=2000, help="episodes (published: 2000)")
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from datasets.downstream import few_shot_pool
     from datasets.pretrain import eval_transform
     from utils.features import load_backbone, sharded_features
-    from utils.few_shot import few_shot_eval
+    from utils.few_shot import check_episodes, check_ways, few_shot_eval, pool_labels
     from utils.logging import RESULTS_KEPT, die_or_raise, interrupted, write_json
     from utils.validate import check_frozen_eval, require
 
@@ -58,10 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.dataset not in FEW_SHOT_DATASETS:
             raise ValueError(f"--dataset must be one of {FEW_SHOT_DATASETS}, got {args.dataset!r}")
         require(args, "positive", "N", "K", "Q", "num_tasks")
+        check_ways(args.N)
         check_frozen_eval(args, defaults={"pretrain_data": "stl10", "model": "resnet18"})  # upstream's
         device = torch.device(args.device)
         size = config_for_dataset(args.pretrain_data).size
         pool = few_shot_pool(args.dataset, args.datadir, eval_transform(args.pretrain_data))
+        if (labels := pool_labels(pool)) is not None:  # before any feature is extracted
+            check_episodes(labels, args.N, args.K, args.Q, args.dataset)
         for path in args.ckpt:
             net = load_backbone(path, args.model, size).to(device)
             f, y = sharded_features(net, pool, device, args.batch_size, args.num_workers)

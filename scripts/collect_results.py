@@ -38,7 +38,7 @@ def collect(run_dirs: list[str], ckpt: str, analysis: bool = False
                 continue
             if m["dataset"] not in cols:
                 cols.append(m["dataset"])
-            values[name, m["dataset"]] = 100 * json.load(open(path))["test"]
+            values[name, m["dataset"]] = 100 * read_value(path, "test")
     order = {d: i for i, d in enumerate(DOWNSTREAM_DATASETS)}
     cols.sort(key=lambda c: order.get(c, len(order)))
     if analysis:
@@ -46,12 +46,33 @@ def collect(run_dirs: list[str], ckpt: str, analysis: bool = False
             path = os.path.join(d, f"analysis-{ckpt}", "predict-aug.json")
             if not os.path.isfile(path):
                 continue
-            for piece, res in json.load(open(path)).items():
+            for piece, res in read_value(path).items():
                 if res.get("r2") is not None:
                     if f"R2 {piece}" not in cols:
                         cols.append(f"R2 {piece}")
                     values[name, f"R2 {piece}"] = 100 * res["r2"]
     return rows, cols, values
+
+
+class ResultError(ValueError):
+    """A result file that cannot be read; its message names the file."""
+
+
+def read_value(path: str, key: str | None = None):
+    """The JSON object in ``path`` (its ``key`` entry, a number, when given); ResultError naming the file
+    for one cut short, damaged or of another kind."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ResultError(f"{path}: not a result JSON ({getattr(e, 'strerror', None) or e})") from None
+    if not isinstance(obj, dict):
+        raise ResultError(f"{path}: not a result JSON (a {type(obj).__name__}, not an object)")
+    if key is None:
+        return obj
+    if not isinstance(obj.get(key), (int, float)):
+        raise ResultError(f"{path}: not a result JSON (no {key!r} value)")
+    return obj[key]
 
 
 def markdown(rows, cols, values, baseline: str | None = None) -> str:
@@ -83,7 +104,14 @@ def main(argv=None) -> None:
     missing = [d for d in args.runs if not os.path.isdir(d)]
     if missing:
         sys.exit(f"error: run directory {missing[0]}: no such directory")
-    rows, cols, values = collect(args.runs, args.ckpt, args.analysis)
+    for flag, out in (("--md", args.md), ("--csv", args.csv)):  # before the table is printed
+        folder = os.path.dirname(os.path.abspath(out)) if out else None
+        if folder and not os.path.isdir(folder):
+            sys.exit(f"error: {flag} {out}: no such folder {folder}")
+    try:
+        rows, cols, values = collect(args.runs, args.ckpt, args.analysis)
+    except ResultError as e:
+        sys.exit(f"error: {e}")
     if args.baseline and args.baseline not in rows:
         sys.exit(f"error: --baseline {args.baseline} is not one of the runs {rows}")
     table = markdown(rows, cols, values, args.baseline)

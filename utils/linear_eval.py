@@ -70,6 +70,9 @@ def linear_eval(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], test: 
     grid = WD_GRID if grid is None else grid
     (xtr, ytr), (xva, yva), (xte, yte) = ((x.float(), y.long()) for x, y in (train, val, test))
     xre, yre = (torch.cat([xtr, xva]), torch.cat([ytr, yva])) if refit is None else (refit[0].float(), refit[1].long())
+    for split, x in (("train", xtr), ("val", xva), ("test", xte), ("refit", xre)):
+        if not torch.isfinite(x).all():  # L-BFGS would fail on them deep in its line search
+            raise ValueError(f"the {split} features hold NaN or Inf values: the backbone overflows on these images")
     torch.manual_seed(0)  # the classifier's initialisation, so a sweep is reproducible
     clf = nn.Linear(xtr.shape[1], num_classes).to(xtr.device)
     scores, best = [], (-1.0, None, None)
