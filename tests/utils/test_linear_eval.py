@@ -88,3 +88,30 @@ def test_lbfgs_settings_are_upstream_s(monkeypatch):
     fit_logistic(torch.nn.Linear(6, 3).double(), x, y, 1.0)
     assert seen == {"lr": 1, "max_iter": 5000, "tolerance_grad": 1e-10, "tolerance_change": 0,
                     "line_search_fn": "strong_wolfe"}
+
+
+def test_sweep_end_to_end_equals_scikit_learn_pick_refit_and_test_metric():
+    """The whole protocol against scikit-learn: each grid value's validation accuracy, the first best
+    penalty, the refit on train + val at that penalty, and the test accuracy of the refit model."""
+    x, y = _blobs(240, d=4, spread=3.0, seed=5)  # overlapping classes: every penalty has one optimum
+    tr, va, te = (x[:90], y[:90]), (x[90:150], y[90:150]), (x[150:], y[150:])
+    grid = [1e-2, 1e0, 3e1, 1e2, 3e2, 1e3]
+    res = linear_eval(tr, va, te, 3, "top1", grid=grid, log=lambda s: None)
+
+    def fit(xs, ys, wd):  # sklearn's objective x 2 wd is ours; the constant column is the penalised bias
+        ones = np.hstack([xs.numpy(), np.ones((len(xs), 1))])
+        return LogisticRegression(C=1 / (2 * wd), fit_intercept=False, tol=1e-12, max_iter=10000).fit(ones, ys.numpy())
+
+    def acc(model, xs, ys):
+        return float((model.predict(np.hstack([xs.numpy(), np.ones((len(xs), 1))])) == ys.numpy()).mean())
+
+    val = [acc(fit(*tr, wd), *va) for wd in grid]
+    assert res.val == pytest.approx(val, abs=1e-6)  # accuracies counted in float32
+    best = grid[val.index(max(val))]
+    assert res.best_wd == best and len(set(val)) > 1  # the pick matters on this problem
+    refit = fit(torch.cat([tr[0], va[0]]), torch.cat([tr[1], va[1]]), best)
+    ours = torch.cat([res.state["weight"], res.state["bias"][:, None]], 1).numpy()
+    np.testing.assert_allclose(ours, refit.coef_, rtol=1e-3, atol=1e-4)
+    train_only = fit(*tr, best).coef_
+    assert np.abs(train_only - refit.coef_).max() > 100 * 1e-4  # refitting on train alone would show
+    assert res.test == pytest.approx(acc(refit, *te), abs=1e-6)
