@@ -101,20 +101,17 @@ def evaluate(local_rank: int, args) -> None:
     master = idist.get_rank() == 0
     for path in args.ckpt:
         net = load_backbone(path, args.model, size).to(device)
-        feats: list = []  # a split that is another's dataset (CelebA's val and test) reuses its features
-        trio = (splits.train, splits.val, splits.test)
-        for s, first in zip(trio, features_to_extract(*trio)):
-            feats.append(feats[first] if first < len(feats) else
+        feats: list = []  # a split that is another's dataset (CelebA's val and test, LSP's four) reuses its features
+        four = (splits.train, splits.val, splits.test, splits.refit)
+        for s, first in zip(four, features_to_extract(*four)):
+            feats.append(None if s is None else feats[first] if first < len(feats) else
                          sharded_features(net, s, device, args.batch_size, args.num_workers))
-        refit = None if splits.refit is None else sharded_features(net, splits.refit, device, args.batch_size,
-                                                                   args.num_workers)
+        refit = feats.pop()
         if not master:
             continue
         if args.metric == "r2":
-            from datasets.landmarks import TRAINVAL_IS_TRAIN
             from utils.regression_eval import regression_eval
-            res = regression_eval(*feats, splits.num_classes, max_iter=args.max_iter,
-                                  refit=feats[0] if args.dataset in TRAINVAL_IS_TRAIN else None)
+            res = regression_eval(*feats, splits.num_classes, max_iter=args.max_iter, refit=refit)
         else:
             res = linear_eval(*feats, splits.num_classes, args.metric, max_iter=args.max_iter, refit=refit)
         print(f"test {args.metric}={res.test:.4f}", flush=True)

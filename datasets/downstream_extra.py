@@ -51,8 +51,8 @@ EXTRA_FAMILIES = {"imagenet100": _imagenet100, "dog": _dog, "celeba": landmark_s
                   "lspose": landmark_splits}
 
 
-def features_to_extract(train: Dataset, val: Dataset, test: Dataset) -> list[int]:
-    """For each of the three splits, the index of the first split holding the same dataset object
-    (CelebA's val and test, LSP's three), so that its features are extracted once."""
-    base = [getattr(d, "_wrapped", d) for d in (train, val, test)]
-    return [next(j for j in range(3) if base[j] is b) for b in base]
+def features_to_extract(*splits: Dataset | None) -> list[int]:
+    """For each split, the index of the first split holding the same dataset object (CelebA's val and
+    test, LSP's train, val, test and refit set), so that its features are extracted once."""
+    base = [getattr(d, "_wrapped", d) for d in splits]
+    return [next(j for j in range(len(base)) if base[j] is b) for b in base]

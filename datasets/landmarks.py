@@ -9,7 +9,7 @@ protocol's details are kept, each marked where it is applied:
 - 300-W: the image is cut to the landmarks' bounding square first; the target is L2-normalised; the
   last image of the sorted list is left out; 30/30/40 % train / val / test from numpy seed 0.
 - LSP: the image is cut to its central square first; 60 % train from numpy seed 0, and train, val,
-  test and the refit set are all that part (``TRAINVAL_IS_TRAIN``).
+  test and the refit set are all that part.
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ CELEBA_FILES = ("list_eval_partition.txt", "identity_CelebA.txt", "list_bbox_cel
 CELEBA_LAYOUT = f"root/celeba/ with img_align_celeba/ and {', '.join(CELEBA_FILES)}"
 FACES_300W_LAYOUT = "root/01_Indoor/ and root/02_Outdoor/ with *.png images and their *.pts landmark files"
 LSP_LAYOUT = "root/images/*.jpg and root/joints.mat (joints of shape 3 x 14 x N)"
-TRAINVAL_IS_TRAIN = ("lspose",)  # the classifier is refit on the training part alone, not train + val
 
 
 def crop_coords(points: Tensor, w: int, h: int, out_w: int, out_h: int) -> Tensor:
@@ -170,8 +169,8 @@ class LeedsSportsPose(Dataset):
         return x, crop_coords(xy, m, m, x.shape[-1], x.shape[-2]).flatten().float()
 
 
-def landmark_splits(name: str, root: str, tf, ttf, dl) -> tuple[Dataset, Dataset, Dataset]:
-    """celeba, 300w, lspose: (train, val, test) as the published evaluation builds them."""
+def landmark_splits(name: str, root: str, tf, ttf, dl) -> tuple[Dataset, ...]:
+    """celeba, 300w, lspose: (train, val, test), and for lspose its refit set, as published."""
     if dl.get("download"):
         raise DataError(f"--download: torchvision cannot fetch --dataset {name}; give its files in --datadir")
     if name == "celeba":
@@ -182,5 +181,5 @@ def landmark_splits(name: str, root: str, tf, ttf, dl) -> tuple[Dataset, Dataset
     if name == "lspose":  # as published: every split is the 60 % training part
         train = LeedsSportsPose(root, "train", ttf)
         same = train if ttf is tf else LeedsSportsPose(root, "train", tf)
-        return train, same, same
+        return train, same, same, train  # refit on the training part alone (upstream's trainval)
     raise DataError(f"--dataset {name}: not a landmark dataset (celeba, 300w, lspose)")

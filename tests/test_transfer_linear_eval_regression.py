@@ -34,7 +34,7 @@ def test_lspose_r2_end_to_end(bare_ckpt, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert len(re.findall(r"^wd=.* val r2=", out, re.M)) == 45
     res = json.loads((bare_ckpt.parent / "linear-lspose-r2-backbone.json").read_text())
-    assert res["metric"] == "r2" and res["sizes"] == {"train": 6, "val": 6, "test": 6}
+    assert res["metric"] == "r2" and res["sizes"] == {"train": 6, "val": 6, "test": 6, "refit": 6}
     assert float(re.search(r"^test r2=([0-9.naninf-]+)$", out, re.M).group(1)) == pytest.approx(res["test"], abs=1e-4)
     assert seen["refit_is_train"]  # as published: LSP refits on its training part alone
 

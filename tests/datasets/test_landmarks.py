@@ -81,7 +81,7 @@ def test_celeba_landmarks_in_the_crop_and_valid_as_test(tmp_path):
     root = WL.write_celeba(str(tmp_path))
     s = build_downstream("celeba", root, TF)
     assert (len(s.train), len(s.val), len(s.test)) == (4, 3, 3)
-    assert features_to_extract(s.train, s.val, s.test) == [0, 1, 1]
+    assert features_to_extract(s.train, s.val, s.test, s.refit) == [0, 1, 1, 3] and s.refit is None
     lines = Path(root, "celeba", "list_landmarks_align_celeba.txt").read_text().split("\n")[2:]
     marks = [int(v) for v in lines[5].split()[1:]]  # image 6 is the second of the valid partition
     x, y = s.test[1]
@@ -115,7 +115,7 @@ def test_lsp_every_split_is_the_training_part(tmp_path):
     from scipy.io import loadmat
     root = WL.write_lsp(str(tmp_path), n=10)
     s = build_downstream("lspose", root, TF)
-    assert features_to_extract(s.train, s.val, s.test) == [0, 0, 0]
+    assert features_to_extract(s.train, s.val, s.test, s.refit) == [0, 0, 0, 0]  # refit: the training part too
     part = published_shuffle(10)[:6]
     assert [p for p, _ in s.train.samples] == [f"{root}/images/im{i + 1:04d}.jpg" for i in part]
     joints = loadmat(os.path.join(root, "joints.mat"))["joints"]
