@@ -197,7 +197,7 @@ def _mit67(name, root, tf, ttf, dl):
 
 
 NOT_FETCHABLE = ("sun397", "cub200", "mit67")  # read from the published files or lists; no torchvision download
-# dataset -> (name, root, transform, train transform, {"download": ...}) -> (train, val, test)
+# dataset -> (name, root, transform, train transform, {"download": ...}) -> (train, val, test[, refit set])
 FAMILIES = {"cifar10": _cifar_stl, "cifar100": _cifar_stl, "stl10": _cifar_stl, "food101": _train_test_split,
             "pets": _train_test_split, "cars": _train_test_split, "flowers-5shot": _flowers_n_shot,
             "flowers-10shot": _flowers_n_shot, "flowers": _official_splits, "aircraft": _official_splits,
