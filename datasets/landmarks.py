@@ -138,6 +138,7 @@ class LeedsSportsPose(Dataset):
 
     def __init__(self, root: str, split: str, transform=None):
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
         mat, folder = os.path.join(root, "joints.mat"), os.path.join(root, "images")
         for p in (folder, mat):
             if not os.path.exists(p):
@@ -145,7 +146,7 @@ class LeedsSportsPose(Dataset):
         images = sorted(glob.glob(os.path.join(folder, "*.jpg")))
         try:
             joints = np.asarray(loadmat(mat)["joints"], dtype=np.float64)
-        except (ValueError, KeyError, OSError) as e:
+        except (ValueError, KeyError, OSError, MatReadError) as e:
             raise DataError(f"{mat}: cannot read its 'joints' array ({e}); expected {LSP_LAYOUT}") from None
         if joints.ndim != 3 or joints.shape[:2] != (3, 14) or joints.shape[2] != len(images) or not images:
             raise DataError(f"{mat}: joints of shape {joints.shape} for {len(images)} images in {folder}; "

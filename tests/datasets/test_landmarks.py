@@ -156,6 +156,8 @@ def _break(tmp_path, what):
     root = WL.write_lsp(str(tmp_path), n=4)
     if what == "lsp-mat":
         os.remove(os.path.join(root, "joints.mat"))
+    elif what == "lsp-garbage":
+        Path(root, "joints.mat").write_bytes(b"<html>404</html>")
     else:
         from scipy.io import savemat
         savemat(os.path.join(root, "joints.mat"), {"joints": np.zeros((14, 3, 4))})  # LSP-extended's layout
@@ -168,6 +170,7 @@ def _break(tmp_path, what):
     ("300w-folder", r"--datadir .*: missing .*02_Outdoor \(expected root/01_Indoor/ and root/02_Outdoor/"),
     ("300w-pts", r"--datadir .*: 4 .png images and 3 .pts files; expected one .pts per image"),
     ("lsp-mat", r"--datadir .*: missing .*joints.mat \(expected root/images/\*.jpg and root/joints.mat"),
+    ("lsp-garbage", r"joints.mat: cannot read its 'joints' array \(.*\); expected root/images/"),
     ("lsp-shape", r"joints.mat: joints of shape \(14, 3, 4\) for 4 images in .*; expected .*3 x 14 x N"),
 ])
 def test_bad_landmark_trees_one_line_errors(tmp_path, what, msg):
