@@ -36,17 +36,23 @@ def test_compile_compiles_the_online_backbone_in_its_mode_and_trains_the_same(tm
         graphs.append(options)
         return lookup_backend("aot_eager")(gm, example_inputs)
     monkeypatch.setattr(utils.run, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
-    losses = {}
+    losses, weights = {}, {}
     for name, flags in {"eager": [], "compiled": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
         run = tiny_run(tmp_path / name, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type",
-                       "proj-cat", "--aug-cond", "crop", "color", *flags)
+                       "proj-cat", "--aug-cond", "crop", "color", "--base-lr", "1.0", *flags)
         step, batch = make_step(run, total_steps=10), next(iter(run.loader))
+        init = {k: p.detach().clone() for k, p in run.framework.backbone.named_parameters()}
         losses[name] = [float(step(StubEngine(), batch)["loss"]) for _ in range(2)]
+        weights[name] = {k: (p.detach().clone(), init[k]) for k, p in run.framework.backbone.named_parameters()}
         compiled_call = run.framework.backbone._compiled_call_impl
         assert (compiled_call is not None) == (name == "compiled")
         assert run.framework.target_backbone._compiled_call_impl is None  # MoCo's key encoder stays eager
     assert calls == [("MiniResNet", {"backend": counting_aot_eager, "mode": "reduce-overhead"})]
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5)
+    moved = {k: (w - w0).abs().max().item() for k, (w, w0) in weights["eager"].items()}
+    assert sum(m > 1e-3 for m in moved.values()) >= len(moved) / 2  # the steps moved the weights ...
+    for k, (w, _) in weights["compiled"].items():  # ... far more than the two runs differ
+        assert (w - weights["eager"][k][0]).abs().max().item() <= 1e-5 + 1e-3 * moved[k], k
     trained = len(graphs)
     assert trained >= 1 and all(options == {"mode": "reduce-overhead"} for options in graphs)
     small = lambda d, n: types.SimpleNamespace(images=d.images[:n], labels=d.labels[:n])  # noqa: E731
