@@ -19,6 +19,7 @@ from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, SATURATION_IMPLS, VIEW_GR
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES, COMPILE_MODES, FRAMEWORKS
 from utils.distributed import default_num_workers
+from utils.preemption import DEFAULT_STOP_SIGNALS, EXIT_PREEMPTED, STOP_SIGNALS
 
 
 def _data_flags(a) -> None:
@@ -61,6 +62,13 @@ def _run_flags(a) -> None:
       help="train at most N epochs in this invocation, then exit (time-limited jobs; continue with --resume last)")
     a("--print-freq", type=int, default=10, help="log training values every N iterations")
     a("--ckpt-freq", type=int, default=10, help="keep ckpt-{epoch}.pth every N epochs (ckpt-last.pth: every epoch)")
+    a("--ckpt-every-steps", type=int, default=None, metavar="N",
+      help="also write ckpt-last.pth every N steps inside epochs, for long epochs (default: at epoch ends only); "
+           "a resume continues from that step exactly (docs/reliability.md)")
+    a("--preempt-signals", nargs="*", default=list(DEFAULT_STOP_SIGNALS), choices=STOP_SIGNALS, metavar="SIG",
+      help="signals on which every rank finishes its step, ckpt-last.pth is written there and the run exits "
+           f"with status {EXIT_PREEMPTED} (--resume last continues it exactly), any of {', '.join(STOP_SIGNALS)} "
+           f"(default: {' '.join(DEFAULT_STOP_SIGNALS)}: preemption and SLURM's --signal warning; none: leave them be)")
     a("--eval-freq", type=int, default=1, help="k-NN monitor every N epochs (0: never)")
     a("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN monitor")
     a("--knn-t", type=float, default=0.1, help="temperature of the weighted k-NN monitor")
@@ -179,11 +187,13 @@ def main(argv: list[str] | None = None) -> None:
               "nothing to do. Raise --max-epochs to continue it.")
         return
     from utils.distributed import launch
+    from utils.preemption import exit_for_spawned_rank
     from utils.trainer import training
     try:
         launch(training, args, *launch_plan(args))
     except Exception as e:  # data that passed the presence check but cannot be read (e.g. a corrupt image)
         release_refused_logdir(args)  # stopped before writing anything: no folder holding only .lock
+        exit_for_spawned_rank(e, args.logdir)  # a rank that stopped on a signal, printed its fault, or died
         die_or_raise(e)
     except KeyboardInterrupt:
         last = os.path.join(args.logdir, "ckpt-last.pth")

@@ -27,17 +27,43 @@ def set_draw_state(run, state: dict[str, Tensor]) -> None:
     run.host_generator.set_state(state["host"])
 
 
-def position(run, data: Any, iteration: int, epoch_length: int) -> dict[str, Any]:
+def rank_draws(run, data: Any, step: int) -> dict[str, Tensor]:
+    """This rank's draw state before step ``step + 1`` of the epoch (before its group's, for an InputStream)."""
+    return data.state_before(step) if isinstance(data, InputStream) else draw_state(run)
+
+
+def all_ranks_draws(run, data: Any, step: int) -> list[dict[str, Tensor]]:
+    """``rank_draws`` of every rank, in rank order (each rank draws from its own seed); a collective:
+    every rank calls it."""
+    mine = rank_draws(run, data, step)
+    if run.world == 1:
+        return [mine]
+    import torch.distributed as dist
+    out: list[Any] = [None] * run.world
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def position(iteration: int, epoch_length: int, draws: list[dict[str, Tensor]] | None = None) -> dict[str, Any]:
     """The checkpoint's record of where the run is after ``iteration`` steps: epochs finished, steps
-    done in the next one and, inside an epoch, the draw state to continue it."""
+    done in the next one and, inside an epoch, every rank's draw state to continue it (``draws``)."""
     epoch, step = divmod(iteration, epoch_length)
     pos: dict[str, Any] = {"epoch": epoch, "step": step}
     if step:
-        pos["draws"] = data.state_before(step) if isinstance(data, InputStream) else draw_state(run)
+        if draws is None:
+            raise ValueError("a position inside an epoch needs the ranks' draw states")
+        pos["draws"] = draws
     return pos
 
 
+def check_resumable(ckpt: dict[str, Any], world: int, flag: str = "--resume") -> None:
+    """A checkpoint taken inside an epoch continues exactly only with as many processes as wrote it."""
+    if ckpt.get("step") and len(ckpt.get("draws", [])) != world:
+        raise ValueError(f"{flag}: written inside an epoch (after step {ckpt['step']}) by {len(ckpt.get('draws', []))} "
+                         f"process(es); continue it with as many, not {world}, or resume from an epoch's checkpoint")
+
+
 def resume_inside_epoch(run, data: Any, ckpt: dict[str, Any]) -> None:
-    """After the epoch's re-seeding: set the draws and the loader to continue after the checkpoint's step."""
-    set_draw_state(run, ckpt["draws"])
+    """After the epoch's re-seeding: set this rank's draws and the loader to continue after the checkpoint's step."""
+    set_draw_state(run, ckpt["draws"][run.rank])
     data.resume_at(ckpt["step"])

@@ -15,23 +15,34 @@ from ignite.engine import Engine, Events
 from augmentations import AugConfig, descriptor_dim
 from datasets.device_decode import DeviceDecodePrefetcher
 
-from .checkpoint import CheckpointError, load_checkpoint, save_epoch, state_mismatch
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_atomic,
+    save_epoch,
+    state_mismatch,
+)
+from .guard import NonFiniteError, NonFiniteGuard, StepChecks
 from .knn import extract_features, knn_accuracy
 from .logging import Pace, RunLogger, duration, write_json
+from .position import all_ranks_draws, check_resumable, position, resume_inside_epoch
+from .preemption import EXIT_FAULT, EXIT_PREEMPTED, StopRequest, fault_line, kept_line
 from .run import Run, augself_weights, build_run
 from .step import engine_and_data
 from .validate import changed_since
 
 
-def checkpoint_state(run: Run, engine: Engine) -> dict[str, Any]:
-    """Everything a resume needs to continue exactly: weights, optimiser, scaler, engine, RNG and
-    arguments; the backbone alone too, for evaluation without the framework."""
+def checkpoint_state(run: Run, engine: Engine, draws: list | None = None) -> dict[str, Any]:
+    """Everything a resume needs to continue exactly: weights, optimiser, scaler, engine, RNG, arguments
+    and the position (``epoch``s finished, ``step``s done in the next one and there every rank's
+    ``draws``: ``utils.position``); the backbone alone too, for evaluation without the framework."""
     rng = {"torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
-    return {"epoch": engine.state.epoch, "args": vars(run.args), "backbone": run.framework.backbone.state_dict(),
-            "model": run.framework.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict(), "engine": engine.state_dict(), "rng": rng}
+    return {**position(engine.state.iteration, engine.state.epoch_length, draws), "args": vars(run.args),
+            "backbone": run.framework.backbone.state_dict(), "model": run.framework.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+            "engine": engine.state_dict(), "rng": rng}
 
 
 def restore(run: Run, engine: Engine, ckpt: dict[str, Any]) -> None:
@@ -59,7 +70,70 @@ def knn_monitor(run: Run) -> dict[str, float]:
     return knn_accuracy(*tr, *te, k=a.knn_k, temperature=a.knn_t)
 
 
-def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
+class Control:
+    """What happens between steps besides the step: the checks every rank answers alike (a stop asked
+    for by a signal, a non-finite value: ``StepChecks``), the checkpoint written inside an epoch, the
+    stop itself, and the position a resume inside an epoch continues from."""
+
+    def __init__(self, run: Run, data: Any, stop: StopRequest, guard: NonFiniteGuard | None, log: RunLogger):
+        self.run, self.data, self.stop, self.guard, self.log = run, data, stop, guard, log
+        self.checks = StepChecks(stop, guard, run.device, run.world)
+        self.stopped = False
+        self.resume: dict[str, Any] | None = None  # a checkpoint taken inside an epoch, until that epoch starts
+
+    def verify(self, e: Engine) -> bool:
+        """Whether a stop was asked for on any rank; NonFiniteError where a step went non-finite on any,
+        which no checkpoint may then be written from."""
+        stop, bad = self.checks.poll()
+        if bad:
+            where = (self.guard.describe(e.state.epoch_length) if self.guard is not None and bool(self.guard.bad)
+                     else "non-finite loss or gradient on another rank")
+            raise NonFiniteError(f"{where}: the run stopped without writing a checkpoint from it; "
+                                 f"{kept_line(self.run.args.logdir)} (a lower --base-lr may avoid it)")
+        return stop
+
+    def save_last(self, e: Engine) -> None:
+        """ckpt-last.pth at this step, inside an epoch (every rank calls it: rank 0 gathers their draws)."""
+        draws = all_ranks_draws(self.run, self.data, (e.state.iteration - 1) % e.state.epoch_length + 1)
+        if self.run.rank == 0:
+            path = os.path.join(self.run.args.logdir, "ckpt-last.pth")
+            save_atomic(checkpoint_state(self.run, e, draws), path)
+
+    def halt(self, e: Engine) -> None:
+        """End the run here, once rank 0's checkpoint is written (no rank leaves before it is)."""
+        idist.barrier()
+        self.stopped = True
+        at = (e.state.iteration - 1) % e.state.epoch_length + 1
+        by = self.stop.name or "a stop signal sent to another rank"
+        self.log.info(f"stopped by {by} at epoch {e.state.epoch} step {at}/{e.state.epoch_length}: "
+                      f"{os.path.join(self.run.args.logdir, 'ckpt-last.pth')} holds it; continue with --resume last "
+                      f"(exit status {EXIT_PREEMPTED})")
+        e.terminate()
+
+
+def attach_control(run: Run, engine: Engine, ctl: Control) -> None:
+    """Between steps inside an epoch: checks every --print-freq steps (every step on one process once a
+    signal came), ckpt-last.pth every --ckpt-every-steps, and a stop when asked; the epoch's end is
+    ``attach_handlers``'s."""
+    a = run.args
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def _between_steps(e: Engine):
+        it = e.state.iteration
+        if it % e.state.epoch_length == 0:
+            return
+        every = a.ckpt_every_steps is not None and it % a.ckpt_every_steps == 0
+        asked = run.world == 1 and ctl.stop.received is not None  # one process: no other rank to agree with
+        if not (every or asked or it % a.print_freq == 0):
+            return
+        stop = ctl.verify(e)
+        if stop or every:
+            ctl.save_last(e)
+        if stop:
+            ctl.halt(e)
+
+
+def attach_handlers(run: Run, engine: Engine, log: RunLogger, ctl: Control) -> None:
     """Per-epoch seeding and schedule, progress lines, the k-NN monitor and checkpoints."""
     a, logdir = run.args, run.args.logdir
     master = run.rank == 0
@@ -72,6 +146,9 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
     @engine.on(Events.EPOCH_STARTED)  # fires before Ignite creates the epoch's data iterator
     def _epoch(e: Engine):
         run.set_epoch(e.state.epoch - 1)
+        if ctl.resume is not None:  # the epoch a checkpoint was taken inside: continue after its step
+            resume_inside_epoch(run, ctl.data, ctl.resume)
+            ctl.resume = None
 
     @engine.on(Events.ITERATION_COMPLETED(every=a.print_freq))
     def _print(e: Engine):
@@ -86,12 +163,16 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
         log.scalars({f"train/{k}": v for k, v in vals.items()} | {"train/lr": lr, "train/img_per_s": ips},
                     e.state.iteration)
 
+    attach_control(run, engine, ctl)  # after the progress line: a stop's line follows its step's
+
     @engine.on(Events.EPOCH_COMPLETED)
     def _epoch_end(e: Engine):
         ep = e.state.epoch
+        stop = ctl.verify(e)
         if master and ep == run.start_epoch + 1 and isinstance(run.loader, DeviceDecodePrefetcher):
             log.info(f"epoch {ep}: {decode_line(run.loader)}")  # the share is the same every epoch
-        if a.eval_freq > 0 and (ep % a.eval_freq == 0 or ep == a.max_epochs) and run.data.knn_train is not None:
+        if (not stop and a.eval_freq > 0 and (ep % a.eval_freq == 0 or ep == a.max_epochs)
+                and run.data.knn_train is not None):  # asked to stop: the checkpoint first, in the time left
             if master:
                 acc = knn_monitor(run)
                 log.info(f"epoch {ep} knn: 1-NN={acc['nn1']:.4f} weighted-{acc['k']}NN={acc['knn']:.4f}")
@@ -101,6 +182,9 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger) -> None:
         if master:
             state = checkpoint_state(run, e)
             save_epoch(state, logdir, ep, keep=ep % a.ckpt_freq == 0 or ep == a.max_epochs)
+        if stop and ep < a.max_epochs:
+            ctl.halt(e)
+            return
         if a.stop_after is not None and ep - run.start_epoch >= a.stop_after and ep < a.max_epochs:
             log.info(f"stopping after {a.stop_after} epoch(s) as asked (--stop-after); resume with --resume last")
             e.terminate()
@@ -190,14 +274,38 @@ def describe(run: Run, epoch_length: int) -> list[str]:
 
 
 def training(local_rank: int, args) -> None:
-    """Entry of each process (one per GPU, or one on CPU)."""
+    """Entry of each process (one per GPU, or one on CPU). A stop asked for by one of
+    ``--preempt-signals`` exits with ``EXIT_PREEMPTED`` once ckpt-last.pth holds the step it stopped
+    after; a non-finite value, a dead loader worker or a lost rank print one line and exit with
+    ``EXIT_FAULT``."""
+    stop = StopRequest(args.preempt_signals).install()  # before any loader worker is forked: they inherit it
+    try:
+        _train(args, stop)
+    except NonFiniteError as e:
+        if idist.get_rank() == 0:  # every rank saw it; one line is enough
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_FAULT) from None
+    except Exception as e:
+        line = fault_line(e)
+        if line is None:
+            raise
+        who = f"rank {idist.get_rank()}: " if idist.get_world_size() > 1 else ""
+        print(f"error: {who}{line}; the run stopped: {kept_line(args.logdir)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_FAULT) from None
+    finally:
+        stop.restore()
+
+
+def _train(args, stop: StopRequest) -> None:
     device = torch.device(args.device if args.device != "cuda" else f"cuda:{idist.get_local_rank()}")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     rank, world = idist.get_rank(), idist.get_world_size()
     run = build_run(args, device, rank, world)
     epoch_length = len(run.loader)
-    step, data = engine_and_data(run, epoch_length * args.max_epochs)
+    # fp16: the grad scaler skips the steps whose gradients overflow, as it should; only the loss is checked
+    guard = NonFiniteGuard(run.framework.parameters(), device, grads=not run.scaler.is_enabled())
+    step, data = engine_and_data(run, epoch_length * args.max_epochs, guard)
     engine = Engine(step)
     # The exception that stops a run reaches the entry point, which prints it once: one line for bad
     # data, a traceback for a bug. Ignite would log it before, with a worker's whole traceback.
@@ -209,15 +317,23 @@ def training(local_rank: int, args) -> None:
                          f"{args.batch_size}): the dataset has changed size since")
     if ckpt and (wrong := state_mismatch(run.framework.state_dict(), ckpt["model"])):  # before any file is written
         raise CheckpointError(f"--resume {args.resume}: its weights do not fit the model the flags build ({wrong})")
+    if ckpt:
+        check_resumable(ckpt, world, f"--resume {args.resume}")
     purge = ckpt["engine"]["iteration"] + 1 if ckpt else (0 if args.restarted else None)
     log = RunLogger(args.logdir, vars(args), enabled=rank == 0, purge_step=purge)
-    attach_handlers(run, engine, log)
+    ctl = Control(run, data, stop, guard, log)
+    attach_handlers(run, engine, log, ctl)
     if rank == 0:
         attach_progress_bar(engine, args.print_freq)
     if ckpt:
         restore(run, engine, ckpt)
         run.start_epoch = engine.state.epoch
-        log.info(f"resumed from {args.resume} at epoch {engine.state.epoch}")
+        if ckpt.get("step"):
+            ctl.resume = ckpt
+            log.info(f"resumed from {args.resume} in epoch {engine.state.epoch + 1} after step "
+                     f"{ckpt['step']}/{epoch_length}")
+        else:
+            log.info(f"resumed from {args.resume} at epoch {engine.state.epoch}")
         if changed := changed_since(ckpt["args"], args):  # allowed, but e.g. --max-epochs reshapes the lr
             log.info("changed since the checkpoint: " + "; ".join(changed))
     if rank == 0:
@@ -225,6 +341,8 @@ def training(local_rank: int, args) -> None:
         for line in describe(run, epoch_length):
             log.info(line)
     engine.run(data, max_epochs=args.max_epochs, epoch_length=epoch_length)
-    if rank == 0:
+    if rank == 0 and not ctl.stopped:
         log.info(f"done: checkpoint {os.path.join(args.logdir, 'ckpt-last.pth')}")
     log.close()
+    if ctl.stopped:
+        raise SystemExit(EXIT_PREEMPTED)

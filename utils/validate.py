@@ -248,8 +248,8 @@ def check_frozen_eval(args, defaults: dict[str, str]) -> None:
 
 
 def _check_numbers(args) -> None:
-    require(args, "positive", "batch_size", "max_epochs", "print_freq", "ckpt_freq", "stop_after", "augment_ahead",
-            "nproc_per_node", "base_lr", "knn_k", "knn_t", "proj_hidden", "aug_nn_width", "aug_nn_depth")
+    require(args, "positive", "batch_size", "max_epochs", "print_freq", "ckpt_freq", "ckpt_every_steps", "stop_after",
+            "augment_ahead", "nproc_per_node", "base_lr", "knn_k", "knn_t", "proj_hidden", "aug_nn_width", "aug_nn_depth")
     require(args, "non-negative", "num_workers", "eval_freq", "wd")
     require(args, "momentum", "momentum")
     require(args, "fraction", "jpeg_worker_fraction")

@@ -152,3 +152,106 @@ def test_slurm_template_runs_torchrun_without_slurm_ranks_and_resumes(tmp_path):
     tr = next(c for c in calls if c.startswith("torchrun"))
     assert "--nnodes 2 --nproc_per_node 4" in tr and "--rdzv_endpoint node1:29500 --rdzv_id 77" in tr
     assert tr.endswith("--distributed --resume last SLURM_JOB_ID=unset")
+
+
+def _slurm_bin(tmp_path, torchrun_body: str):
+    """srun and scontrol stubs that record their calls, and a torchrun stub running ``torchrun_body``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.txt"
+    _stub(bin_dir, "scontrol", f'echo "scontrol $*" >> {log}; if [ "$1" = show ]; then printf "node1\\n"; fi')
+    # as srun does, the signals srun receives reach the task: here the task is srun's own process
+    _stub(bin_dir, "srun", f'echo "srun $*" >> {log}; while [ "${{1#--}}" != "$1" ]; do shift; done; exec "$@"')
+    _stub(bin_dir, "torchrun", f'echo "torchrun $*" >> {log}\n{torchrun_body}')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "77", "SLURM_NNODES": "1",
+           "SLURM_JOB_NODELIST": "node1", "SLURM_GPUS_PER_NODE": "2", "SLURM_SUBMIT_DIR": ROOT, "CALLS": str(log)}
+    return env, log
+
+
+# A training process as torchrun runs it, for the template: it checkpoints on USR1 (or dies without
+# writing, with WRITES=0), then exits 1 as torchrun does after a signal; without a signal it crashes.
+TRAINING = """logdir=$(for a in "$@"; do [ "$prev" = --logdir ] && echo "$a"; prev=$a; done)
+trap 'echo "training got USR1" >> "$CALLS"; sleep 0.3; [ "$WRITES" = 1 ] && echo x > "$logdir/ckpt-last.pth" \\
+  && echo "checkpoint written" >> "$CALLS"; exit 1' USR1
+echo started >> "$CALLS"
+[ "$CRASH" = 1 ] && exit 1
+for i in $(seq 200); do sleep 0.05; done"""
+
+
+@pytest.mark.parametrize("case", ["checkpoint-written", "died-without-one", "crash-without-signal"])
+def test_slurm_template_passes_the_warning_to_training_and_requeues_once_it_has_the_checkpoint(tmp_path, case):
+    """SLURM's warning (USR1 to the batch shell, --signal=B:USR1@180) goes on to the training processes
+    through srun and torchrun; the job is requeued after they end, only if ckpt-last.pth was written
+    after the signal (an older one, as a previous epoch left it, does not count)."""
+    import signal
+    import time
+    env, log = _slurm_bin(tmp_path, TRAINING)
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    (logdir / "ckpt-last.pth").write_bytes(b"old")
+    os.utime(logdir / "ckpt-last.pth", (time.time() - 3600,) * 2)
+    env.update(WRITES="1" if case == "checkpoint-written" else "0", CRASH="1" if case.startswith("crash") else "0")
+    proc = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "slurm_pretrain.sbatch"), "pretrain_cond.py",
+                             "--logdir", str(logdir), "--distributed"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "started" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not case.startswith("crash"):
+            proc.send_signal(signal.SIGUSR1)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    calls = log.read_text().splitlines()
+    tr = next(c for c in calls if c.startswith("torchrun"))
+    assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 --shutdown-timeout 170" in tr
+    requeued = "scontrol requeue 77" in calls
+    if case == "checkpoint-written":
+        assert calls.index("training got USR1") < calls.index("checkpoint written") < calls.index("scontrol requeue 77")
+        assert proc.returncode == 0 and "checkpoint written: requeueing 77" in out
+    elif case == "died-without-one":
+        assert "training got USR1" in calls and not requeued and proc.returncode == 1
+        assert "no checkpoint was written after it (exit status 1): not requeued" in out
+    else:
+        assert not requeued and proc.returncode == 1
+
+
+def test_launch_single_node_passes_sigusr1_to_two_gloo_ranks_which_resume_bit_exact(tmp_path, monkeypatch):
+    """scripts/launch_single_node.sh for real: torchrun, two CPU processes (gloo). SIGUSR1 sent to the
+    script mid-epoch reaches both ranks through torchrun; they agree on the step to stop after, rank 0
+    writes ckpt-last.pth there and the script exits 75. --resume last (spawned ranks this time) then
+    gives the losses and final weights of the same run never stopped, bit for bit."""
+    import torch
+
+    from tests.data_formats import write_cifar
+    from utils.checkpoint import load_checkpoint
+    data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=64, n_test=8)
+    argv = ["--datadir", data, "--framework", "simclr", "--dataset", "cifar10", "--model", "mini_resnet",
+            "--batch-size", "16", "--max-epochs", "1", "--proj-hidden", "16", "--eval-freq", "0", "--device", "cpu",
+            "--aug-inj-type", "proj-none", "--print-freq", "1", "--distributed"]  # 4 steps, 8 images per rank
+    inject = os.path.join(ROOT, "tests", "inject.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+
+    def spawned(logdir, *extra):
+        done = subprocess.run([sys.executable, inject, "--logdir", str(logdir), *argv, "--nproc-per-node", "2", *extra],
+                              env={**env, "LOSSES": str(logdir) + ".losses"}, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    spawned(tmp_path / "ref")
+    run = tmp_path / "run"
+    stopped = subprocess.run(["bash", os.path.join(ROOT, "scripts", "launch_single_node.sh"), inject, "--logdir",
+                              str(run), *argv], capture_output=True, text=True, timeout=300, check=False,
+                             env={**env, "NGPU": "2", "TORCHRUN_ARGS": "--local-addr 127.0.0.1", "LOSSES": f"{run}.losses",
+                                  # rank 0 signals the script as step 2 starts, then waits for it to arrive
+                                  "FAULT": "launcher:SIGUSR1", "FAULT_AT": "2", "FAULT_SLEEP": "1"})
+    assert stopped.returncode == 75, stopped.stderr[-3000:]
+    assert "stopped on SIGUSR1" in stopped.stderr
+    ckpt = load_checkpoint(str(run / "ckpt-last.pth"))
+    assert ckpt["epoch"] == 0 and 2 <= ckpt["step"] <= 3, ckpt["step"]  # inside the epoch, after step 2
+    assert f"stopped by SIGUSR1 at epoch 1 step {ckpt['step']}/4" in (run / "log.txt").read_text()
+    spawned(run, "--resume", "last")
+    assert (tmp_path / "run.losses").read_text() == (tmp_path / "ref.losses").read_text()  # rank 0's, step by step
+    ref, got = load_checkpoint(str(tmp_path / "ref" / "ckpt-last.pth")), load_checkpoint(str(run / "ckpt-last.pth"))
+    for k, v in ref["model"].items():
+        assert torch.equal(got["model"][k], v), k
