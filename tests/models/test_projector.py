@@ -131,3 +131,15 @@ def test_mlp_linear_layers_start_uniform_within_one_over_root_fan_in():
         bound = 1 / lin.in_features ** 0.5
         assert bound * 0.97 < lin.weight.abs().max().item() <= bound
     assert net[3].bias.abs().max().item() <= 1 / 128 ** 0.5 and net[3].bias.abs().max().item() > 0.8 / 128 ** 0.5
+
+
+def test_hypernetwork_ignores_the_injection_type():
+    """Upstream's hn branch never reads --aug-inj-type (C cond_utils.py:94-147, 194-223): proj-cat,
+    proj-add and proj-mul build the same hypernetwork and give the same embedding."""
+    x, d = torch.randn(4, F_DIM), torch.randn(4, D_DIM)
+    outs = []
+    for injection in ("proj-cat", "proj-add", "proj-mul"):
+        p = _make("hn", injection).train()
+        outs.append(p(x, d))
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], outs[2])
