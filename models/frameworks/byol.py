@@ -7,7 +7,7 @@ from torch import Tensor
 from ..losses import byol_loss
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, FrameworkOptions, fp32, cosine_momentum, momentum_copy
+from .base import Framework, FrameworkOptions, cosine_momentum, fp32, momentum_copy
 
 
 class BYOL(Framework):
