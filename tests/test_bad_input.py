@@ -80,6 +80,17 @@ def test_a_resume_whose_weights_do_not_fit_the_model_is_one_line_and_leaves_no_f
                           capsys, rf"^error: --resume \S+other.pth: its weights do not fit the model the flags build "
                                   rf"\(1 missing, 0 unexpected, 0 mis-shaped keys, e.g. {dropped}\)$")
     assert not logdir.exists()
+    ckpt = load_checkpoint(colordigits_ckpt)
+    group = ckpt["optimizer"]["param_groups"][-1]
+    n = len(group["params"])
+    group["params"] = group["params"][:-1]  # a parameter that another grouping of the optimiser put elsewhere
+    torch.save(ckpt, tmp_path / "regrouped.pth")
+    expect_one_line_error(pretrain_cond.main, ["--logdir", logdir, *CKPT_FLAGS, "--resume",
+                                               tmp_path / "regrouped.pth"], capsys,
+                          rf"^error: --resume \S+regrouped.pth: its optimiser state does not fit the model the flags "
+                          rf"build \(parameter group {len(ckpt['optimizer']['param_groups']) - 1} holds {n - 1} "
+                          rf"parameters, the model's {n}\)$")
+    assert not logdir.exists()
 
 
 @pytest.mark.parametrize("how", ["batch", "download"])

@@ -271,6 +271,21 @@ def state_mismatch(own: dict[str, torch.Tensor], given: dict[str, Any]) -> str |
             f"e.g. {(missing or unexpected or wrong)[0]}")
 
 
+def optimizer_mismatch(own: dict[str, Any], given: Any) -> str | None:
+    """How the optimiser state ``given`` fails to fit an optimiser whose state dict is ``own`` (its
+    parameter groups and their sizes), or None where it loads."""
+    groups = given.get("param_groups") if isinstance(given, dict) else None
+    if not isinstance(groups, list):
+        return "no parameter groups"
+    if len(groups) != len(own["param_groups"]):
+        return f"{len(groups)} parameter groups, the model's {len(own['param_groups'])}"
+    for i, (theirs, ours) in enumerate(zip(groups, own["param_groups"])):
+        n = len(theirs.get("params", ()))
+        if n != len(ours["params"]):
+            return f"parameter group {i} holds {n} parameters, the model's {len(ours['params'])}"
+    return None
+
+
 def backbone_state_dict(ckpt: dict[str, Any], path: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The ``backbone`` entry, with a DistributedDataParallel ``module.`` prefix removed if present."""
     if "backbone" not in ckpt:

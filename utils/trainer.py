@@ -18,6 +18,7 @@ from datasets.device_decode import DeviceDecodePrefetcher
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
+    optimizer_mismatch,
     save_atomic,
     save_epoch,
     state_mismatch,
@@ -317,6 +318,9 @@ def _train(args, stop: StopRequest) -> None:
                          f"{args.batch_size}): the dataset has changed size since")
     if ckpt and (wrong := state_mismatch(run.framework.state_dict(), ckpt["model"])):  # before any file is written
         raise CheckpointError(f"--resume {args.resume}: its weights do not fit the model the flags build ({wrong})")
+    if ckpt and (wrong := optimizer_mismatch(run.optimizer.state_dict(), ckpt["optimizer"])):
+        raise CheckpointError(f"--resume {args.resume}: its optimiser state does not fit the model the flags build "
+                              f"({wrong})")
     if ckpt:
         check_resumable(ckpt, world, f"--resume {args.resume}")
     purge = ckpt["engine"]["iteration"] + 1 if ckpt else (0 if args.restarted else None)
