@@ -201,3 +201,18 @@ def test_missing_folders_one_line_errors(tmp_path, name, msg):
 def test_download_is_refused(tmp_path, name):
     with pytest.raises(DataError, match=rf"--download: torchvision cannot fetch --dataset {name}"):
         build_downstream(name, str(tmp_path), TF, download=True)
+
+
+@pytest.mark.parametrize("size,point", [((30, 36), (16.5, 22.5)), ((36, 30), (22.5, 16.5))])
+def test_crop_coords_land_on_the_point_in_the_transformed_image(size, point):
+    """A bright 3 x 3 block centred on ``point`` (pixel-edge coordinates) in a portrait or landscape
+    image: after Resize + CenterCrop its brightness centroid is where crop_coords maps the point."""
+    from datasets.landmarks import crop_coords
+    arr = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+    x0, y0 = int(point[0] - 1.5), int(point[1] - 1.5)
+    arr[y0:y0 + 3, x0:x0 + 3] = 255
+    out = TF(Image.fromarray(arr)).mean(0).clamp(min=0)
+    centre = torch.arange(OUT) + 0.5
+    seen = ((out.sum(0) * centre).sum() / out.sum(), (out.sum(1) * centre).sum() / out.sum())
+    mapped = crop_coords(torch.tensor([point]), *size, OUT, OUT)[0]
+    assert torch.allclose(torch.stack(seen), mapped, atol=0.1), (seen, mapped)
