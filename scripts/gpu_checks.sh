@@ -47,8 +47,8 @@ run_graphtests() {  # the backbone's CUDA graphs are the default on one GPU: eve
     --durations=8 2>&1 | grep -v DEBUG | tee "$OUT/graphtests.txt" | tail -20
 }
 
-run_bench() {  # 4 workers first, the target: both worker counts in one call ran past 400 s on the H200
-  step "pretraining throughput, default settings, 4 workers; last, the model-only step with the backbone eager (the issue's ceiling)"
+run_bench() {  # 4 workers first, the target setting: both worker counts in one call ran past 400 s on the H200
+  step "pretraining throughput, default settings, 4 workers; last, the model-only step with the backbone eager (the eager ceiling)"
   bench 300 --workers 4 --pipelines model upstream ours ours-other augment model-eager --out "$OUT/bench_pretrain.json"
   step "the same with 16 workers, without the input side alone and the eager backbone"
   bench 200 --workers 16 --pipelines model upstream ours ours-other --out "$OUT/bench_pretrain_16.json"

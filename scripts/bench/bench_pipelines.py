@@ -83,7 +83,7 @@ class Pipelines:
         return (lambda _: model_step(self.engine, made)), lambda: iter(int, 1)
 
     def model_eager(self):
-        """(a) with the backbone eager where --compile compiled it: the ceiling as issue #6 defines it
+        """(a) with the backbone eager where --compile compiled it: the eager ceiling
         (bf16 + channels_last, no compilation), in the same process as the compiled pipelines."""
         step, batches = self.model()
 

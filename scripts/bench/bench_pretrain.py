@@ -10,7 +10,7 @@ Settings (MoCo v2 with the paper's CASSLE conditioning, bf16 + channels_last on 
 Pipelines:
   model     pre-made views and descriptors on the device: the ceiling
   model-eager  the same with the backbone eager where --compile (the CUDA default) compiled it:
-            the issue's ceiling (bf16 + channels_last), side by side with the compiled pipelines
+            the eager ceiling (bf16 + channels_last), side by side with the compiled pipelines
   upstream  per-image PIL crop in loader workers, then batched colour ops on the device
   ours      the default of pretrain_cond.py (32 px: whole dataset on the device, crop included;
             224 px, "device decode": workers read bytes, nvJPEG decodes each batch on the device
@@ -124,7 +124,7 @@ def measure(builders: dict, a, device: torch.device, backlogs: dict[str, int]):
     From the second round on, a pipeline first works through its ``backlogs[name]`` steps made ahead
     while the others ran, so that its timed steps go at the pace its loader keeps up, not at that of
     a stock. Yields (round, name, all runs so far) after each measurement, so that a run cut off by a
-    time limit keeps, and has printed, what it measured (the device time of a GPU session is scarce)."""
+    time limit keeps, and has printed, what it measured (GPU time is often scarce)."""
     made = {name: build() for name, build in builders.items()}
     its = {name: iter(batches()) for name, (_, batches) in made.items()}
     runs = {name: [] for name in made}

@@ -40,7 +40,7 @@ def test_bench_pretrain_smoke(tmp_path, capsys):
 
 def test_bench_pretrain_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
     """A run stopped by a time limit (here: interrupted in its third measurement) has written the
-    first two to its JSON: a GPU session's device time is too scarce to lose a step's figures."""
+    first two to its JSON: GPU time is too scarce to lose a step's figures."""
     bench, out, calls = load_script("bench/bench_pretrain"), tmp_path / "b.json", []
 
     def timed(*args, **kwargs):
@@ -309,7 +309,7 @@ def test_bench_pretrain_rejects_bad_variants_before_measuring(spec, message, cap
 
 def test_bench_model_eager_runs_the_compiled_backbone_eager(tmp_path, monkeypatch):
     """model-eager: the model-only step with the backbone that --compile compiled run eager (the
-    issue's ceiling), where "model" runs the compiled graph."""
+    eager ceiling), where "model" runs the compiled graph."""
     from torch._dynamo.backends.registry import lookup_backend
 
     import utils.run
