@@ -168,3 +168,40 @@ def test_cuda_overlapped_steps_have_no_synchronising_call(tmp_path, ahead):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out["loss"])
+
+
+class _Resumable(_Loader):
+    def __init__(self, items):
+        super().__init__(items, [])
+        self.start = 0
+
+    def resume_at(self, step):
+        self.start = step
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        return iter(list.__iter__(self[start:]) if start else super().__iter__())
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("ahead", [1, 3])
+def test_resume_after_any_step_gives_the_rest_of_the_epoch_with_the_same_draws(ahead, overlap):
+    """What a resume inside an epoch relies on: with the generator set back to ``state_before(step)``
+    (taken while the epoch ran, as a checkpoint would), ``resume_at(step)`` yields the epoch's remaining
+    inputs, draws included, even where ``step`` falls inside a group made together."""
+    gen = torch.Generator().manual_seed(0)
+
+    def inputs(group):  # one draw per batch, in batch order, as the views' draws are taken
+        return [(b, int(torch.randint(1000, (1,), generator=gen))) for b in group]
+
+    stream = InputStream(_Resumable(list(range(7))), inputs, torch.device("cpu"), ahead=ahead, overlap=overlap,
+                         snapshot=gen.get_state)
+    whole, states = [], {}
+    for item in stream:
+        whole.append(item)
+        states[len(whole)] = stream.state_before(len(whole))
+    assert len({d for _, d in whole}) == 7  # seven different draws
+    for step in range(1, 7):
+        gen.set_state(states[step])
+        stream.resume_at(step)
+        assert list(stream) == whole[step:], step

@@ -16,8 +16,8 @@ def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_m
         run.model.eval()  # an evaluation that forgets to restore training mode
         return out
 
-    def recording_model_step(run, total_steps):
-        model_step = real_model_step(run, total_steps)
+    def recording_model_step(run, total_steps, *guard):
+        model_step = real_model_step(run, total_steps, *guard)
 
         def step(engine, inputs):
             modes.append(all(m.training for m in run.model.modules()))
