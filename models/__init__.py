@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .augself import AugSelfHeads
 from .backbones import BACKBONES, COMPILE_MODES, build_backbone
-from .frameworks import FRAMEWORKS, Framework, FrameworkOptions
+from .frameworks import FRAMEWORKS, Framework, FrameworkOptions, Progress
 from .projector import ConditionSpec
 
 
@@ -19,4 +19,4 @@ def build_framework(framework: str, model: str, cond: ConditionSpec, opts: Frame
 
 
 __all__ = ["BACKBONES", "COMPILE_MODES", "FRAMEWORKS", "AugSelfHeads", "ConditionSpec", "Framework",
-           "FrameworkOptions", "build_backbone", "build_framework"]
+           "FrameworkOptions", "Progress", "build_backbone", "build_framework"]

@@ -13,6 +13,7 @@ from torch.profiler import record_function
 from torch.utils._pytree import tree_map
 
 from augmentations import ViewAugment, ViewDraws, ViewParams, augself_targets, build_descriptor, compiled
+from models import Progress
 
 from .guard import NonFiniteGuard
 from .input_stream import InputStream
@@ -93,10 +94,11 @@ def make_inputs(run: Run) -> Callable[[list], list]:
     return inputs
 
 
-def make_model_step(run: Run, total_steps: int,
-                    guard: NonFiniteGuard | None = None) -> Callable[[Engine, tuple], dict[str, Tensor]]:
+def make_model_step(run: Run, total_steps: int, guard: NonFiniteGuard | None = None,
+                    epochs: int = 1) -> Callable[[Engine, tuple], dict[str, Tensor]]:
     """The step after the input side: (x1, x2, d1, d2, targets) -> loss, backward, optimiser, hooks;
-    ``guard`` records, on the device, whether the loss terms and gradients are finite."""
+    ``guard`` records, on the device, whether the loss terms and gradients are finite. ``total_steps``
+    are the run's steps over its ``epochs`` (--max-epochs), which the hooks' schedules follow."""
 
     def model_step(engine: Engine, inputs) -> dict[str, torch.Tensor]:
         x1, x2, d1, d2, targets = inputs
@@ -113,16 +115,16 @@ def make_model_step(run: Run, total_steps: int,
             run.framework.on_before_optimizer_step(engine.state.iteration - 1)
             run.scaler.step(run.optimizer)
             run.scaler.update()
-            run.framework.on_after_step(engine.state.iteration, total_steps)
+            run.framework.on_after_step(Progress(engine.state.iteration, total_steps, epochs))
         return terms
 
     return model_step
 
 
-def make_step(run: Run, total_steps: int,
-              guard: NonFiniteGuard | None = None) -> Callable[[Engine, object], dict[str, Tensor]]:
+def make_step(run: Run, total_steps: int, guard: NonFiniteGuard | None = None,
+              epochs: int = 1) -> Callable[[Engine, object], dict[str, Tensor]]:
     """The whole step on a loader batch: make_inputs, then make_model_step."""
-    inputs, model_step = make_inputs(run), make_model_step(run, total_steps, guard)
+    inputs, model_step = make_inputs(run), make_model_step(run, total_steps, guard, epochs)
 
     def step(engine: Engine, batch) -> dict[str, torch.Tensor]:
         return model_step(engine, inputs([batch])[0])
@@ -138,10 +140,10 @@ def input_stream(run: Run, overlap: bool | None = None) -> InputStream:
                        snapshot=lambda: draw_state(run))
 
 
-def engine_and_data(run: Run, total_steps: int, guard: NonFiniteGuard | None = None
+def engine_and_data(run: Run, total_steps: int, guard: NonFiniteGuard | None = None, epochs: int = 1
                     ) -> tuple[Callable[[Engine, object], dict[str, Tensor]], Iterable]:
     """(step function, data) for the Engine: with ``--augment-ahead`` > 1 or ``--overlap-augment`` the
     data is an InputStream of step inputs and the step is the model step; else the loader and the whole step."""
     if run.args.overlap_augment or run.args.augment_ahead > 1:
-        return make_model_step(run, total_steps, guard), input_stream(run)
-    return make_step(run, total_steps, guard), run.loader
+        return make_model_step(run, total_steps, guard, epochs), input_stream(run)
+    return make_step(run, total_steps, guard, epochs), run.loader

@@ -306,7 +306,7 @@ def _train(args, stop: StopRequest) -> None:
     epoch_length = len(run.loader)
     # fp16: the grad scaler skips the steps whose gradients overflow, as it should; only the loss is checked
     guard = NonFiniteGuard(run.framework.parameters(), device, grads=not run.scaler.is_enabled())
-    step, data = engine_and_data(run, epoch_length * args.max_epochs, guard)
+    step, data = engine_and_data(run, epoch_length * args.max_epochs, guard, epochs=args.max_epochs)
     engine = Engine(step)
     # The exception that stops a run reaches the entry point, which prints it once: one line for bad
     # data, a traceback for a bug. Ignite would log it before, with a worker's whole traceback.

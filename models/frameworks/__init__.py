@@ -1,6 +1,6 @@
 """Framework registry: ``--framework`` name -> class (one small file per framework)."""
 from .barlow_twins import BarlowTwins
-from .base import Framework, FrameworkOptions
+from .base import Framework, FrameworkOptions, Progress
 from .byol import BYOL
 from .moco import MoCo
 from .mocov3 import MoCoV3
@@ -18,4 +18,4 @@ FRAMEWORKS: dict[str, type[Framework]] = {
     "swav": SwAV,
 }
 
-__all__ = ["FRAMEWORKS", "Framework", "FrameworkOptions"]
+__all__ = ["FRAMEWORKS", "Framework", "FrameworkOptions", "Progress"]

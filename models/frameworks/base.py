@@ -57,8 +57,22 @@ def fp32(t: torch.Tensor):
 
 
 def cosine_momentum(base: float, step: int, total: int) -> float:
-    """BYOL / MoCo v3 schedule: base at step 0 rising to 1 at the last step."""
+    """BYOL / MoCo v3 schedule: base at step 0 rising to 1 at step ``total``."""
     return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total)) + 1) / 2
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands when a step's hooks run; the target-momentum schedules read it."""
+
+    step: int  # steps taken, this one included (Ignite's 1-based iteration)
+    total_steps: int
+    epochs: int = 1  # the run's --max-epochs, over which the steps are spread evenly
+
+    @property
+    def epoch(self) -> int:
+        """The 1-based epoch this step belongs to, as Ignite's ``engine.state.epoch`` counts it."""
+        return (self.step - 1) * self.epochs // max(1, self.total_steps) + 1
 
 
 class Framework(nn.Module):
@@ -139,5 +153,5 @@ class Framework(nn.Module):
     def on_before_optimizer_step(self, step: int) -> None:
         """Hook after backward, before the update (e.g. SwAV freezes prototypes)."""
 
-    def on_after_step(self, step: int, total_steps: int) -> None:
+    def on_after_step(self, progress: Progress) -> None:
         """Hook after the update (e.g. EMA of momentum encoders)."""

@@ -7,7 +7,14 @@ from torch import Tensor
 from ..losses import byol_loss
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, FrameworkOptions, cosine_momentum, fp32, momentum_copy
+from .base import (
+    Framework,
+    FrameworkOptions,
+    Progress,
+    cosine_momentum,
+    fp32,
+    momentum_copy,
+)
 
 
 class BYOL(Framework):
@@ -32,5 +39,7 @@ class BYOL(Framework):
             loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
-    def on_after_step(self, step: int, total_steps: int) -> None:
-        self.update_targets(cosine_momentum(self.opts.byol_momentum, step, total_steps))
+    def on_after_step(self, progress: Progress) -> None:
+        # Upstream sets the momentum once an epoch: base in the first epoch, rising on a cosine towards 1
+        # (never reaching it: the last epoch is (E-1)/E of the way), where BYOL's paper moves it every step.
+        self.update_targets(cosine_momentum(self.opts.byol_momentum, progress.epoch - 1, progress.epochs))

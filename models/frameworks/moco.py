@@ -9,7 +9,7 @@ from utils.distributed import gather_no_grad
 
 from ..losses import info_nce
 from ..projector import ProjectorSpec
-from .base import Framework, FrameworkOptions, fp32, momentum_copy
+from .base import Framework, FrameworkOptions, Progress, fp32, momentum_copy
 
 
 class MoCo(Framework):
@@ -50,5 +50,5 @@ class MoCo(Framework):
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
-    def on_after_step(self, step: int, total_steps: int) -> None:
+    def on_after_step(self, progress: Progress) -> None:
         self.update_targets(self.opts.moco_momentum)

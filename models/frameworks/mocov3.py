@@ -9,7 +9,14 @@ from utils.distributed import gather_no_grad, rank
 from ..losses import mocov3_contrastive
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, FrameworkOptions, cosine_momentum, fp32, momentum_copy
+from .base import (
+    Framework,
+    FrameworkOptions,
+    Progress,
+    cosine_momentum,
+    fp32,
+    momentum_copy,
+)
 
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 COSINE_MOMENTUM_START = 0.99  # the official MoCo v3 recipe: 0.99 rising to 1 over training
@@ -44,9 +51,9 @@ class MoCoV3(Framework):
             loss = mocov3_contrastive(q1, gather_no_grad(k2), t, off) + mocov3_contrastive(q2, gather_no_grad(k1), t, off)
         return {"loss": loss, "y1": y1, "y2": y2, "z1": q1, "z2": k2}
 
-    def on_after_step(self, step: int, total_steps: int) -> None:
+    def on_after_step(self, progress: Progress) -> None:
         # Upstream CASSLE keeps the momentum constant (0.999); the cosine schedule is MoCo v3's own.
         if self.opts.mocov3_momentum_schedule == "cosine":
-            self.update_targets(cosine_momentum(COSINE_MOMENTUM_START, step, total_steps))
+            self.update_targets(cosine_momentum(COSINE_MOMENTUM_START, progress.step, progress.total_steps))
         else:
             self.update_targets(self.opts.mocov3_momentum)

@@ -133,9 +133,10 @@ class Step:
     grads: dict[str, Tensor | None] = field(default_factory=dict)
 
 
-def project_step(model: nn.Module, batch, iteration: int = 1, total_steps: int = 100) -> Step:
+def project_step(model: nn.Module, batch, iteration: int = 1, total_steps: int = 100, epochs: int = 1) -> Step:
     """One step of the project's own training step (utils.step.make_model_step) on ``batch``, with the
-    optimiser the entry point builds and the lr the schedule sets (factor FACTOR)."""
+    optimiser the entry point builds and the lr the schedule sets (factor FACTOR); ``total_steps`` span
+    ``epochs`` epochs."""
     from utils.run import build_optimizer
     from utils.schedule import set_lr
     from utils.step import make_model_step
@@ -147,7 +148,7 @@ def project_step(model: nn.Module, batch, iteration: int = 1, total_steps: int =
     engine = SimpleNamespace(state=SimpleNamespace(iteration=iteration))
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.train()
-    out = make_model_step(run, total_steps)(engine, batch)
+    out = make_model_step(run, total_steps, epochs=epochs)(engine, batch)
     grads = {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters() if p.requires_grad}
     return Step(out, before, {k: v.detach().clone() for k, v in model.state_dict().items()}, grads)
 

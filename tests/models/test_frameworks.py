@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from models import FRAMEWORKS, ConditionSpec, FrameworkOptions, build_framework
+from models import (
+    FRAMEWORKS,
+    ConditionSpec,
+    FrameworkOptions,
+    Progress,
+    build_framework,
+)
 from models.frameworks.base import cosine_momentum, ema_update
 
 SMALL = FrameworkOptions(proj_hidden=32, moco_queue=24, swav_prototypes=10)
@@ -43,7 +49,7 @@ def test_every_framework_and_injection_steps(name, inj):
     out["loss"].backward()
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
     model.on_before_optimizer_step(0)
-    model.on_after_step(0, 10)
+    model.on_after_step(Progress(1, 10))
 
 
 def test_moco_queue_wraps_around():
@@ -85,7 +91,7 @@ def test_target_projector_is_conditioned_and_tracks_online():
         for p in model.projector.parameters():
             p.add_(1.0)
     before = model.target_projector.embed[0].weight.clone()
-    model.on_after_step(0, 10)
+    model.on_after_step(Progress(1, 10))
     assert not torch.equal(before, model.target_projector.embed[0].weight)
 
 
@@ -134,13 +140,25 @@ def test_losses_are_computed_in_fp32_under_bf16_autocast(name):
     assert abs(out["ssl_loss"].item() - ref.item()) < 1e-5
 
 
+def test_byol_momentum_changes_once_an_epoch_as_upstream():
+    """Upstream (A trainers.py:282, C trainers_cond.py:435) takes BYOL's momentum from Ignite's 1-based
+    epoch, 1 - (1 - 0.996)(cos(pi (epoch - 1) / max_epochs) + 1) / 2: one value for every step of an epoch."""
+    model = build_framework("byol", "mini_resnet", CONDS["proj-none"], FrameworkOptions(proj_hidden=32), image_size=16)
+    applied = []
+    model.update_targets = applied.append
+    for step in range(1, 13):  # 3 epochs of 4 steps
+        model.on_after_step(Progress(step, 12, epochs=3))
+    expected = [1 - 0.004 * (math.cos(math.pi * (epoch - 1) / 3) + 1) / 2 for epoch in (1, 2, 3) for _ in range(4)]
+    assert applied == pytest.approx(expected, rel=0, abs=1e-15)
+
+
 @pytest.mark.parametrize("name", ["moco", "mocov3", "byol"])
 def test_target_update_follows_the_weights_after_a_move_and_a_load(name):
     """update_targets gathers its parameter lists once; a later dtype move or checkpoint load must
     still be averaged (both keep the Parameter objects), over the backbone and the projector."""
     torch.manual_seed(0)
     model = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
-    model.on_after_step(0, 10)  # the first call gathers the lists
+    model.on_after_step(Progress(1, 10))  # the first call gathers the lists
     other = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
     model = model.double()
     model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in other.state_dict().items()})
@@ -148,8 +166,9 @@ def test_target_update_follows_the_weights_after_a_move_and_a_load(name):
         for p in [*model.backbone.parameters(), *model.projector.parameters()]:
             p.add_(torch.randn_like(p))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.on_after_step(3, 10)
-    m = cosine_momentum(SMALL.byol_momentum, 3, 10) if name == "byol" else 0.999  # MoCo v2 and v3: constant
+    model.on_after_step(Progress(4, 10, epochs=5))  # epoch 2 of 5
+    # BYOL: upstream's per-epoch cosine, 1 - (1 - 0.996)(cos(pi (epoch - 1) / epochs) + 1) / 2; MoCo: constant
+    m = 1 - 0.004 * (math.cos(math.pi / 5) + 1) / 2 if name == "byol" else 0.999
     targets = [(n, p) for n, p in model.named_parameters() if n.startswith(("target_backbone.", "target_projector."))]
     assert len(targets) == len(list(model.backbone.parameters())) + len(list(model.projector.parameters()))
     for n, p in targets:
@@ -242,7 +261,7 @@ def test_mocov3_momentum_is_upstreams_constant_by_default_and_cosine_on_request(
     online, target = model.backbone.conv1.weight, model.target_backbone.conv1.weight
     for step in (0, 3):
         before_t, before_o = target.detach().clone(), online.detach().clone()
-        model.on_after_step(step, 10)
+        model.on_after_step(Progress(step, 10))
         m = 0.999 if schedule == "constant" else 1 - 0.01 * (math.cos(math.pi * step / 10) + 1) / 2
         torch.testing.assert_close(target, m * before_t + (1 - m) * before_o)
 

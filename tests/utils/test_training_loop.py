@@ -99,10 +99,11 @@ def test_lr_per_group_and_weight_decay_at_each_step(tmp_path, monkeypatch, cifar
     assert all(a != b for a, b in itertools.pairwise(firsts)), firsts  # the schedule moved every epoch
 
 
-def test_ema_momentum_per_step_and_descriptors_reach_their_own_projector_calls(tmp_path, monkeypatch, cifar):
-    """BYOL: the target's momentum follows the cosine from 0.996 over the run's steps (one value a step,
-    after the update); in the first step, the online and the target projector each see view 1's
-    features with view 1's descriptor and view 2's with view 2's."""
+def test_ema_momentum_per_epoch_and_descriptors_reach_their_own_projector_calls(tmp_path, monkeypatch, cifar):
+    """BYOL: the target's momentum follows upstream's cosine from 0.996 over the epochs (A trainers.py:282:
+    one value an epoch from Ignite's 1-based epoch, applied after each update); in the first step, the
+    online and the target projector each see view 1's features with view 1's descriptor and view 2's
+    with view 2's."""
     views, descs, calls = [], [], {"backbone": [], "projector": []}
     make_views, build_descriptor = utils.step.make_views, utils.step.build_descriptor
 
@@ -131,10 +132,10 @@ def test_ema_momentum_per_step_and_descriptors_reach_their_own_projector_calls(t
         return run
 
     monkeypatch.setattr(utils.trainer, "build_run", build_run)
-    steps, momentums, _ = _train(tmp_path, monkeypatch, cifar, "byol", 2)
-    total = len(steps)
-    assert momentums == pytest.approx([1 - 0.004 * (math.cos(math.pi * k / total) + 1) / 2
-                                       for k in range(1, total + 1)], rel=0, abs=1e-12)
+    steps, momentums, _ = _train(tmp_path, monkeypatch, cifar, "byol", 3)
+    assert [e for e, _ in steps] == [1, 1, 2, 2, 3, 3]
+    assert momentums == pytest.approx([1 - 0.004 * (math.cos(math.pi * (e - 1) / 3) + 1) / 2 for e, _ in steps],
+                                      rel=0, abs=1e-12)
     x1, p1, x2, p2 = views[0]
     desc_of = {id(p): d for p, d in descs[:2]}
     assert set(desc_of) == {id(p1), id(p2)}
