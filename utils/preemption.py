@@ -100,7 +100,7 @@ def peer_lost_line(e: BaseException) -> str | None:
     if not lost or not dist.is_initialized():
         return None
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-    first = re.sub(r"^\[[^\]]*\] ", "", first)  # gloo's source location
+    first = re.sub(r"^\[[^\]]*\] ", "", first).split(". ")[0]  # without gloo's source location and advice
     return f"lost contact with another rank of the run, which died or hung ({first[:160]})"
 
 
