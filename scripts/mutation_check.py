@@ -32,6 +32,8 @@ REF = ("tests/models/test_reference_contrastive.py", "tests/models/test_referenc
 CONTRASTIVE, SIAMESE = REF
 RECIPE = "tests/test_pretrain_recipe.py"
 LOOP = "tests/utils/test_training_loop.py"
+GLOO = "tests/utils/test_distributed_frameworks.py"
+RESUME = "tests/test_pretrain_resume.py"
 
 
 class Mutation(NamedTuple):
@@ -92,6 +94,15 @@ MUTATIONS: list[Mutation] = [
       "torch._foreach_lerp_(target, online, m)", REF),
     M("byol-momentum-ramp", "models/frameworks/base.py", "math.cos(math.pi * step / max(1, total))",
       "math.cos(math.pi * step / max(1, 2 * total))", (SIAMESE, LOOP)),
+    # two processes, and resume
+    M("barlow-local-batch-norm", "models/frameworks/barlow_twins.py", "z1.t() @ z2 / (z1.shape[0] * world_size())",
+      "z1.t() @ z2 / z1.shape[0]", (GLOO,)),
+    M("mocov3-no-rank-offset", "models/frameworks/mocov3.py", "off = self.opts.mocov3_temperature, rank() * q1.shape[0]",
+      "off = self.opts.mocov3_temperature, 0", (GLOO,)),
+    M("swav-sinkhorn-local-batch", "models/frameworks/swav.py", "all_reduce_sum_no_grad, scores.shape[0] * world_size())",
+      "lambda t: t, scores.shape[0])", (GLOO,)),
+    M("resume-without-optimiser-state", "utils/trainer.py", 'run.optimizer.load_state_dict(ckpt["optimizer"])', "pass",
+      (RESUME,)),
     # projector, heads, MLPs
     M("proj-mul-offset", "models/projector.py", "            x = x * e", "            x = x * (1 + e)", (SIAMESE,)),
     M("embedding-without-last-bn", "models/projector.py",
