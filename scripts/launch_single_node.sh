@@ -37,7 +37,7 @@ trap ':' INT  # the terminal sent it to torchrun too: wait for its end and keep 
 while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done  # a trapped signal interrupts wait
 wait "$pid"
 status=$?
-if [ -n "$asked" ] && [ -n "$logdir" ] && [ "$logdir/ckpt-last.pth" -nt "$marker" ]; then
+if [ "$status" -ne 0 ] && [ -n "$asked" ] && [ -n "$logdir" ] && [ "$logdir/ckpt-last.pth" -nt "$marker" ]; then
   echo "stopped on SIG$asked: $logdir/ckpt-last.pth holds the last step; continue with --resume last" >&2
   exit $PREEMPTED
 fi
