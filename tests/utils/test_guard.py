@@ -43,3 +43,20 @@ def test_one_process_poll_reports_a_recorded_signal_and_a_bad_step():
     stop._record(stop.signals[0], None)  # what the handler does when SIGUSR1 comes
     guard.observe(1, {"loss": torch.tensor(float("nan"))})
     assert checks.poll() == (True, True) and stop.name == "SIGUSR1"
+
+
+def test_the_guarded_step_never_waits_for_the_device(tmp_path):
+    """The guard's per-step record (loss terms and every gradient's largest magnitude) adds no op that
+    reads a value back to the host; a NaN is then seen only at a check."""
+    from tests.helpers import StubEngine, tiny_run
+    from tests.utils.test_step import SyncOps
+    from utils.step import make_step
+    run = tiny_run(tmp_path, "--framework", "simclr", "--aug-inj-type", "proj-none")
+    guard = NonFiniteGuard(run.framework.parameters(), run.device)
+    step = make_step(run, total_steps=10, guard=guard)
+    batch = next(iter(run.loader))
+    step(StubEngine(), batch)
+    with SyncOps() as mode:
+        step(StubEngine(), batch)
+    assert mode.seen == [], sorted(set(mode.seen))
+    assert not bool(guard.bad) and guard.names[0] == "loss"
