@@ -70,7 +70,8 @@ def _run_flags(a) -> None:
            f"with status {EXIT_PREEMPTED} (--resume last continues it exactly), any of {', '.join(STOP_SIGNALS)} "
            f"(default: {' '.join(DEFAULT_STOP_SIGNALS)}: preemption and SLURM's --signal warning; none: leave them be)")
     a("--eval-freq", type=int, default=1, help="k-NN monitor every N epochs (0: never)")
-    a("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN monitor")
+    a("--knn-k", type=int, default=200, help="most neighbours of the weighted k-NN monitor (InstDisc's 200); "
+      "the k used is min(this, labelled bank size // (10 x classes)), a tenth of a class (utils/knn.py)")
     a("--knn-t", type=float, default=0.1, help="temperature of the weighted k-NN monitor")
 
 

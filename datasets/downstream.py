@@ -22,7 +22,7 @@ from .folders import SPLITS_DIR
 # name -> (published train size, val size, seed) for seeded splits of the training set
 SEEDED = {"cifar10": (45000, 5000, 43), "cifar100": (45000, 5000, 44), "food101": (68175, 7575, 42),
           "mit67": (4690, 670, 51), "pets": (2940, 740, 49), "cars": (7000, 1144, 51), "stl10": (4500, 500, 50),
-          "colordigits": (1294, 144, 0), "colordigits-color": (1294, 144, 0)}
+          "colordigits": (1294, 144, 0)}  # every colordigits-<label> set: one split of the same images
 
 
 @dataclass
@@ -210,11 +210,11 @@ def build_downstream(name: str, root: str | None, transform, train_transform=Non
     if name not in NUM_CLASSES:
         raise DataError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {name!r}")
     ttf = train_transform or transform
-    if name.startswith("colordigits"):
-        pick = 2 if name == "colordigits-color" else 1
-        tr, te = make_colordigits("train"), make_colordigits("test")
-        train, val = seeded_split(PILTensorDataset(tr[0], tr[pick], ttf), name)
-        return Splits(train, val, PILTensorDataset(te[0], te[pick], transform), NUM_CLASSES[name])
+    if name.startswith("colordigits-"):  # one label set of the built-in images: colordigits-<label>
+        label = name.removeprefix("colordigits-")
+        (tr, tr_y), (te, te_y) = make_colordigits("train"), make_colordigits("test")
+        train, val = seeded_split(PILTensorDataset(tr, tr_y[label], ttf), "colordigits")
+        return Splits(train, val, PILTensorDataset(te, te_y[label], transform), NUM_CLASSES[name])
     if not root:
         raise DataError(f"--dataset {name} needs --datadir, the folder that holds it")
     if download and name in NOT_FETCHABLE:

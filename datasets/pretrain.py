@@ -133,8 +133,8 @@ def build_pretrain_data(dataset: str, datadir: str | None, download: bool = Fals
     """Load ``--dataset`` from ``--datadir``; raises DataError with a one-line message if absent."""
     check_pretrain_data(dataset, datadir, download)
     if dataset == "colordigits":
-        tr, te = make_colordigits("train"), make_colordigits("test")
-        return PretrainData(TensorImages(tr[0], tr[1]), TensorImages(tr[0], tr[1]), TensorImages(te[0], te[1]))
+        (tr, tr_y), (te, te_y) = make_colordigits("train"), make_colordigits("test")  # k-NN on the content
+        return PretrainData(TensorImages(tr, tr_y["digit"]), TensorImages(tr, tr_y["digit"]), TensorImages(te, te_y["digit"]))
     if dataset in ("cifar10", "cifar100"):
         tr = _cifar(dataset, datadir, download, True)
         return PretrainData(tr, tr, _cifar(dataset, datadir, download, False))

@@ -42,9 +42,9 @@ def test_seed_command_runs_on_tiny_imagenet100(seed_pretrain_run):
     res = tvm.resnet18().load_state_dict(ckpt["backbone"], strict=False)
     assert set(res.missing_keys) == {"fc.weight", "fc.bias"} and not res.unexpected_keys
     knn = json.loads((logdir / "knn.json").read_text())
-    assert 0.0 <= knn["knn"] <= 1.0 and knn["epoch"] == 1 and knn["k"] == 100  # --knn-k 200, 100 labelled images
+    assert 0.0 <= knn["knn"] <= 1.0 and knn["epoch"] == 1 and knn["k"] == 1  # a tenth of a class: 100 images, 100 classes
     log = (logdir / "log.txt").read_text()
-    assert "2 steps/epoch" in log and "weighted-100NN=" in log and "ckpt-last.pth" in log
+    assert "2 steps/epoch" in log and "weighted-1NN=" in log and "ckpt-last.pth" in log
     assert "k-NN monitor: 100 labelled queries against 100 labelled images" in log
 
 
@@ -63,7 +63,7 @@ def test_each_framework_and_method_trains_an_epoch(tmp_path, monkeypatch, framew
     assert bool(heads) == (method == "augself")
     assert any(k.startswith("projector.embed.") for k in ckpt["model"]) == (method == "cassle")
     log = (logdir / "log.txt").read_text()
-    assert "weighted-64NN=" in log  # --knn-k 200 against a bank of 64 labelled images
+    assert "weighted-1NN=" in log  # 64 labelled images, 10 classes: a tenth of a class rounds to 1
     losses = [float(x) for x in re.findall(r" loss=(\S+)", log)]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert re.search(r"epoch 1 \[1/2\] .* eta=\w+\n", log) and re.search(r"epoch 1 \[2/2\] .* eta=0s\n", log)

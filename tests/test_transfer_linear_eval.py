@@ -29,7 +29,7 @@ def test_seed_command_on_pretrain_checkpoint(seed_pretrain_run, tmp_path, monkey
     assert res["best_wd"] in res["grid"] and res["args"]["model"] == "resnet18"
 
 
-@pytest.mark.parametrize("dataset,classes", [("colordigits", 10), ("colordigits-color", 10)])
+@pytest.mark.parametrize("dataset,classes", [("colordigits-digit", 10), ("colordigits-hue", 4)])
 def test_builtin_colordigits(colordigits_ckpt, capsys, dataset, classes):
     run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
          "--dataset", dataset, "--num-workers", "0", "--max-iter", "200"])
@@ -59,7 +59,7 @@ def test_ctrl_c_says_what_is_kept_in_one_line(colordigits_ckpt, monkeypatch, cap
     monkeypatch.setattr(utils.linear_eval, "linear_eval", interrupt)
     with pytest.raises(SystemExit) as stop:
         run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
-             "--dataset", "colordigits", "--num-workers", "0"])
+             "--dataset", "colordigits-digit", "--num-workers", "0"])
     assert stop.value.code == 130
     assert capsys.readouterr().err == "interrupted: the results printed above are in their JSON files; the " \
                                       "checkpoints after them were not evaluated\n"
@@ -78,20 +78,20 @@ def test_bad_inputs(colordigits_ckpt, tmp_path, capsys):
     _expect_error([*base, "--dataset", "pets", "--datadir", tmp_path / "empty"], capsys,
                   r"pets not found or corrupted .*--download")
     _expect_error([*base, "--dataset", "imagenet1k"], capsys, r"--dataset must be one of")
-    _expect_error([*base, "--dataset", "colordigits", "--metric", "top5"], capsys,
+    _expect_error([*base, "--dataset", "colordigits-digit", "--metric", "top5"], capsys,
                   r"--metric must be top1 or class-avg")
     save_atomic({"model": {}}, str(tmp_path / "nobb.pth"))
-    _expect_error(["--ckpt", tmp_path / "nobb.pth", "--model", "mini_resnet", "--dataset", "colordigits",
+    _expect_error(["--ckpt", tmp_path / "nobb.pth", "--model", "mini_resnet", "--dataset", "colordigits-digit",
                    "--pretrain-data", "colordigits"], capsys, r"--ckpt .*nobb.pth: has no 'backbone' key")
-    _expect_error([*base[:4], "--model", "resnet18", "--dataset", "colordigits"], capsys,
+    _expect_error([*base[:4], "--model", "resnet18", "--dataset", "colordigits-digit"], capsys,
                   r"--ckpt .*: backbone does not match --model resnet18 \(\d+ missing")
     for flag, value, expected in [("--pretrain-data", "imagenet", r"--pretrain-data must be one of"),
                                   ("--max-iter", "0", r"--max-iter must be positive, got 0$"),
                                   ("--batch-size", "0", r"--batch-size must be positive, got 0$"),
                                   ("--num-workers", "-2", r"--num-workers must be >= 0, got -2$")]:
-        _expect_error([*base, "--dataset", "colordigits", flag, value], capsys, expected)
+        _expect_error([*base, "--dataset", "colordigits-digit", flag, value], capsys, expected)
     (tmp_path / "a-file").write_text("")
-    _expect_error([*base, "--dataset", "colordigits", "--tensorboard", tmp_path / "a-file" / "tb"], capsys,
+    _expect_error([*base, "--dataset", "colordigits-digit", "--tensorboard", tmp_path / "a-file" / "tb"], capsys,
                   r"--tensorboard .*a-file/tb: cannot create this folder \(Not a directory\)$")
 
 
@@ -108,7 +108,7 @@ def test_a_model_pretrained_on_any_pretraining_dataset_can_be_evaluated(tmp_path
     sizes = {}
     for data in PRETRAIN_DATASETS:
         args = transfer_linear_eval.build_parser().parse_args(
-            ["--pretrain-data", data, "--ckpt", ckpt, "--model", "mini_resnet", "--dataset", "colordigits"])
+            ["--pretrain-data", data, "--ckpt", ckpt, "--model", "mini_resnet", "--dataset", "colordigits-digit"])
         transfer_linear_eval.validate(args)
         sizes[data] = eval_transform(data)(Image.new("RGB", (300, 260))).shape[-1]
     assert sizes == {"cifar10": 32, "cifar100": 32, "stl10": 96, "stl10_rot": 96, "stl10_sol": 96,
@@ -122,13 +122,13 @@ def test_a_checkpoint_in_a_read_only_folder_fails_before_any_feature_is_extracte
     access = os.access  # root may write anywhere: the read-only folder is simulated
     monkeypatch.setattr(utils.validate.os, "access", lambda p, mode: p != folder and access(p, mode))
     _expect_error(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
-                   "--dataset", "colordigits"], capsys,
+                   "--dataset", "colordigits-digit"], capsys,
                   r"--ckpt .*ckpt-last.pth: its folder is not writable, and the result JSON is written next to it$")
 
 
 def test_tensorboard_logging(colordigits_ckpt, tmp_path):
     run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
-         "--dataset", "colordigits-color", "--num-workers", "0", "--max-iter", "50", "--tensorboard", tmp_path / "tb"])
+         "--dataset", "colordigits-hue", "--num-workers", "0", "--max-iter", "50", "--tensorboard", tmp_path / "tb"])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(tmp_path / "tb")).Reload()
     tags = acc.Tags()["scalars"]
@@ -142,10 +142,10 @@ def test_wandb_offline_logs_the_result_beside_the_checkpoint(colordigits_ckpt, t
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run(["--pretrain-data", "colordigits", "--ckpt", ckpt, "--model", "mini_resnet",
-         "--dataset", "colordigits-color", "--num-workers", "0", "--max-iter", "50"])
+         "--dataset", "colordigits-hue", "--num-workers", "0", "--max-iter", "50"])
     (offline,) = (tmp_path / "wandb").glob("offline-run-*")
     (record,) = offline.rglob("*.wandb")
-    assert b"linear/colordigits-color/ckpt-last.pth/test_top1" in record.read_bytes()
+    assert b"linear/colordigits-hue/ckpt-last.pth/test_top1" in record.read_bytes()
 
 
 def test_pretrain_data_and_model_come_from_the_checkpoint_and_must_agree_with_it(colordigits_ckpt, tmp_path, capsys):
@@ -161,7 +161,7 @@ def test_pretrain_data_and_model_come_from_the_checkpoint_and_must_agree_with_it
             ["--ckpt", *extra[:1], "--model", "mini_resnet", "--device", "cpu", *map(str, extra[1:])])
         transfer_linear_eval.validate(args)
         return args
-    assert validated(colordigits_ckpt, "--dataset", "colordigits").pretrain_data == "colordigits"
+    assert validated(colordigits_ckpt, "--dataset", "colordigits-digit").pretrain_data == "colordigits"
     stored = transfer_linear_eval.build_parser().parse_args(["--ckpt", colordigits_ckpt, "--device", "cpu"])
     capsys.readouterr()
     transfer_linear_eval.validate(stored)  # neither flag given: both as the checkpoint stores them
@@ -181,6 +181,6 @@ def test_pretrain_data_and_model_come_from_the_checkpoint_and_must_agree_with_it
         transfer_linear_eval.validate(transfer_linear_eval.build_parser().parse_args(["--ckpt", bare, "--device", "cpu"]))
     assert not validated(bare, "--dataset", "cub200").ten_crop
     assert validated(bare, "--dataset", "cub200", "--pretrain-data", "folder").ten_crop  # any 224 px model
-    _expect_error(["--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--dataset", "colordigits", "--ten-crop"],
+    _expect_error(["--ckpt", colordigits_ckpt, "--model", "mini_resnet", "--dataset", "colordigits-digit", "--ten-crop"],
                   capsys, r"--ten-crop makes 224 px training crops: it is for models pretrained at 224 px "
                   r"\(imagenet100, folder\), not --pretrain-data colordigits \(32 px\)$")

@@ -176,7 +176,8 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger, ctl: Control) -> N
                 and run.data.knn_train is not None):  # asked to stop: the checkpoint first, in the time left
             if master:
                 acc = knn_monitor(run)
-                log.info(f"epoch {ep} knn: 1-NN={acc['nn1']:.4f} weighted-{acc['k']}NN={acc['knn']:.4f}")
+                log.info(f"epoch {ep} knn: 1-NN={acc['nn1']:.4f} weighted-{acc['k']}NN={acc['knn']:.4f} "
+                         f"(chance {acc['chance']:.4f})")
                 log.scalars({"eval/nn1": acc["nn1"], "eval/knn": acc["knn"]}, e.state.iteration)
                 write_json(os.path.join(logdir, "knn.json"), {"epoch": ep, **acc})
             idist.barrier()

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import datasets
-from datasets.catalog import DOWNSTREAM_DATASETS, METRICS, NUM_CLASSES, NUM_COLORS
+from datasets.catalog import DOWNSTREAM_DATASETS, METRICS, NUM_CLASSES
 from tests.helpers import ROOT
 
 
@@ -28,6 +28,8 @@ def test_package_names_resolve_on_first_use():
 
 
 def test_catalog_agrees_with_the_datasets():
-    from datasets.colordigits import make_colordigits, palette
-    assert len(palette()) == NUM_COLORS and int(make_colordigits("test")[2].max()) == NUM_COLORS - 1
+    from datasets.colordigits import LABELS, make_colordigits
+    labels = make_colordigits("test")[1]
+    assert {f"colordigits-{k}" for k in LABELS} == {n for n in NUM_CLASSES if n.startswith("colordigits")}
+    assert all(int(labels[k].max()) == NUM_CLASSES[f"colordigits-{k}"] - 1 for k in LABELS)
     assert DOWNSTREAM_DATASETS[:3] == ("cifar10", "cifar100", "food101") and set(METRICS) == set(NUM_CLASSES)

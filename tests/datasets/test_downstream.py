@@ -49,7 +49,7 @@ def test_every_dataset_on_disk_has_a_loader():
 def test_table_metrics():
     assert {k for k, v in METRICS.items() if v == "class-avg"} == {
         "pets", "flowers", "flowers-5shot", "flowers-10shot", "caltech101", "aircraft"}
-    assert NUM_CLASSES["sun397"] == 397 and NUM_CLASSES["colordigits-color"] == 10
+    assert NUM_CLASSES["sun397"] == 397 and NUM_CLASSES["colordigits-hue"] == 4
 
 
 def test_cifar_and_stl10(tmp_path, monkeypatch):
@@ -138,11 +138,13 @@ def test_ten_crop_train_transform(tmp_path):
     assert s.train[0][0].shape == (10, 3, 224, 224) and s.test[0][0].shape == (3, 224, 224)
 
 
-def test_colordigits_digit_and_colour_labels():
-    d, c = build_downstream("colordigits", None, TF), build_downstream("colordigits-color", None, TF)
+def test_colordigits_label_sets_share_images_and_split():
+    sets = {k: build_downstream(f"colordigits-{k}", None, TF) for k in ("digit", "hue", "saturation", "flip")}
+    d = sets["digit"]
     assert (len(d.train), len(d.val), len(d.test)) == (1294, 144, 359)
-    assert d.num_classes == 10 and c.num_classes == 10
-    assert d.train.indices == c.train.indices  # same images, different labels
+    assert [s.num_classes for s in sets.values()] == [10, 4, 3, 2]
+    assert all(s.train.indices == d.train.indices for s in sets.values())  # same images, other labels
+    assert d.test[0][1] != sets["flip"].test[0][1] or d.test[1][1] != sets["flip"].test[1][1]
 
 
 def test_few_shot_pools(tmp_path):

@@ -111,7 +111,7 @@ def _features(local_rank, out_dir):
     from utils.features import sharded_features
     torch.manual_seed(0)
     net, _ = build_backbone("mini_resnet")
-    data = torch.utils.data.Subset(build_downstream("colordigits", None, eval_transform("colordigits")).test,
+    data = torch.utils.data.Subset(build_downstream("colordigits-digit", None, eval_transform("colordigits")).test,
                                    range(37))  # not divisible by 2: exercises the padding
     f, y = sharded_features(net, data, torch.device("cpu"), 8, 0)
     # multi-crop items, as --ten-crop's training split gives: three crops per image, a row per crop

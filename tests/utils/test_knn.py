@@ -1,9 +1,10 @@
 """k-NN monitor against scikit-learn (1-NN) and a direct weighted-vote reference."""
 import numpy as np
+import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from utils.knn import extract_features, knn_accuracy
+from utils.knn import extract_features, knn_accuracy, neighbours_for_bank
 
 
 def _feats(seed=0):
@@ -23,7 +24,7 @@ def test_nn1_matches_sklearn_cosine():
 
 def test_weighted_knn_matches_direct_votes():
     ftr, ytr, fte, yte = _feats(1)
-    k, t = 15, 0.1
+    k, t = 7, 0.1  # the rule's k for this bank: 300 images // (10 x 4 classes)
     a = ftr / ftr.norm(dim=1, keepdim=True)
     b = fte / fte.norm(dim=1, keepdim=True)
     correct = 0
@@ -34,14 +35,25 @@ def test_weighted_knn_matches_direct_votes():
         for j in top:
             votes[int(ytr[j])] += np.exp(sims[j] / t)
         correct += int(votes.argmax() == int(yte[i]))
-    assert knn_accuracy(ftr, ytr, fte, yte, k=k, temperature=t)["knn"] == correct / len(b)
-    assert knn_accuracy(ftr, ytr, fte, yte, k=k, temperature=t)["k"] == k
+    for most in (k, 200):  # --knn-k is the most: the bank's rule gives 7 either way
+        res = knn_accuracy(ftr, ytr, fte, yte, k=most, temperature=t)
+        assert res["knn"] == correct / len(b) and res["k"] == k
 
 
-def test_k_beyond_the_bank_uses_the_whole_bank_and_says_so():
-    ftr, ytr, fte, yte = _feats(2)
-    whole = knn_accuracy(ftr, ytr, fte, yte, k=len(ftr))
-    assert knn_accuracy(ftr, ytr, fte, yte, k=10 * len(ftr)) == whole and whole["k"] == len(ftr)
+@pytest.mark.parametrize("k_max,bank,classes,expected", [
+    (200, 1438, 10, 14),      # colordigits: a tenth of its ~144 images a class
+    (200, 50000, 10, 200),    # CIFAR-10: the cap, InstDisc's 200
+    (200, 126689, 100, 126),  # ImageNet-100
+    (20, 5000, 10, 20),       # a smaller --knn-k is kept
+    (200, 64, 10, 1)])        # a bank smaller than ten images a class: one neighbour
+def test_the_rule_for_k(k_max, bank, classes, expected):
+    assert neighbours_for_bank(k_max, bank, classes) == expected
+
+
+def test_chance_is_the_most_frequent_query_class():
+    ftr, ytr, fte, _ = _feats(2)
+    yte = torch.tensor([0] * 50 + [1] * 20 + [3] * 10)
+    assert knn_accuracy(ftr, ytr, fte, yte)["chance"] == 50 / 80
 
 
 def test_extract_features_from_uint8_tensors_normalises_and_restores_mode():
