@@ -11,7 +11,7 @@ import pytest
 import pretrain_cond
 import transfer_linear_eval
 from augmentations import check_keys
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
 
 def sh(script, *args, **env):
@@ -57,14 +57,18 @@ def test_pretrain_sweep_dry_run_has_published_settings():
         "moco", "simclr", "byol", "simsiam", "barlow_twins"}
 
 
-def test_colordigits_compare_dry_run_parses():
-    out = sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1")
-    for argv in commands(out, "pretrain_cond.py"):
-        pretrain_cond.build_parser().parse_args(argv)
-    for argv in commands(out, "transfer_linear_eval.py"):
-        transfer_linear_eval.build_parser().parse_args(argv)
-    assert len(commands(out, "transfer_linear_eval.py")) == 6
-    assert out.count("analyze.py predict-aug") == 3 and "--analysis" in out
+@pytest.mark.parametrize("size,model,max_iter", [("cpu", "mini_resnet", 100), ("gpu", "cifar_resnet18", 5000)])
+def test_colordigits_compare_dry_run_parses(size, model, max_iter):
+    probes = load_script("colordigits_probes")
+    out = sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1", SIZE=size)
+    runs = [pretrain_cond.build_parser().parse_args(argv) for argv in commands(out, "pretrain_cond.py")]
+    assert len(runs) == 9 and {(a.seed, a.model, a.max_epochs > 10) for a in runs} == {
+        (s, model, True) for s in (0, 1, 2)}
+    assert {a.aug_inj_type for a in runs} == {"proj-none", "proj-cat"} and sum(a.ss_crop > 0 for a in runs) == 3
+    evals = [probes.build_parser().parse_args(argv) for argv in commands(out, "scripts/colordigits_probes.py")]
+    assert len(evals) == 12 and {a.max_iter for a in evals} == {max_iter}
+    assert {a.ckpt[0].split("/")[3] for a in evals} == {"random-init", "baseline", "augself", "cassle"}
+    assert out.count("analyze.py predict-aug") == 9 and "--over-seeds" in out and "--analysis" in out
 
 
 def test_eval_sweep_dry_run_metrics_and_skip(colordigits_ckpt):
@@ -85,27 +89,27 @@ def test_eval_sweep_dry_run_metrics_and_skip(colordigits_ckpt):
 
 def test_real_eval_sweep_then_collector(colordigits_ckpt, tmp_path):
     run_dir = os.path.dirname(colordigits_ckpt)
-    sh("sweep_eval.sh", run_dir, DATASETS="colordigits colordigits-color",
+    sh("sweep_eval.sh", run_dir, DATASETS="colordigits-digit colordigits-hue",
        EXTRA="--max-iter 30 --num-workers 0 --device cpu")
     # A second "run": the same results under another name, one value changed, to check the differences.
     other = tmp_path / "other"
     other.mkdir()
-    for ds in ("colordigits", "colordigits-color"):
+    for ds in ("colordigits-digit", "colordigits-hue"):
         res = json.load(open(os.path.join(run_dir, f"linear-{ds}-top1-ckpt-last.json")))
-        res["test"] += 0.01 if ds == "colordigits" else 0.0
+        res["test"] += 0.01 if ds == "colordigits-digit" else 0.0
         json.dump(res, open(other / f"linear-{ds}-top1-ckpt-last.json", "w"))
     (other / "analysis-ckpt-last").mkdir()
     json.dump({"color": {"r2": 0.5}, "blur": {"r2": None}}, open(other / "analysis-ckpt-last" / "predict-aug.json", "w"))
     md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
     out = collect(run_dir, other, "--baseline", "run", "--md", md, "--csv", csv_path).stdout
     lines = out.splitlines()
-    assert lines[0] == "| run | colordigits | colordigits-color |"
-    base = json.load(open(os.path.join(run_dir, "linear-colordigits-top1-ckpt-last.json")))["test"]
+    assert lines[0] == "| run | colordigits-digit | colordigits-hue |"
+    base = json.load(open(os.path.join(run_dir, "linear-colordigits-digit-top1-ckpt-last.json")))["test"]
     assert f"| run | {100 * base:.2f} |" in out
     assert "| other | +1.00 | +0.00 |" in out
-    assert md.read_text().strip() == out.strip() and csv_path.read_text().startswith("run,colordigits,")
+    assert md.read_text().strip() == out.strip() and csv_path.read_text().startswith("run,colordigits-digit,")
     with_r2 = collect(other, "--analysis").stdout
-    assert with_r2.splitlines()[0] == "| run | colordigits | colordigits-color | R2 color |"
+    assert with_r2.splitlines()[0] == "| run | colordigits-digit | colordigits-hue | R2 color |"
     assert with_r2.splitlines()[2].endswith("| 50.00 |")
 
 
