@@ -19,6 +19,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.catalog import DOWNSTREAM_DATASETS  # noqa: E402  (the paper's column order; no torch)
+from scripts.result_tables import (  # noqa: E402  (the seeds and reference tables)
+    REFERENCE_CSV,
+    csv_over_seeds,
+    load_reference,
+    markdown_over_seeds,
+    over_seeds,
+    reference_table,
+)
 
 PATTERN = re.compile(r"linear-(?P<dataset>.+)-(?P<metric>top1|class-avg)-(?P<ckpt>.+)\.json$")
 
@@ -98,6 +106,13 @@ def main(argv=None) -> None:
     p.add_argument("--baseline", default=None, help="run folder name to subtract in the difference table")
     p.add_argument("--analysis", action="store_true",
                    help="add columns 'R2 <piece>' from analysis-<ckpt>/predict-aug.json (scripts/analyze.py)")
+    p.add_argument("--over-seeds", action="store_true",
+                   help="one row per method: runs in folders named seed<N> are grouped by their parent folder "
+                   "(baseline/seed0, baseline/seed1 -> baseline) and shown as mean ± sample std over the seeds")
+    p.add_argument("--reference", nargs="?", const=REFERENCE_CSV, default=None, metavar="CSV",
+                   help="also print each run beside the published rows of its setting (framework, pretraining "
+                   "data, backbone, method from its args.json) with the differences (default CSV: "
+                   "docs/reference/linear_transfer.csv)")
     p.add_argument("--md", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None, help="write the CSV table here")
     args = p.parse_args(argv)
@@ -112,18 +127,30 @@ def main(argv=None) -> None:
         rows, cols, values = collect(args.runs, args.ckpt, args.analysis)
     except ResultError as e:
         sys.exit(f"error: {e}")
-    if args.baseline and args.baseline not in rows:
-        sys.exit(f"error: --baseline {args.baseline} is not one of the runs {rows}")
-    table = markdown(rows, cols, values, args.baseline)
+    groups, stats = over_seeds(args.runs, rows, cols, values) if args.over_seeds else (rows, None)
+    if args.baseline and args.baseline not in groups:
+        sys.exit(f"error: --baseline {args.baseline} is not one of the runs {groups}")
+    if args.reference and not os.path.isfile(args.reference):
+        sys.exit(f"error: --reference {args.reference}: no such file")
+    table = (markdown_over_seeds(groups, cols, stats, args.baseline) if args.over_seeds
+             else markdown(rows, cols, values, args.baseline))
+    if args.reference:
+        table += "\n\n" + reference_table(args.runs, rows, cols, values, load_reference(args.reference))
     print(table)
-    if args.md:
-        open(args.md, "w").write(table + "\n")
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["run", *cols])
-            for r in rows:
-                w.writerow([r, *(f"{values[r, c]:.2f}" if (r, c) in values else "" for c in cols)])
+    try:
+        if args.md:
+            with open(args.md, "w") as f:
+                f.write(table + "\n")
+        if args.csv and args.over_seeds:
+            csv_over_seeds(args.csv, groups, cols, stats)
+        elif args.csv:
+            with open(args.csv, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["run", *cols])
+                for r in rows:
+                    w.writerow([r, *(f"{values[r, c]:.2f}" if (r, c) in values else "" for c in cols)])
+    except OSError as e:  # a folder not writable, a full disk
+        sys.exit(f"error: cannot write {e.filename} ({e.strerror})")
 
 
 if __name__ == "__main__":
