@@ -18,6 +18,7 @@ import torch
 from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, SATURATION_IMPLS, VIEW_GRAPHS
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES, COMPILE_MODES, FRAMEWORKS
+from models.frameworks.options import argparse_kwargs, flag_fields, flag_name
 from utils.distributed import default_num_workers
 from utils.preemption import DEFAULT_STOP_SIGNALS, EXIT_PREEMPTED, STOP_SIGNALS
 
@@ -148,13 +149,9 @@ def _speed_flags(a) -> None:
 def _variant_flags(a) -> None:
     a("--proj-hidden", type=int, default=None,
       help="override the projector hidden width (BYOL paper: 4096; Barlow Twins: all three widths)")
-    a("--moco-enqueue", default="queries", choices=["queries", "keys"],
-      help="MoCo v2 queue content: upstream enqueues online queries; standard MoCo the keys")
-    a("--simclr-global-negatives", action="store_true",
-      help="SimCLR negatives from all GPUs (upstream: local only)")
-    a("--mocov3-momentum-schedule", default="constant", choices=["constant", "cosine"],
-      help="MoCo v3 target momentum: 'constant' 0.999, as upstream CASSLE (paper); 'cosine' rises from "
-           "0.99 to 1 over training, the official MoCo v3 recipe")
+    for framework, cls in FRAMEWORKS.items():  # each framework's own flags, declared in its Options
+        for f in flag_fields(cls.Options):
+            a(flag_name(framework, f.name), **argparse_kwargs(cls.Options, f))
     a("--torchvision-init", action="store_true",
       help="keep torchvision's conv init (upstream re-initialises convs with PyTorch defaults)")
 

@@ -63,15 +63,13 @@ SHAPES = {
 }
 # framework -> (optimiser, warm-up epochs, loss / target constants read from the built module)
 RECIPE = {
-    "moco": ("SGD", 0, {"moco_queue": 65536, "moco_temperature": 0.2, "moco_momentum": 0.999, "moco_enqueue": "queries"}),
-    "simclr": ("SGD", 0, {"simclr_temperature": 0.2, "simclr_global_negatives": False}),
-    "byol": ("SGD", 0, {"byol_momentum": 0.996}),
+    "moco": ("SGD", 0, {"queue": 65536, "temperature": 0.2, "momentum": 0.999, "enqueue": "queries"}),
+    "simclr": ("SGD", 0, {"temperature": 0.2, "global_negatives": False}),
+    "byol": ("SGD", 0, {"momentum": 0.996}),
     "simsiam": ("SGD", 0, {}),
-    "mocov3": ("AdamW", 40, {"mocov3_temperature": 0.2, "mocov3_momentum": 0.999,
-                             "mocov3_momentum_schedule": "constant"}),
-    "barlow_twins": ("SGD", 10, {"barlow_lambda": 0.0051}),
-    "swav": ("SGD", 0, {"swav_prototypes": 100, "swav_temperature": 0.1, "swav_eps": 0.05, "swav_iters": 3,
-                        "swav_freeze_iters": 410}),
+    "mocov3": ("AdamW", 40, {"temperature": 0.2, "momentum": 0.999, "momentum_schedule": "constant"}),
+    "barlow_twins": ("SGD", 10, {"lambd": 0.0051}),
+    "swav": ("SGD", 0, {"prototypes": 100, "temperature": 0.1, "eps": 0.05, "iters": 3, "freeze_iters": 410}),
 }
 
 

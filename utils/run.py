@@ -14,8 +14,9 @@ from augmentations import AugConfig, config_for_dataset, descriptor_dim
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
-from models import ConditionSpec, Framework, FrameworkOptions, build_framework
+from models import FRAMEWORKS, ConditionSpec, Framework, FrameworkOptions, build_framework
 from models.augself import AUGSELF_OUT
+from models.frameworks.options import options_from_args
 
 from .distributed import ddp_no_buffer_sync
 from .schedule import lr_factor, set_lr
@@ -38,12 +39,14 @@ def augself_weights(args) -> dict[str, float]:
 
 def build_model(args, image_size: int) -> Framework:
     """The framework with its backbone, conditioned projector and AugSelf heads, on the CPU."""
-    opts = FrameworkOptions(proj_hidden=args.proj_hidden, imagenet=args.dataset in ("imagenet100", "folder"),
-                            moco_enqueue=args.moco_enqueue, simclr_global_negatives=args.simclr_global_negatives,
-                            # absent from older checkpoints' args; it does not shape the network
-                            mocov3_momentum_schedule=getattr(args, "mocov3_momentum_schedule", "constant"))
-    return build_framework(args.framework, args.model, condition_spec(args), opts, augself_weights(args),
-                           image_size=image_size, torchvision_init=args.torchvision_init)
+    return build_framework(args.framework, args.model, condition_spec(args), framework_options(args),
+                           augself_weights(args), image_size=image_size, torchvision_init=args.torchvision_init)
+
+
+def framework_options(args) -> FrameworkOptions:
+    """The chosen framework's ``Options``: its flags' values (``--<framework>-*``) and the shared settings."""
+    return options_from_args(FRAMEWORKS[args.framework].Options, args.framework, vars(args),
+                             proj_hidden=args.proj_hidden, imagenet=args.dataset in ("imagenet100", "folder"))
 
 
 def scaled_lr(args) -> float:

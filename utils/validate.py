@@ -14,6 +14,7 @@ import torch
 from augmentations import check_keys, config_for_dataset
 from datasets.pretrain import IN_MEMORY, PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
+from models.frameworks.options import flag_name
 from models.projector import ConditionedProjector, ProjectorSpec
 
 from .checkpoint import (
@@ -270,7 +271,9 @@ def _check_model(args) -> None:
     if args.framework not in FRAMEWORKS:
         raise ValueError(f"--framework must be one of {tuple(FRAMEWORKS)}, got {args.framework!r}")
     from models.backbones import BACKBONE_DIMS
-    from utils.run import condition_spec
+    from utils.run import condition_spec, framework_options
+    # the checks the framework's Options declare for its flags (--<framework>-*)
+    FRAMEWORKS[args.framework].own_options(framework_options(args), lambda name: flag_name(args.framework, name))
     # A one-layer stand-in projector runs the same conditioning checks as the real one, cheaply.
     ConditionedProjector(BACKBONE_DIMS[args.model], ProjectorSpec(8, 8, 1), condition_spec(args))
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -11,30 +12,7 @@ from torch import Tensor, nn
 
 from ..augself import AugSelfHeads
 from ..projector import ConditionedProjector, ConditionSpec, ProjectorSpec
-
-
-@dataclass
-class FrameworkOptions:
-    """Framework hyper-parameters (defaults: the published recipe)."""
-
-    proj_hidden: int | None = None  # overrides the projector's hidden width
-    imagenet: bool = False  # SimSiam: 3-layer projector on ImageNet-scale data
-    moco_queue: int = 65536
-    moco_temperature: float = 0.2
-    moco_momentum: float = 0.999
-    moco_enqueue: str = "queries"  # upstream enqueues the online queries; "keys" is standard MoCo
-    simclr_temperature: float = 0.2
-    simclr_global_negatives: bool = False
-    byol_momentum: float = 0.996
-    barlow_lambda: float = 0.0051
-    mocov3_temperature: float = 0.2
-    mocov3_momentum: float = 0.999  # upstream CASSLE's constant; the cosine schedule starts at 0.99
-    mocov3_momentum_schedule: str = "constant"  # or "cosine": the official MoCo v3 recipe
-    swav_prototypes: int = 100
-    swav_temperature: float = 0.1
-    swav_eps: float = 0.05
-    swav_iters: int = 3
-    swav_freeze_iters: int = 410
+from .options import FrameworkOptions, check_options
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:
@@ -78,25 +56,42 @@ class Progress:
 class Framework(nn.Module):
     """Subclasses define ``projector_spec`` and ``ssl_forward``; the base adds AugSelf and stats.
 
-    Class attributes: ``optimizer`` ("sgd" / "adamw") and ``warmup_epochs`` describe the
-    recipe's optimisation; ``param_groups`` may scale or fix learning rates per group.
+    Class attributes: ``Options``, the framework's hyper-parameters (a ``FrameworkOptions`` dataclass
+    whose defaults are the published recipe, see options.py); ``optimizer`` ("sgd" / "adamw") and
+    ``warmup_epochs`` describe the recipe's optimisation; ``param_groups`` may scale or fix learning
+    rates per group.
     """
 
+    Options: type[FrameworkOptions] = FrameworkOptions
     optimizer = "sgd"
     warmup_epochs = 0
     # (online, target) attribute names that update_targets averages: the momentum copies that
     # momentum_copy makes (MoCo, MoCo v3, BYOL)
     ema_pairs: tuple[tuple[str, str], ...] = (("backbone", "target_backbone"), ("projector", "target_projector"))
 
-    def __init__(self, backbone: nn.Module, feat_dim: int, cond: ConditionSpec, opts: FrameworkOptions,
+    def __init__(self, backbone: nn.Module, feat_dim: int, cond: ConditionSpec, opts: FrameworkOptions | None = None,
                  augself: AugSelfHeads | None = None):
         super().__init__()
-        self.opts = opts
+        self.opts = self.own_options(opts)
         self.feat_dim = feat_dim
         self.backbone = backbone
         self.projector = ConditionedProjector(feat_dim, self.projector_spec(feat_dim, opts), cond)
         self.augself = augself if augself is not None and augself.keys else None
         self._ema_params: tuple[list[Tensor], list[Tensor]] | None = None
+
+    @classmethod
+    def own_options(cls, opts: FrameworkOptions | None,
+                    name_of: Callable[[str], str] | None = None) -> FrameworkOptions:
+        """``opts`` as this framework's ``Options``, checked (a ValueError names the field by
+        ``name_of``): plain ``FrameworkOptions`` (the shared fields alone) take the recipe's value for
+        every hyper-parameter of the framework."""
+        if opts is None or type(opts) is FrameworkOptions:
+            shared = {f.name: getattr(opts, f.name) for f in fields(FrameworkOptions)} if opts else {}
+            opts = cls.Options(**shared)
+        if not isinstance(opts, cls.Options):
+            raise TypeError(f"{cls.__name__} takes {cls.__name__}.Options, got {type(opts).__qualname__}")
+        check_options(opts, name_of or (lambda name: f"{cls.__name__}.Options.{name}"))
+        return opts
 
     def update_targets(self, m: float) -> None:
         """EMA of every ``ema_pairs`` target from its online module, in one fused op.

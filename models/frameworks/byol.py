@@ -1,23 +1,23 @@
 """BYOL: online predictor regresses the EMA target's projection, both directions."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from ..losses import byol_loss
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import (
-    Framework,
-    FrameworkOptions,
-    Progress,
-    cosine_momentum,
-    fp32,
-    momentum_copy,
-)
+from .base import Framework, Progress, cosine_momentum, fp32, momentum_copy
+from .options import FrameworkOptions, option
 
 
 class BYOL(Framework):
+    @dataclass
+    class Options(FrameworkOptions):
+        momentum: float = option(0.996)  # the first epoch's; a cosine takes it towards 1
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.predictor = mlp_block(256, 4096, 256, 2)
@@ -42,4 +42,4 @@ class BYOL(Framework):
     def on_after_step(self, progress: Progress) -> None:
         # Upstream sets the momentum once an epoch: base in the first epoch, rising on a cosine towards 1
         # (never reaching it: the last epoch is (E-1)/E of the way), where BYOL's paper moves it every step.
-        self.update_targets(cosine_momentum(self.opts.byol_momentum, progress.epoch - 1, progress.epochs))
+        self.update_targets(cosine_momentum(self.opts.momentum, progress.epoch - 1, progress.epochs))

@@ -1,6 +1,8 @@
 """MoCo v2: InfoNCE against a queue, one direction (q from view 1, k from view 2), EMA keys."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -9,18 +11,26 @@ from utils.distributed import gather_no_grad
 
 from ..losses import info_nce
 from ..projector import ProjectorSpec
-from .base import Framework, FrameworkOptions, Progress, fp32, momentum_copy
+from .base import Framework, Progress, fp32, momentum_copy
+from .options import FrameworkOptions, option
 
 
 class MoCo(Framework):
+    @dataclass
+    class Options(FrameworkOptions):
+        queue: int = option(65536)
+        temperature: float = option(0.2)
+        momentum: float = option(0.999)
+        # upstream enqueues the online queries; "keys" is standard MoCo
+        enqueue: str = option("queries", "MoCo v2 queue content: upstream enqueues online queries; standard MoCo "
+                              "the keys", choices=("queries", "keys"))
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.opts.moco_enqueue not in ("queries", "keys"):
-            raise ValueError(f"--moco-enqueue must be queries or keys, got {self.opts.moco_enqueue!r}")
         self.target_backbone = momentum_copy(self.backbone)
         self.target_projector = momentum_copy(self.projector)
         out = self.projector_spec(self.feat_dim, self.opts).out
-        self.register_buffer("queue", F.normalize(torch.randn(self.opts.moco_queue, out), dim=1))
+        self.register_buffer("queue", F.normalize(torch.randn(self.opts.queue, out), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @staticmethod
@@ -36,10 +46,10 @@ class MoCo(Framework):
             y2 = self.target_backbone(x2)
             k = F.normalize(self.target_projector(y2, d2).float(), dim=1)
         with fp32(q):
-            loss = info_nce(q, k, self.queue.clone().float(), self.opts.moco_temperature)
+            loss = info_nce(q, k, self.queue.clone().float(), self.opts.temperature)
         if self.training:
             # Upstream enqueues the online queries (a quirk behind --moco-enqueue); MoCo proper, the keys.
-            self.enqueue(gather_no_grad((q if self.opts.moco_enqueue == "queries" else k).detach()))
+            self.enqueue(gather_no_grad((q if self.opts.enqueue == "queries" else k).detach()))
         return {"loss": loss, "y1": y1, "y2": y2, "z1": q, "z2": k}
 
     @torch.no_grad()
@@ -51,4 +61,4 @@ class MoCo(Framework):
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def on_after_step(self, progress: Progress) -> None:
-        self.update_targets(self.opts.moco_momentum)
+        self.update_targets(self.opts.momentum)

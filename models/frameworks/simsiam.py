@@ -6,7 +6,8 @@ from torch import Tensor
 from ..losses import negative_cosine
 from ..mlp import mlp_block
 from ..projector import ProjectorSpec
-from .base import Framework, FrameworkOptions, fp32
+from .base import Framework, fp32
+from .options import FrameworkOptions
 
 
 class SimSiam(Framework):

@@ -11,10 +11,17 @@ from models import (
     FrameworkOptions,
     Progress,
     build_framework,
+    option,
 )
 from models.frameworks.base import cosine_momentum, ema_update
 
-SMALL = FrameworkOptions(proj_hidden=32, moco_queue=24, swav_prototypes=10)
+SMALL_OWN = {"moco": {"queue": 24}, "swav": {"prototypes": 10}}  # a short queue, fewer prototypes
+
+
+def small(name: str) -> FrameworkOptions:
+    """``name``'s options with a narrow projector (and a short queue, fewer prototypes)."""
+    return FRAMEWORKS[name].Options(proj_hidden=32, **SMALL_OWN.get(name, {}))
+
 D = 5
 CONDS = {
     "proj-none": ConditionSpec(0, "raw", "proj-none"),
@@ -40,7 +47,7 @@ def _targets(b=6):
 @pytest.mark.parametrize("name", sorted(FRAMEWORKS))
 def test_every_framework_and_injection_steps(name, inj):
     torch.manual_seed(0)
-    model = build_framework(name, "cifar_resnet18", CONDS[inj], SMALL,
+    model = build_framework(name, "cifar_resnet18", CONDS[inj], small(name),
                             augself_weights={"crop": 0.5, "color": 0.5, "flip": 0.1, "rot": 0.1}, image_size=16)
     model.train()
     out = model(*_batch(), targets=_targets())
@@ -53,7 +60,7 @@ def test_every_framework_and_injection_steps(name, inj):
 
 
 def test_moco_queue_wraps_around():
-    model = build_framework("moco", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16)
+    model = build_framework("moco", "cifar_resnet18", CONDS["proj-none"], small("moco"), image_size=16)
     model.queue_ptr.fill_(20)
     keys = torch.nn.functional.normalize(torch.randn(6, 128), dim=1)
     model.enqueue(keys)
@@ -65,7 +72,7 @@ def test_moco_queue_wraps_around():
 @pytest.mark.parametrize("mode", ["queries", "keys"])
 def test_moco_enqueue_switch(mode):
     torch.manual_seed(0)
-    opts = FrameworkOptions(proj_hidden=32, moco_queue=24, moco_enqueue=mode)
+    opts = FRAMEWORKS["moco"].Options(proj_hidden=32, queue=24, enqueue=mode)
     model = build_framework("moco", "cifar_resnet18", CONDS["proj-cat"], opts, image_size=16).train()
     out = model(*_batch())
     expected = out["z1"] if mode == "queries" else out["z2"]
@@ -84,7 +91,7 @@ def test_ema_update_and_cosine_momentum():
 
 def test_target_projector_is_conditioned_and_tracks_online():
     torch.manual_seed(0)
-    model = build_framework("byol", "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
+    model = build_framework("byol", "cifar_resnet18", CONDS["proj-cat"], small("byol"), image_size=16)
     assert model.target_projector.embed is not None
     assert not any(p.requires_grad for p in model.target_projector.parameters())
     with torch.no_grad():
@@ -99,7 +106,7 @@ def test_swav_prototypes_frozen_then_trained():
     """Upstream (A trainers.py:384-386) drops the prototypes' gradient while Ignite's 1-based iteration
     is below 410: 0-based steps 0 to 408 are frozen, step 409 (iteration 410) updates them."""
     torch.manual_seed(0)
-    model = build_framework("swav", "mini_resnet", CONDS["proj-none"], SMALL, image_size=16).train()
+    model = build_framework("swav", "mini_resnet", CONDS["proj-none"], small("swav"), image_size=16).train()
     model(*_batch())["loss"].backward()
     assert model.prototypes.weight.grad is not None
     model.on_before_optimizer_step(408)
@@ -110,10 +117,10 @@ def test_swav_prototypes_frozen_then_trained():
 
 
 def test_param_groups_simsiam_fixed_and_barlow_bias_scale():
-    s = build_framework("simsiam", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16)
+    s = build_framework("simsiam", "cifar_resnet18", CONDS["proj-none"], small("simsiam"), image_size=16)
     groups = s.param_groups()
     assert groups[1].get("fixed_lr") and len(groups[1]["params"]) == len(list(s.predictor.parameters()))
-    b = build_framework("barlow_twins", "cifar_resnet18", CONDS["proj-none"], SMALL, image_size=16)
+    b = build_framework("barlow_twins", "cifar_resnet18", CONDS["proj-none"], small("barlow_twins"), image_size=16)
     g = b.param_groups()
     assert g[1]["lr_scale"] == pytest.approx(0.024) and all(p.ndim == 1 for p in g[1]["params"])
     assert FRAMEWORKS["mocov3"].optimizer == "adamw" and FRAMEWORKS["mocov3"].warmup_epochs == 40
@@ -130,7 +137,7 @@ def test_losses_are_computed_in_fp32_under_bf16_autocast(name):
     the loss would miss by ~1e-3."""
     from models.losses import info_nce, nt_xent
     torch.manual_seed(0)
-    model = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16).train()
+    model = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], small(name), image_size=16).train()
     queue = model.queue.clone() if name == "moco" else None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(*_batch())
@@ -157,9 +164,9 @@ def test_target_update_follows_the_weights_after_a_move_and_a_load(name):
     """update_targets gathers its parameter lists once; a later dtype move or checkpoint load must
     still be averaged (both keep the Parameter objects), over the backbone and the projector."""
     torch.manual_seed(0)
-    model = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
+    model = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], small(name), image_size=16)
     model.on_after_step(Progress(1, 10))  # the first call gathers the lists
-    other = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], SMALL, image_size=16)
+    other = build_framework(name, "cifar_resnet18", CONDS["proj-cat"], small(name), image_size=16)
     model = model.double()
     model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in other.state_dict().items()})
     with torch.no_grad():  # online weights that differ from their targets
@@ -177,9 +184,13 @@ def test_target_update_follows_the_weights_after_a_move_and_a_load(name):
         assert not torch.equal(p, before[n])
 
 
-def test_a_framework_added_to_the_registry_trains_through_the_entry_point(tmp_path, monkeypatch):
-    """README 'Adding a framework': a Framework subclass and one registry entry, nothing else;
-    conditioning, AugSelf, logging and checkpoints come from the base and the trainer."""
+def test_a_framework_added_to_the_registry_trains_through_the_entry_point(tmp_path, monkeypatch, capsys):
+    """README 'Adding a framework': a Framework subclass declaring its hyper-parameter in its Options,
+    and one registry entry, nothing else: the entry point has its flag, validation its check, and the
+    value given on the command line reaches the framework; conditioning, AugSelf, logging and
+    checkpoints come from the base and the trainer."""
+    from dataclasses import dataclass
+
     import pretrain_cond
     from models.frameworks.base import Framework, fp32
     from models.losses import nt_xent
@@ -187,39 +198,65 @@ def test_a_framework_added_to_the_registry_trains_through_the_entry_point(tmp_pa
     from tests.data_formats import write_cifar
     from utils.checkpoint import load_checkpoint
 
-    class WarmSimCLR(Framework):  # NT-Xent at temperature 0.5, 64-d embeddings
+    seen = []
+
+    class WarmSimCLR(Framework):  # NT-Xent at a temperature of its own (0.5 by default), 64-d embeddings
+        @dataclass
+        class Options(FrameworkOptions):
+            temperature: float = option(0.5, "NT-Xent temperature", check=(lambda v: v > 0, "must be positive"))
+
         @staticmethod
         def projector_spec(feat_dim, opts):
             return ProjectorSpec(hidden=opts.proj_hidden or feat_dim, out=64, depth=2)
 
         def ssl_forward(self, x1, x2, d1, d2):
+            seen.append(self.opts.temperature)
             y1, y2 = self.backbone(x1), self.backbone(x2)
             z1, z2 = self.projector(y1, d1).float(), self.projector(y2, d2).float()
             with fp32(z1):
-                loss = nt_xent(z1, z2, 0.5)
+                loss = nt_xent(z1, z2, self.opts.temperature)
             return {"loss": loss, "y1": y1, "y2": y2, "z1": z1, "z2": z2}
 
     monkeypatch.setitem(FRAMEWORKS, "warm_simclr", WarmSimCLR)
     data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=64, n_test=32)
     logdir = tmp_path / "run"
-    pretrain_cond.main([str(a) for a in [
+    argv = [str(a) for a in [
         "--logdir", logdir, "--framework", "warm_simclr", "--dataset", "cifar10", "--datadir", data, "--model",
         "mini_resnet", "--batch-size", "32", "--max-epochs", "1", "--proj-hidden", "32", "--device", "cpu",
         "--print-freq", "1", "--ss-crop", "0.5",
-        "--aug-treatment", "mlp", "--aug-nn-width", "8", "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color"]])
+        "--aug-treatment", "mlp", "--aug-nn-width", "8", "--aug-inj-type", "proj-cat", "--aug-cond", "crop", "color"]]
+    with pytest.raises(SystemExit):  # its check, in one line naming its flag, before anything is written
+        pretrain_cond.main([*argv, "--warm-simclr-temperature", "-1"])
+    assert "--warm-simclr-temperature must be positive, got -1.0" in capsys.readouterr().err
+    assert not logdir.exists() and not seen
+    pretrain_cond.main([*argv, "--warm-simclr-temperature", "0.25"])
+    assert seen and set(seen) == {0.25}
     ckpt = load_checkpoint(str(logdir / "ckpt-last.pth"))
-    assert ckpt["args"]["framework"] == "warm_simclr" and ckpt["epoch"] == 1
+    assert ckpt["args"]["framework"] == "warm_simclr" and ckpt["args"]["warm_simclr_temperature"] == 0.25
+    assert ckpt["epoch"] == 1
     assert ckpt["model"]["projector.net.3.weight"].shape == (64, 32)  # its own projector ...
     assert any(k.startswith("projector.embed.") for k in ckpt["model"])  # ... conditioned on the descriptor
     assert any(k.startswith("augself.heads.crop") for k in ckpt["model"])
     assert "augself_crop=" in (logdir / "log.txt").read_text()
 
 
+def test_framework_options_come_from_their_flags_and_keep_the_recipe_where_a_flag_is_absent():
+    """The run builds the chosen framework's Options from its --<framework>-* flags; arguments stored
+    before a flag existed (an older checkpoint's) give that field the recipe's value."""
+    from models.frameworks.options import options_from_args
+    moco = FRAMEWORKS["moco"].Options
+    opts = options_from_args(moco, "moco", {"moco_enqueue": "keys", "simclr_global_negatives": True}, proj_hidden=8)
+    assert (opts.enqueue, opts.queue, opts.temperature, opts.proj_hidden) == ("keys", 65536, 0.2, 8)
+    assert options_from_args(FRAMEWORKS["mocov3"].Options, "mocov3", {}).momentum_schedule == "constant"
+    with pytest.raises(TypeError, match="SimCLR takes SimCLR.Options"):  # another framework's options
+        build_framework("simclr", "mini_resnet", CONDS["proj-none"], opts, image_size=16)
+
+
 def test_moco_augself_sees_the_momentum_features_of_view_2():
     """MoCo v2 + AugSelf: view 2 goes through the momentum encoder only (upstream feeds the heads its
     no-grad features); the online backbone runs once, on x1, and x2 stays out of its BN statistics."""
     torch.manual_seed(0)
-    model = build_framework("moco", "mini_resnet", CONDS["proj-cat"], SMALL, augself_weights={"crop": 0.5},
+    model = build_framework("moco", "mini_resnet", CONDS["proj-cat"], small("moco"), augself_weights={"crop": 0.5},
                             image_size=16).train()
     x1, x2, d1, d2 = _batch()
     x2.requires_grad_(True)
@@ -252,7 +289,7 @@ def test_mocov3_momentum_is_upstreams_constant_by_default_and_cosine_on_request(
     """Upstream CASSLE averages MoCo v3's targets at a constant 0.999; the official recipe's cosine
     schedule (0.99 at step 0 rising to 1) is --mocov3-momentum-schedule cosine."""
     opts = FrameworkOptions(proj_hidden=32) if schedule == "constant" else \
-        FrameworkOptions(proj_hidden=32, mocov3_momentum_schedule="cosine")
+        FRAMEWORKS["mocov3"].Options(proj_hidden=32, momentum_schedule="cosine")
     torch.manual_seed(0)
     model = build_framework("mocov3", "mini_resnet", CONDS["proj-none"], opts, image_size=16)
     with torch.no_grad():
@@ -269,4 +306,4 @@ def test_mocov3_momentum_is_upstreams_constant_by_default_and_cosine_on_request(
 def test_an_unknown_mocov3_momentum_schedule_is_refused_by_its_flag():
     with pytest.raises(ValueError, match="--mocov3-momentum-schedule must be one of"):
         build_framework("mocov3", "mini_resnet", CONDS["proj-none"],
-                        FrameworkOptions(proj_hidden=32, mocov3_momentum_schedule="linear"), image_size=16)
+                        FRAMEWORKS["mocov3"].Options(proj_hidden=32, momentum_schedule="linear"), image_size=16)

@@ -34,7 +34,7 @@ def test_moco_v2_step_matches_the_reference():
     """Upstream (C trainers_cond.py moco, A trainers.py moco): q from view 1, the key from the momentum
     encoder on view 2, InfoNCE against the queue at T 0.2; AugSelf on the online features of view 1 and
     the momentum encoder's of view 2; SGD; EMA at 0.999; the queries enqueued at the pointer."""
-    opts = FrameworkOptions(proj_hidden=12, moco_queue=40)
+    opts = FRAMEWORKS["moco"].Options(proj_hidden=12, queue=40)
     model = _build("moco", opts, HEADS)
     x1, x2, d1, d2, (t12, t21) = batch = R.inputs()
     step = R.project_step(model, batch)
@@ -108,7 +108,7 @@ def _swav_reference(step: R.Step, batch):
 def test_swav_step_matches_the_reference_with_prototypes_frozen():
     """Upstream (A trainers.py swav): prototypes renormalised, Sinkhorn codes (eps 0.05, 3 iterations),
     swapped prediction at T 0.1; the prototypes get no update during the first iterations."""
-    model = _build("swav", FrameworkOptions(proj_hidden=12, swav_prototypes=6))
+    model = _build("swav", FRAMEWORKS["swav"].Options(proj_hidden=12, prototypes=6))
     batch = R.inputs(3)
     step = R.project_step(model, batch, iteration=1)
     p, loss = _swav_reference(step, batch)
@@ -118,7 +118,7 @@ def test_swav_step_matches_the_reference_with_prototypes_frozen():
 
 
 def test_swav_step_matches_the_reference_with_prototypes_trained():
-    model = _build("swav", FrameworkOptions(proj_hidden=12, swav_prototypes=6, swav_freeze_iters=0))
+    model = _build("swav", FRAMEWORKS["swav"].Options(proj_hidden=12, prototypes=6, freeze_iters=0))
     batch = R.inputs(4)
     step = R.project_step(model, batch, iteration=1)
     p, loss = _swav_reference(step, batch)
@@ -137,7 +137,7 @@ def test_reference_sinkhorn_gives_equal_partitions():
 @pytest.mark.parametrize("iteration,frozen", [(409, True), (410, False)])
 def test_swav_prototypes_train_from_upstreams_iteration_410(iteration, frozen):
     """A trainers.py swav: the prototypes' gradient is dropped while Ignite's 1-based iteration < 410."""
-    model = _build("swav", FrameworkOptions(proj_hidden=12, swav_prototypes=6))
+    model = _build("swav", FRAMEWORKS["swav"].Options(proj_hidden=12, prototypes=6))
     step = R.project_step(model, R.inputs(3), iteration=iteration)
     assert (step.grads["prototypes.weight"] is None) == frozen
     assert torch.equal(step.after["prototypes.weight"], F.normalize(step.before["prototypes.weight"], dim=1)) == frozen

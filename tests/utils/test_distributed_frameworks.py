@@ -19,7 +19,11 @@ COND = ConditionSpec(R.D, "mlp", "proj-cat", width=8, depth=2)
 # is near eps, float rounding in the sums over ranks moves an element by a few thousandths (the lr is
 # 0.2); the loss, compared tightly, is what a wrong rank offset or gather would change.
 ATOL = {"mocov3": 5e-3}
-OPTS = FrameworkOptions(proj_hidden=12, moco_queue=24, swav_prototypes=6, simclr_global_negatives=True)
+OWN_OPTS = {"moco": {"queue": 24}, "swav": {"prototypes": 6}, "simclr": {"global_negatives": True}}
+
+
+def _opts(name: str) -> FrameworkOptions:
+    return FRAMEWORKS[name].Options(proj_hidden=12, **OWN_OPTS.get(name, {}))
 
 
 def _steps(rank: int, world: int) -> dict[str, dict]:
@@ -29,7 +33,7 @@ def _steps(rank: int, world: int) -> dict[str, dict]:
     rows = slice(rank * R.B // world, (rank + 1) * R.B // world)
     for name in sorted(FRAMEWORKS):
         torch.manual_seed(0)
-        fw = FRAMEWORKS[name](R.TinyBackbone(), R.FEAT, COND, OPTS, AugSelfHeads(R.FEAT, {}))
+        fw = FRAMEWORKS[name](R.TinyBackbone(), R.FEAT, COND, _opts(name), AugSelfHeads(R.FEAT, {}))
         with torch.no_grad():
             for p in fw.parameters():
                 if p.ndim == 1:
@@ -71,7 +75,7 @@ def test_every_framework_on_two_gloo_processes_trains_as_the_whole_batch(tmp_pat
     before = {}
     for name in sorted(FRAMEWORKS):
         torch.manual_seed(0)
-        before[name] = FRAMEWORKS[name](R.TinyBackbone(), R.FEAT, COND, OPTS, AugSelfHeads(R.FEAT, {})).state_dict()
+        before[name] = FRAMEWORKS[name](R.TinyBackbone(), R.FEAT, COND, _opts(name), AugSelfHeads(R.FEAT, {})).state_dict()
     for name, whole in one.items():
         torch.testing.assert_close((r0[name]["loss"] + r1[name]["loss"]) / 2, whole["loss"], atol=1e-5, rtol=1e-5,
                                    msg=lambda m, name=name: f"{name} loss: {m}")
