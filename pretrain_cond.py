@@ -15,7 +15,13 @@ import sys
 
 import torch
 
-from augmentations import BLUR_IMPLS, DESCRIPTOR_DIMS, SATURATION_IMPLS, VIEW_GRAPHS
+from augmentations import (
+    AUGSELF_PIECES,
+    BLUR_IMPLS,
+    DESCRIPTOR_DIMS,
+    SATURATION_IMPLS,
+    VIEW_GRAPHS,
+)
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES, COMPILE_MODES, FRAMEWORKS
 from models.frameworks.options import argparse_kwargs, flag_fields, flag_name
@@ -91,9 +97,8 @@ def _conditioning_flags(a) -> None:
 
 
 def _augself_flags(a) -> None:
-    for k, what in [("crop", "crop box"), ("color", "jitter factors"), ("flip", "same flip"), ("blur", "blur sigma"),
-                    ("rot", "rotation (stl10_rot)"), ("sol", "solarize threshold (stl10_sol)")]:
-        a(f"--ss-{k}", type=float, default=-1.0, help=f"weight of the {what} prediction loss")
+    for k, piece in AUGSELF_PIECES.items():
+        a(f"--ss-{k}", type=float, default=-1.0, help=f"weight of the {piece.what} prediction loss")
     a("--augself-flip-quirk", action=argparse.BooleanOptionalAction, default=True,
       help="mirror both views' crop x-centres by view 1's flip, as upstream (published numbers)")
 

@@ -5,6 +5,8 @@ concatenated in alphabetical key order, so ``crop color color_diff blur grayscal
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -72,7 +74,29 @@ def build_descriptor(p: ViewParams, keys: list[str] | tuple[str, ...],
     return torch.cat([pieces[k]().float() for k in keys], dim=1)
 
 
-AUGSELF_KEYS = ("crop", "color", "flip", "blur", "rot", "sol")
+@dataclass(frozen=True)
+class AugSelfPiece:
+    """One AugSelf target (view 1 relative to view 2): what its head predicts and how it is scored."""
+
+    out: int  # the head's output width: the target's, or the 4 rotation classes
+    what: str  # what the head predicts, for --ss-<key>'s help
+    loss: str = "mse"  # "mse" on tanh outputs, "bce" on a logit, "ce" over classes
+    recipe_has: str | None = None  # the AugConfig field a recipe must set for the target to vary
+    absent: str = ""  # what a recipe without it never does (the refusal's words)
+
+
+# The one list of AugSelf pieces (--ss-<key>): the heads, the flags, the targets and the checks follow it.
+AUGSELF_PIECES: dict[str, AugSelfPiece] = {
+    "crop": AugSelfPiece(4, "crop box"),
+    "color": AugSelfPiece(4, "jitter factors"),
+    "flip": AugSelfPiece(1, "same flip", loss="bce"),
+    "blur": AugSelfPiece(1, "blur sigma", recipe_has="blur_kernel", absent="blurs (32 px recipes have no blur)"),
+    "rot": AugSelfPiece(4, "rotation (stl10_rot)", loss="ce", recipe_has="rotate",
+                        absent="rotates (only stl10_rot does)"),
+    "sol": AugSelfPiece(1, "solarize threshold (stl10_sol)", recipe_has="solarize",
+                        absent="solarizes (only stl10_sol does)"),
+}
+AUGSELF_KEYS = tuple(AUGSELF_PIECES)
 
 
 def augself_targets(p1: ViewParams, p2: ViewParams, keys: list[str] | tuple[str, ...],

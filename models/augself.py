@@ -5,9 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from augmentations.descriptor import AUGSELF_PIECES
+
 from .mlp import mlp_block
 
-AUGSELF_OUT = {"crop": 4, "color": 4, "flip": 1, "blur": 1, "rot": 4, "sol": 1}
+AUGSELF_OUT = {k: piece.out for k, piece in AUGSELF_PIECES.items()}  # each head's output width
 
 
 class AugSelfHeads(nn.Module):
@@ -27,11 +29,12 @@ class AugSelfHeads(nn.Module):
         return list(self.weights)
 
     def piece_loss(self, key: str, pred: Tensor, target: Tensor) -> Tensor:
-        """One head's loss, in fp32: BCE for flip, cross-entropy for rotation, else MSE on tanh outputs."""
-        pred = pred.float()
-        if key == "flip":
+        """One head's loss, in fp32, as its piece says: BCE (flip), cross-entropy (rotation), else MSE on
+        tanh outputs."""
+        pred, loss = pred.float(), AUGSELF_PIECES[key].loss
+        if loss == "bce":
             return F.binary_cross_entropy_with_logits(pred, target.float())
-        if key == "rot":
+        if loss == "ce":
             return F.cross_entropy(pred, target.long())
         return F.mse_loss(torch.tanh(pred), target.float())
 

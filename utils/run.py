@@ -10,12 +10,11 @@ import ignite.distributed as idist
 import torch
 from torch import nn
 
-from augmentations import AugConfig, config_for_dataset, descriptor_dim
+from augmentations import AUGSELF_KEYS, AugConfig, config_for_dataset, descriptor_dim
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
 from models import FRAMEWORKS, ConditionSpec, Framework, FrameworkOptions, build_framework
-from models.augself import AUGSELF_OUT
 from models.frameworks.options import options_from_args
 
 from .distributed import ddp_no_buffer_sync
@@ -34,7 +33,7 @@ def condition_spec(args) -> ConditionSpec:
 
 def augself_weights(args) -> dict[str, float]:
     """The AugSelf heads asked for (``--ss-<key>`` above 0) and their loss weights."""
-    return {k: getattr(args, f"ss_{k}") for k in AUGSELF_OUT if getattr(args, f"ss_{k}") > 0}
+    return {k: getattr(args, f"ss_{k}") for k in AUGSELF_KEYS if getattr(args, f"ss_{k}") > 0}
 
 
 def build_model(args, image_size: int) -> Framework:

@@ -11,7 +11,7 @@ import shutil
 
 import torch
 
-from augmentations import check_keys, config_for_dataset
+from augmentations import AUGSELF_KEYS, AUGSELF_PIECES, check_keys, config_for_dataset
 from datasets.pretrain import IN_MEMORY, PRETRAIN_DATASETS, check_pretrain_data
 from models import BACKBONES, FRAMEWORKS
 from models.frameworks.options import flag_name
@@ -25,9 +25,8 @@ from .checkpoint import (
 )
 
 # Args that define the network, its data or the steps of an epoch: a resumed run must not change them.
-RESUME_COMPATIBLE = ("model", "framework", "dataset", "batch_size", "aug_cond", "aug_treatment", "aug_inj_type",
-                     "aug_nn_width", "aug_nn_depth", "aug_hn_type", "proj_hidden", "ss_crop", "ss_color", "ss_flip",
-                     "ss_blur", "ss_rot", "ss_sol")
+FIXED_ON_RESUME = ("model", "framework", "dataset", "batch_size", "aug_cond", "aug_treatment", "aug_inj_type",
+                   "aug_nn_width", "aug_nn_depth", "aug_hn_type", "proj_hidden", *(f"ss_{k}" for k in AUGSELF_KEYS))
 
 
 # args that steer a run but not what it learns (pretrain_cond.py's "run control" group), and derived ones
@@ -37,7 +36,7 @@ RUN_CONTROL = ("logdir", "resume", "distributed", "nproc_per_node", "stop_after"
 
 
 def changed_since(old: dict, args) -> list[str]:
-    """'--flag old -> new' for each arg a resumed run changes that RESUME_COMPATIBLE allows to change
+    """'--flag old -> new' for each arg a resumed run changes that FIXED_ON_RESUME allows to change
     and that shapes what it learns (e.g. --max-epochs, which reshapes the lr schedule)."""
     new = vars(args)
     return [f"--{k.replace('_', '-')} {v!r} -> {new.get(k)!r}" for k, v in old.items()
@@ -281,13 +280,11 @@ def _check_model(args) -> None:
 def _check_augself(args) -> None:
     """An AugSelf head for an augmentation the dataset's recipe never applies would learn a constant 0."""
     cfg = config_for_dataset(args.dataset, args.color_aug)
-    absent = {"blur": (cfg.blur_kernel is None, "blurs (32 px recipes have no blur)"),
-              "rot": (not cfg.rotate, "rotates (only stl10_rot does)"),
-              "sol": (not cfg.solarize, "solarizes (only stl10_sol does)")}
-    for key, (missing, what) in absent.items():
+    for key, piece in AUGSELF_PIECES.items():
+        missing = piece.recipe_has is not None and getattr(cfg, piece.recipe_has) in (None, False)
         if missing and getattr(args, f"ss_{key}") > 0:
-            raise ValueError(f"--ss-{key}: the --dataset {args.dataset} recipe never {what}, so there is nothing "
-                             "to predict; drop the flag")
+            raise ValueError(f"--ss-{key}: the --dataset {args.dataset} recipe never {piece.absent}, so there is "
+                             "nothing to predict; drop the flag")
 
 
 _MADE: set[str] = set()  # --logdir folders this process created (a refused run removes them again)
@@ -336,7 +333,7 @@ def _check_resume(args) -> None:
         raise ValueError(f"--resume {args.resume}: not a pretraining checkpoint (its 'args' is a "  # noqa: TRY004
                          f"{type(old).__name__}, not a dict)")
     differ = [f"--{k.replace('_', '-')} {old.get(k)!r} -> {getattr(args, k)!r}"
-              for k in RESUME_COMPATIBLE if old.get(k) != getattr(args, k)]
+              for k in FIXED_ON_RESUME if old.get(k) != getattr(args, k)]
     if differ:
         raise ValueError(f"--resume {args.resume}: incompatible arguments: {'; '.join(differ)}")
     _check_rollback(args, ckpt["epoch"])

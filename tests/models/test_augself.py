@@ -97,3 +97,29 @@ def test_heads_have_the_recipe_shape_and_only_positive_weights_make_one():
 def test_an_unknown_piece_is_refused_by_name():
     with pytest.raises(ValueError, match=r"unknown AugSelf piece\(s\) \['hue'\]"):
         AugSelfHeads(8, {"crop": 1.0, "hue": 1.0})
+
+
+def test_every_augself_piece_has_its_flag_its_target_and_a_head_that_trains_on_it():
+    """augmentations.descriptor.AUGSELF_PIECES is the one list: each piece gets a --ss-<key> flag, a
+    target from augself_targets and a head whose loss takes that target."""
+    import pretrain_cond
+    from augmentations import (
+        AUGSELF_PIECES,
+        ViewParams,
+        augself_targets,
+        config_for_dataset,
+    )
+
+    flags = {s for a in pretrain_cond.build_parser()._actions for s in a.option_strings}
+    assert {f"--ss-{k}" for k in AUGSELF_PIECES} <= flags
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 30.0], [5.0, 2.0, 10.0, 10.0]])
+    src = torch.full((2, 2), 40.0)
+    p1, p2 = ViewParams.identity(boxes, src), ViewParams.identity(boxes.flip(0), src)
+    p1.rot_k[:] = torch.tensor([1, 2])
+    ranges = config_for_dataset("stl10").jitter_ranges
+    keys = list(AUGSELF_PIECES)
+    targets = (augself_targets(p1, p2, keys, ranges), augself_targets(p2, p1, keys, ranges))
+    heads = AugSelfHeads(3, dict.fromkeys(keys, 1.0))
+    assert heads.keys == keys
+    loss, stats = heads(torch.randn(2, 3), torch.randn(2, 3), targets)
+    assert torch.isfinite(loss) and set(stats) == {f"augself_{k}" for k in keys}
