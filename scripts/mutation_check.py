@@ -119,8 +119,8 @@ MUTATIONS: list[Mutation] = [
     M("crop-scale", "augmentations/pipeline.py", "crop_scale: tuple[float, float] = (0.2, 1.0)",
       "crop_scale: tuple[float, float] = (0.08, 1.0)", (RECIPE,)),
     # the step, the optimiser and the schedule
-    M("step-view-2-descriptor", "utils/step.py", "d2 = describe(p2, run.args.aug_cond, ranges)",
-      "d2 = describe(p1, run.args.aug_cond, ranges)", (LOOP,)),
+    M("step-view-2-descriptor", "utils/step.py", "d2 = descriptor_of(p2, run.args.aug_cond, ranges)",
+      "d2 = descriptor_of(p1, run.args.aug_cond, ranges)", (LOOP,)),
     M("lr-not-scaled-by-batch", "utils/run.py", "return args.base_lr * args.batch_size / 256",
       "return args.base_lr", (RECIPE, LOOP)),
     M("weight-decay-dropped", "utils/run.py",

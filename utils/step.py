@@ -74,7 +74,7 @@ def make_inputs(run: Run) -> Callable[[list], list]:
     are None where the method has none."""
     backend = AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None
     aug = ViewAugment(run.cfg, backend, whole_view=run.args.augment_graph == "view")
-    describe, targets_of = compiled(build_descriptor, backend), compiled(augself_targets, backend)
+    descriptor_of, targets_of = compiled(build_descriptor, backend), compiled(augself_targets, backend)
     cond_active = run.framework.projector.cond.active
     heads = run.framework.augself
     ranges = run.cfg.jitter_ranges
@@ -83,8 +83,8 @@ def make_inputs(run: Run) -> Callable[[list], list]:
     @record_function("inputs")  # the regions scripts/profile_step.py reports
     def inputs(batches: list) -> list:
         x1, p1, x2, p2 = make_views(run, batches, aug)
-        d1 = describe(p1, run.args.aug_cond, ranges) if cond_active else None
-        d2 = describe(p2, run.args.aug_cond, ranges) if cond_active else None
+        d1 = descriptor_of(p1, run.args.aug_cond, ranges) if cond_active else None
+        d2 = descriptor_of(p2, run.args.aug_cond, ranges) if cond_active else None
         targets = None
         if heads is not None:
             targets = (targets_of(p1, p2, heads.keys, ranges, quirk), targets_of(p2, p1, heads.keys, ranges, quirk))

@@ -260,7 +260,7 @@ def decode_line(loader: DeviceDecodePrefetcher) -> str:
     return line + ", in this process"
 
 
-def describe(run: Run, epoch_length: int) -> list[str]:
+def opening_lines(run: Run, epoch_length: int) -> list[str]:
     """The run's opening lines: what trains on what, by which method, and what the k-NN monitor compares."""
     a, d = run.args, run.data
     n = sum(p.numel() for p in run.framework.parameters() if p.requires_grad)
@@ -343,7 +343,7 @@ def _train(args, stop: StopRequest) -> None:
             log.info("changed since the checkpoint: " + "; ".join(changed))
     if rank == 0:
         write_json(os.path.join(args.logdir, "args.json"), vars(args))
-        for line in describe(run, epoch_length):
+        for line in opening_lines(run, epoch_length):
             log.info(line)
     engine.run(data, max_epochs=args.max_epochs, epoch_length=epoch_length)
     if rank == 0 and not ctl.stopped:

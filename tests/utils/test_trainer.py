@@ -35,18 +35,18 @@ def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_m
 
 def test_opening_lines_say_what_trains_and_what_the_knn_monitor_compares(tmp_path):
     import dataclasses
-    from utils.trainer import describe
+    from utils.trainer import opening_lines
     run = tiny_run(tmp_path, "--aug-inj-type", "proj-none")
-    head, method, inputs, knn = describe(run, 44)
+    head, method, inputs, knn = opening_lines(run, 44)
     assert inputs == ("input: uint8 images held on the CPU, views made there in batches, crop included; "
                       "augmentation eager per stage; backbone eager")
     assert head.startswith("simsiam on colordigits (1438 images), mini_resnet, ") and "44 steps/epoch" in head
     assert method == "projector without conditioning (--aug-inj-type proj-none)"
     assert knn == "k-NN monitor: 359 labelled queries against 1438 labelled images"
     run.data = dataclasses.replace(run.data, knn_train=None, knn_test=None)
-    assert describe(run, 44)[3] == "k-NN monitor off: the data has no labelled split"
+    assert opening_lines(run, 44)[3] == "k-NN monitor off: the data has no labelled split"
     run.args.eval_freq = 0
-    assert len(describe(run, 44)) == 3
+    assert len(opening_lines(run, 44)) == 3
 
 
 def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_path):
