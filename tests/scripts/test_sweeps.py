@@ -223,24 +223,26 @@ def test_slurm_template_passes_the_warning_to_training_and_requeues_once_it_has_
 def test_launch_single_node_passes_sigusr1_to_two_gloo_ranks_which_resume_bit_exact(tmp_path, monkeypatch):
     """scripts/launch_single_node.sh for real: torchrun, two CPU processes (gloo). SIGUSR1 sent to the
     script mid-epoch reaches both ranks through torchrun; they agree on the step to stop after, rank 0
-    writes ckpt-last.pth there and the script exits 75. --resume last (spawned ranks this time) then
-    gives the losses and final weights of the same run never stopped, bit for bit."""
+    writes ckpt-last.pth there and the script exits 75. --resume last, with ranks spawned by the entry
+    point this time, is stopped in epoch 2 by SIGUSR1 sent to that launcher, which passes it on and
+    exits 75 too. A last --resume last gives the losses and final weights of the same run never
+    stopped, bit for bit."""
     import torch
 
     from tests.data_formats import write_cifar
     from utils.checkpoint import load_checkpoint
     data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=64, n_test=8)
     argv = ["--datadir", data, "--framework", "simclr", "--dataset", "cifar10", "--model", "mini_resnet",
-            "--batch-size", "16", "--max-epochs", "1", "--proj-hidden", "16", "--eval-freq", "0", "--device", "cpu",
-            "--aug-inj-type", "proj-none", "--print-freq", "1", "--distributed"]  # 4 steps, 8 images per rank
+            "--batch-size", "16", "--max-epochs", "2", "--proj-hidden", "16", "--eval-freq", "0", "--device", "cpu",
+            "--aug-inj-type", "proj-none", "--print-freq", "1", "--distributed"]  # 4 steps an epoch, 8 images a rank
     inject = os.path.join(ROOT, "tests", "inject.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
 
-    def spawned(logdir, *extra):
+    def spawned(logdir, *extra, status=0, **fault):
         done = subprocess.run([sys.executable, inject, "--logdir", str(logdir), *argv, "--nproc-per-node", "2", *extra],
-                              env={**env, "LOSSES": str(logdir) + ".losses"}, capture_output=True, text=True,
+                              env={**env, "LOSSES": str(logdir) + ".losses", **fault}, capture_output=True, text=True,
                               timeout=300, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == status, done.stderr[-3000:]
 
     spawned(tmp_path / "ref")
     run = tmp_path / "run"
@@ -254,6 +256,10 @@ def test_launch_single_node_passes_sigusr1_to_two_gloo_ranks_which_resume_bit_ex
     ckpt = load_checkpoint(str(run / "ckpt-last.pth"))
     assert ckpt["epoch"] == 0 and 2 <= ckpt["step"] <= 3, ckpt["step"]  # inside the epoch, after step 2
     assert f"stopped by SIGUSR1 at epoch 1 step {ckpt['step']}/4" in (run / "log.txt").read_text()
+    # rank 1 signals the launcher that spawned it as step 6 starts
+    spawned(run, "--resume", "last", status=75, FAULT="parent:SIGUSR1", FAULT_AT="6", FAULT_RANK="1", FAULT_SLEEP="1")
+    ckpt = load_checkpoint(str(run / "ckpt-last.pth"))
+    assert ckpt["epoch"] == 1 and 2 <= ckpt["step"] <= 3 and len(ckpt["draws"]) == 2, ckpt["step"]
     spawned(run, "--resume", "last")
     assert (tmp_path / "run.losses").read_text() == (tmp_path / "ref.losses").read_text()  # rank 0's, step by step
     ref, got = load_checkpoint(str(tmp_path / "ref" / "ckpt-last.pth")), load_checkpoint(str(run / "ckpt-last.pth"))
