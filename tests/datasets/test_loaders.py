@@ -63,3 +63,23 @@ def test_worker_crops_are_uint8_views_with_their_records():
         assert box[0] + box[2] <= 50 and box[1] + box[3] <= 70
         assert view[0].float().mean() > 190  # the colour survives the crop
     assert label == 7
+
+
+def test_resume_at_a_step_skips_that_many_batches_of_the_next_epoch_only():
+    """A resume inside an epoch: the in-memory batches and the JPEG path's sampler begin at batch
+    ``step`` of the same order, once; the epoch after begins at its start again."""
+    from datasets.loaders import EpochIndexSampler
+    data = TensorImages(torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 3, 2, 2).contiguous(),
+                        torch.arange(40))
+    batches = DeviceBatches(data, 4, seed=5, device="cpu", rank=1, world=2)
+    batches.set_epoch(3)
+    whole = [labels.tolist() for _, labels in batches]
+    batches.resume_at(2)
+    assert [labels.tolist() for _, labels in batches] == whole[2:]
+    assert [labels.tolist() for _, labels in batches] == whole  # once only
+    sampler = EpochIndexSampler(40, 4, seed=5, rank=1, world=2)
+    sampler.set_epoch(3)
+    keys = list(sampler)
+    assert [i for _, i in keys] == [i for batch in whole for i in batch]  # the in-memory batches' order
+    sampler.resume_at(2)
+    assert list(sampler) == keys[8:] and list(sampler) == keys
