@@ -5,8 +5,8 @@ wiring, the projector, the descriptor, the augmentation recipe, the lr schedule,
 evaluation protocol). For each, the tree is copied to a scratch folder, the line is changed there
 (never here), and only the test files named with it run (``pytest -x``). A mutation the tests still
 pass on *survives*: a bug of that kind would go unnoticed. The script lists every mutation as killed
-or SURVIVED and exits 1 if any survived (2 if the unchanged tests fail, or a mutation's text is no
-longer in its file, so the list must follow the code).
+or SURVIVED and exits 1 if any survived (2 if the unchanged copy fails those tests, if pytest could
+not run them, or if a mutation's text is no longer in its file: the list must follow the code).
 
     python scripts/mutation_check.py               # all, sequentially (tens of minutes on 2 cores)
     python scripts/mutation_check.py --only moco   # the mutations whose name contains "moco"
@@ -153,15 +153,16 @@ def pytest_command(python: str, tests: tuple[str, ...], threads: int | None) -> 
     return [python, "-c", code, *args]
 
 
-def run_tests(tree: str, tests: tuple[str, ...], python: str, timeout: float, threads: int | None) -> bool:
-    """Whether the tests pass in ``tree`` (a timeout counts as failing: the mutation hangs them)."""
+def run_tests(tree: str, tests: tuple[str, ...], python: str, timeout: float, threads: int | None) -> str:
+    """The tests' verdict in ``tree``: "passed"; "failed" (a test failed, or they hung past ``timeout``);
+    or "error" (pytest could not collect or run them: exit status 2 to 5), which says nothing of a mutation."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     try:
         done = subprocess.run(pytest_command(python, tests, threads), cwd=tree, env=env, timeout=timeout, check=False,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0
+        return "failed"
+    return {0: "passed", 1: "failed"}.get(done.returncode, "error")
 
 
 def check_applicable(root: str, mutations: list[Mutation]) -> list[str]:
@@ -175,13 +176,21 @@ def check_applicable(root: str, mutations: list[Mutation]) -> list[str]:
     return bad
 
 
+VERDICT = {"failed": "killed", "passed": "SURVIVED", "error": "error"}  # the tests' verdict -> the mutation's
+
+
 def run_mutations(root: str, mutations: list[Mutation], python: str = sys.executable, timeout: float = 1800,
-                  threads: int | None = None, log=print) -> dict[str, bool]:
-    """name -> survived, each mutation applied in turn to one scratch copy of ``root`` and undone after."""
+                  threads: int | None = None, log=print, baseline: bool = True) -> dict[str, str]:
+    """name -> "killed", "SURVIVED" or "error", each mutation applied in turn to one scratch copy of
+    ``root`` and undone after. With ``baseline``, the copy must first pass every test the mutations use
+    (a test that fails anyway would kill every mutation); else RuntimeError."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         tree = os.path.join(scratch, "tree")
         shutil.copytree(root, tree, ignore=IGNORE, symlinks=True)
+        tests = tuple(sorted({t for m in mutations for t in m.tests}))
+        if baseline and (verdict := run_tests(tree, tests, python, timeout, threads)) != "passed":
+            raise RuntimeError(f"the unchanged tree {verdict} in {' '.join(tests)}: fix that first")
         for m in mutations:
             path = os.path.join(tree, m.path)
             with open(path) as f:
@@ -190,11 +199,11 @@ def run_mutations(root: str, mutations: list[Mutation], python: str = sys.execut
                 f.write(original.replace(m.old, m.new, 1))
             start = time.time()
             try:
-                results[m.name] = run_tests(tree, m.tests, python, timeout, threads)
+                results[m.name] = VERDICT[run_tests(tree, m.tests, python, timeout, threads)]
             finally:
                 with open(path, "w") as f:
                     f.write(original)
-            log(f"{'SURVIVED' if results[m.name] else 'killed  '} {m.name} ({m.path}; {time.time() - start:.0f} s)")
+            log(f"{results[m.name]:8s} {m.name} ({m.path}; {time.time() - start:.0f} s)")
     return results
 
 
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads in the test processes (default: the tests' own 2; 1 on a shared machine)")
     p.add_argument("--skip-baseline", action="store_true",
-                   help="do not first check that the unchanged tree passes the tests the mutations use")
+                   help="do not first check that the unchanged copy passes the tests the mutations use")
     a = p.parse_args(argv)
     chosen = [m for m in MUTATIONS if a.only is None or a.only in m.name]
     if a.list:
@@ -216,15 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     if bad := check_applicable(ROOT, chosen):
         print("\n".join(bad))
         return 2
-    tests = tuple(sorted({t for m in chosen for t in m.tests}))
-    if not a.skip_baseline and not run_tests(ROOT, tests, sys.executable, a.timeout, a.threads):
-        print(f"the unchanged tree fails some of {' '.join(tests)}: fix that first (a failing test kills every mutation)")
+    try:
+        results = run_mutations(ROOT, chosen, timeout=a.timeout, threads=a.threads, baseline=not a.skip_baseline)
+    except RuntimeError as e:
+        print(e)
         return 2
-    results = run_mutations(ROOT, chosen, timeout=a.timeout, threads=a.threads)
-    survivors = [name for name, survived in results.items() if survived]
-    print(f"{len(results) - len(survivors)} of {len(results)} mutations killed"
-          + (f"; survived: {', '.join(survivors)}" if survivors else ""))
-    return 1 if survivors else 0
+    survivors = [name for name, r in results.items() if r == "SURVIVED"]
+    errors = [name for name, r in results.items() if r == "error"]
+    print(f"{list(results.values()).count('killed')} of {len(results)} mutations killed"
+          + (f"; survived: {', '.join(survivors)}" if survivors else "")
+          + (f"; tests could not run: {', '.join(errors)}" if errors else ""))
+    return 1 if survivors else 2 if errors else 0
 
 
 if __name__ == "__main__":

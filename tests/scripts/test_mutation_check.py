@@ -1,5 +1,7 @@
 """scripts/mutation_check.py's mechanics on a toy tree: a mutation the tests catch is killed, one they
 miss survives, the tree itself is never changed, and a mutation whose text is gone is reported."""
+import pytest
+
 from tests.helpers import load_script
 
 
@@ -16,9 +18,14 @@ def test_a_caught_mutation_is_killed_and_a_missed_one_survives(tmp_path):
                  mc.Mutation("times", "calc.py", "a + b", "a * b", ("test_calc.py",))]  # 2 * 2 == 2 + 2
     lines = []
     assert mc.run_mutations(str(toy), mutations, timeout=120, log=lines.append) == \
-        {"minus": False, "times": True}
+        {"minus": "killed", "times": "SURVIVED"}
     assert lines[0].startswith("killed   minus") and lines[1].startswith("SURVIVED times")
     assert (toy / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"  # mutated in a scratch copy only
+    broken = mc.Mutation("syntax", "calc.py", "a + b", "a +", ("test_calc.py",))  # collection error: not a kill
+    assert mc.run_mutations(str(toy), [broken], timeout=120, baseline=False, log=lines.append) == {"syntax": "error"}
+    (toy / "test_calc.py").write_text("def test_fails():\n    assert False\n")
+    with pytest.raises(RuntimeError, match="the unchanged tree failed in test_calc.py"):
+        mc.run_mutations(str(toy), mutations, timeout=120, log=lines.append)
     gone = mc.Mutation("gone", "calc.py", "a / b", "a // b", ("test_calc.py",))
     assert mc.check_applicable(str(toy), [mutations[0], gone]) == ["gone: calc.py holds its text 0 times, not once"]
 
