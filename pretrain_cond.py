@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         die_or_raise(e)
     except KeyboardInterrupt:
         last = os.path.join(args.logdir, "ckpt-last.pth")
-        interrupted(f"{last} holds the last finished epoch; add --resume last to continue from it"
+        interrupted(f"{last} holds the last checkpoint; add --resume last to continue from it"
                     if os.path.exists(last) else "no checkpoint was written yet")
 
 

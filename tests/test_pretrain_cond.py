@@ -287,7 +287,7 @@ def test_ctrl_c_says_what_is_kept_in_one_line(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130
-    assert err == f"interrupted: {logdir / 'ckpt-last.pth'} holds the last finished epoch; add --resume last to " \
+    assert err == f"interrupted: {logdir / 'ckpt-last.pth'} holds the last checkpoint; add --resume last to " \
                   "continue from it\n"
 
 

@@ -29,6 +29,10 @@ FIXED_ON_RESUME = ("model", "framework", "dataset", "batch_size", "aug_cond", "a
                    "aug_nn_width", "aug_nn_depth", "aug_hn_type", "proj_hidden", *(f"ss_{k}" for k in AUGSELF_KEYS))
 
 
+# flags added after runs were made: the behaviour such a run had, which its resume keeps
+BEFORE_THEIR_FLAG = {"saturation_impl": "torchvision", "mocov3_momentum_schedule": "cosine"}
+
+
 # args that steer a run but not what it learns (pretrain_cond.py's "run control" group), and derived ones
 RUN_CONTROL = ("logdir", "resume", "distributed", "nproc_per_node", "stop_after", "print_freq", "ckpt_freq",
                "eval_freq", "knn_k", "knn_t", "finished", "restarted", "allow_rollback", "ckpt_every_steps",
@@ -332,22 +336,33 @@ def _check_resume(args) -> None:
     if not isinstance(old, dict):  # a damaged or foreign file: the user's one line, not a TypeError
         raise ValueError(f"--resume {args.resume}: not a pretraining checkpoint (its 'args' is a "  # noqa: TRY004
                          f"{type(old).__name__}, not a dict)")
+    for k, before in BEFORE_THEIR_FLAG.items():
+        if k not in old and hasattr(args, k):
+            setattr(args, k, before)  # a run made before the flag goes on as it started
     differ = [f"--{k.replace('_', '-')} {old.get(k)!r} -> {getattr(args, k)!r}"
               for k in FIXED_ON_RESUME if old.get(k) != getattr(args, k)]
     if differ:
         raise ValueError(f"--resume {args.resume}: incompatible arguments: {'; '.join(differ)}")
-    _check_rollback(args, ckpt["epoch"])
+    _check_rollback(args, (ckpt["epoch"], ckpt.get("step", 0)))
     if ckpt["epoch"] >= args.max_epochs:
         args.finished = ckpt["epoch"]
 
 
-def _epoch_of(path: str) -> int | None:
-    """The epoch a checkpoint holds, read without loading its tensors; None if it cannot be read."""
+def _position_of(path: str) -> tuple[int, int] | None:
+    """(epochs finished, steps done in the next one) of a checkpoint, read without loading its tensors;
+    None if it cannot be read."""
     try:
-        epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - any failure to read it
         return None
-    return epoch if isinstance(epoch, int) else None
+    epoch, step = ckpt.get("epoch"), ckpt.get("step", 0)
+    return (epoch, step) if isinstance(epoch, int) and isinstance(step, int) else None
+
+
+def _epoch_of(path: str) -> int | None:
+    """The epochs a checkpoint has finished; None if it cannot be read."""
+    position = _position_of(path)
+    return None if position is None else position[0]
 
 
 def latest_checkpoint(logdir: str) -> str | None:
@@ -368,15 +383,18 @@ def latest_checkpoint(logdir: str) -> str | None:
     return newest
 
 
-def _check_rollback(args, epoch: int) -> None:
-    """A checkpoint older than the folder's ckpt-last.pth, resumed into that folder, would overwrite it
-    with an earlier epoch (and later the kept ckpt-N.pth past it): refused unless --allow-rollback."""
+def _check_rollback(args, position: tuple[int, int]) -> None:
+    """A checkpoint older than the folder's ckpt-last.pth (an earlier epoch, or an earlier step of the
+    same one), resumed into that folder, would overwrite it with an earlier state (and later the kept
+    ckpt-N.pth past it): refused unless --allow-rollback."""
     last = os.path.join(args.logdir, "ckpt-last.pth")
     if getattr(args, "allow_rollback", False) or not os.path.isfile(last) or os.path.samefile(last, args.resume):
         return
-    newer = _epoch_of(last)  # None for a damaged ckpt-last.pth, which holds nothing worth keeping
-    if newer is not None and newer > epoch:
-        raise ValueError(f"--resume {args.resume} is at epoch {epoch}, older than {last} (epoch {newer}), which "
+    newer = _position_of(last)  # None for a damaged ckpt-last.pth, which holds nothing worth keeping
+    if newer is not None and newer > position:
+        def at(p: tuple[int, int]) -> str:
+            return f"epoch {p[0]}" + (f", step {p[1]}" if p[1] else "")
+        raise ValueError(f"--resume {args.resume} is at {at(position)}, older than {last} ({at(newer)}), which "
                          "this run would overwrite: pass --allow-rollback to go back, or a new --logdir")
 
 

@@ -1,5 +1,6 @@
 """Defaults that depend on the device: chosen by measurement (README, Speed), resolved before training;
 and the checks of flag values, --logdir and --resume that refuse a run before it writes anything."""
+import argparse
 import os
 
 import pytest
@@ -200,6 +201,37 @@ def test_resuming_an_older_checkpoint_into_its_folder_is_refused_unless_asked(tm
     validate(_pretrain_args(tmp_path / "branch", "--resume", run / "ckpt-3.pth"))  # a new folder
     validate(_pretrain_args(run, "--resume", run / "ckpt-6.pth"))  # the same epoch
     validate(_pretrain_args(run, "--resume", "last"))
+
+
+def test_resuming_an_epoch_end_checkpoint_over_a_later_step_of_the_next_epoch_is_refused(tmp_path):
+    """ckpt-last.pth written mid-epoch (a preemption, --ckpt-every-steps) is at epoch 3 + 5 steps:
+    ckpt-3.pth would roll those steps back."""
+    from utils.validate import validate
+    run = tmp_path / "run"
+    run.mkdir()
+    base = _pretrain_args(run)
+    _fake_checkpoint(run / "ckpt-3.pth", base, 3)
+    _fake_checkpoint(run / "ckpt-last.pth", base, 3, step=5)
+    with pytest.raises(ValueError, match=rf"is at epoch 3, older than {run}/ckpt-last.pth \(epoch 3, step 5\)"):
+        validate(_pretrain_args(run, "--resume", run / "ckpt-3.pth"))
+    validate(_pretrain_args(run, "--resume", run / "ckpt-3.pth", "--allow-rollback"))
+
+
+def test_a_run_made_before_a_flag_existed_resumes_with_the_behaviour_it_had(tmp_path):
+    """Saturation was torchvision's and MoCo v3's momentum a cosine before their flags existed."""
+    from utils.validate import validate
+    run = tmp_path / "run"
+    run.mkdir()
+    old = vars(_pretrain_args(run)).copy()
+    for k in ("saturation_impl", "mocov3_momentum_schedule"):
+        old.pop(k)
+    _fake_checkpoint(run / "ckpt-last.pth", argparse.Namespace(**old), 1)
+    a = _pretrain_args(run, "--resume", "last")
+    validate(a)
+    assert (a.saturation_impl, a.mocov3_momentum_schedule) == ("torchvision", "cosine")
+    b = _pretrain_args(tmp_path / "new")
+    validate(b)
+    assert (b.saturation_impl, b.mocov3_momentum_schedule) == ("hsv", "constant")
 
 
 def test_a_resume_checkpoint_whose_args_is_not_a_dict_is_one_line(tmp_path):
