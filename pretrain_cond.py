@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     from utils.trainer import training
     try:
         launch(training, args, *launch_plan(args))
-    except Exception as e:  # data that passed the presence check but cannot be read (e.g. a corrupt image)
+    except Exception as e:  # noqa: BLE001 - data that passed the presence check but cannot be read (e.g. a corrupt image)
         release_refused_logdir(args)  # stopped before writing anything: no folder holding only .lock
         exit_for_spawned_rank(e, args.logdir)  # a rank that stopped on a signal, printed its fault, or died
         die_or_raise(e)
