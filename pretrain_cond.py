@@ -111,7 +111,7 @@ def _speed_flags(a) -> None:
       help="NHWC memory format (default: on for CUDA)")
     a("--compile", action=argparse.BooleanOptionalAction, default=None,
       help="torch.compile the online backbone (default: on for one-process CUDA runs where Inductor can "
-           "generate GPU code, where CUDA graphs measured 1.13x faster at r50-224; off on CPU and with "
+           "generate GPU code, where its CUDA graphs measured faster, docs/speed.md; off on CPU and with "
            "--distributed, where it is not yet tested)")
     a("--compile-mode", default="auto", choices=["auto", *COMPILE_MODES],
       help="torch.compile mode for --compile: 'reduce-overhead' replays the backbone's kernels as CUDA "
@@ -129,8 +129,8 @@ def _speed_flags(a) -> None:
     a("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
       help="Gaussian blur as two grouped convolutions ('conv') or as sums of shifted slices, which "
            "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
-           "(auto: shift with --compile-augment, 5x faster there on an H100; conv otherwise, "
-           "2.4x faster eager)")
+           "(auto: shift with --compile-augment, conv otherwise: the faster one in each case, "
+           "docs/speed.md)")
     a("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
       help="make the next batch's views, records and descriptors on a side CUDA stream while this "
            "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "
@@ -144,8 +144,8 @@ def _speed_flags(a) -> None:
     a("--jpeg-decode", default="auto", choices=["auto", "device", "workers"],
       help="JPEG folders: 'device' = workers read bytes, nvJPEG decodes batches on the GPU; "
            "'workers' = decode + crop in loader workers (libjpeg-turbo and torch for plain JPEGs, PIL for "
-           "other files); auto = device on CUDA with < 8 workers, else workers (the faster one in each case on "
-           "an H200 at r50-224: 2,681 against 2,109 images/s with 4 workers, 3,031 against 2,871 with 8)")
+           "other files); auto = device on CUDA with < 8 workers, else workers (the faster one in each case, "
+           "docs/speed.md)")
     a("--jpeg-worker-fraction", type=float, default=0.0,
       help="with --jpeg-decode device: the share of images that loader workers decode and crop "
            "instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")

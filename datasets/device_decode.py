@@ -74,8 +74,8 @@ class JpegBytesTwoBoxes(Dataset):
 class BytesBatch(NamedTuple):
     """A batch as workers ship it: all encoded files in one flat buffer, all worker crops in one
     tensor. Why: a DataLoader moves each tensor of a batch through its own shared-memory segment,
-    and the main process spends ~0.3 ms taking each one in (on a 2-core CPU: 42 ms of main-thread
-    time for a list of 128 files, 1.6 ms for the same bytes in one tensor), time the step needs."""
+    and the main process spends main-thread time taking each one in (docs/speed.md), time the step
+    needs."""
     data: Tensor  # uint8 [total bytes]: the encoded files, one after another
     offsets: Tensor  # int64 [B + 1]: item i's bytes are data[offsets[i]:offsets[i + 1]] (empty if cropped)
     crops: Tensor  # uint8 [k, 2, 3, S, S]: both views of the k items decoded in workers, in batch order
@@ -127,15 +127,14 @@ def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int,
 
     ``convert_together`` (default: on CUDA) makes all images float at once, in one flat buffer
     that the resizes read views of: one conversion per chunk instead of one per image. On a CPU,
-    converting each image just before its resizes keeps it in cache: 10-40 % faster there
-    (``bench_decode.py --device cpu``). On CUDA each resize still makes one elementwise copy of
+    converting each image just before its resizes keeps it in cache, which is faster there
+    (``scripts/bench/bench_decode.py --device cpu``, docs/speed.md). On CUDA each resize still makes one elementwise copy of
     its own: ATen's antialiased kernel copies a strided input to a contiguous one, and a crop is a
     strided view (the 512 small copies of an r50-224 step's profile, docs/speed.md).
 
     The resize is called through ``torch._C._nn``, the binding ``F.interpolate`` itself uses, into
     batch rows split off in one call, not through ``torch.ops.aten`` into a slice per crop: host
-    time that the decoder threads partly hold the GIL for. On the 2-core CPU, with 16 px images
-    cropped to 8 px so that host time is all there is, an image took 54-57 us instead of 76-80.
+    time that the decoder threads partly hold the GIL for (docs/speed.md).
     """
     n, dev = len(images), images[0].device
     outs = [torch.empty(n, 3, size, size, dtype=torch.float32, device=dev) for _ in boxes]

@@ -4,8 +4,8 @@ file is a plain YCbCr JPEG, and the crops a loader worker makes of it.
 A plain JPEG (three YCbCr components, every quantisation table defined before its scan, a first
 scan naming the frame's components, an end marker after it) decodes to the same pixels in
 libjpeg-turbo whichever library calls it. A loader worker decodes such a file with torchvision's
-CPU decoder and crops it with torch's antialiased uint8 resize: 1.6-2.1x the images/s of PIL's
-decode and crops on one core (``scripts/bench/bench_decode.py``, its ``workers`` and ``pil`` rows;
+CPU decoder and crops it with torch's antialiased uint8 resize: faster than PIL's decode and
+crops on one core (``scripts/bench/bench_decode.py``, its ``workers`` and ``pil`` rows;
 docs/speed.md), with PIL's decoded pixels exactly and crops within one level of PIL's. Every
 other file (PNG, CMYK, grayscale, RGB-coded, truncated, malformed) is decoded and cropped by PIL,
 as upstream does, and PIL's refusal names the file.
@@ -87,8 +87,8 @@ def ycbcr_jpeg(im: Image.Image) -> bool:
 
 def tables_defined(im: Image.Image) -> bool:
     """Whether an opened JPEG (header read, up to its first scan) defines every quantisation table
-    its components name. nvJPEG decodes a file without them and raises nothing (seen on an H200,
-    torch 2.11), so its pixels would be wrong without a word; libjpeg refuses it, so PIL names it.
+    its components name. nvJPEG decodes a file without them and raises nothing (torch 2.11),
+    so its pixels would be wrong without a word; libjpeg refuses it, so PIL names it.
     A legal file that defines a table only between scans goes to PIL too, which reads it as the
     worker path would."""
     return {c[3] for c in im.layer} <= im.quantization.keys()  # layer: (id, h, v, table) per component
@@ -134,7 +134,7 @@ def worker_crops(path: str, head: JpegHeader, boxes: Sequence[Tensor], size: int
     """The file's crops to ``boxes`` (top, left, h, w), each resized to ``size`` x ``size``
     (antialiased bilinear): uint8 [len(boxes), 3, size, size]. A plain JPEG is decoded by
     libjpeg-turbo through torchvision and resized by torch's vectorised uint8 kernel (the two
-    together 1.6-2.1x faster than PIL's); any other file, or one that decoder refuses, by PIL."""
+    together faster than PIL's, docs/speed.md); any other file, or one that decoder refuses, by PIL."""
     image = None
     if head.plain:
         try:

@@ -117,7 +117,7 @@ class TwoCrops(Dataset):
     plain JPEGs through libjpeg-turbo and torch's resize, other files through PIL. ``pil_only``, or
     any other dataset of PIL images, crops with PIL alone, as upstream does. The DataLoader asks for
     whole batches (``__getitems__``): the crop boxes of a batch come from one batched call instead
-    of ~30 small tensor ops per image (0.6 ms an image on one core of the 2-core CPU).
+    of ~30 small tensor ops per image.
     """
 
     def __init__(self, base: Dataset, size: int, seed: int, pil_only: bool = False):

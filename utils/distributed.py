@@ -102,8 +102,8 @@ def quiet_ignite_info() -> None:
 def _with_platform_start_method(fn, local_rank: int, args) -> None:
     # A process made by the launcher's spawn inherits "spawn" as its start method, so each of its
     # DataLoaders would start workers that import torch and this project afresh, and the k-NN
-    # loaders are made anew at every evaluation: the tests' seed run took 63 s that way, 44 s
-    # now (2-core host). Its workers start as under torchrun or in one process.
+    # loaders are made anew at every evaluation, each importing everything again. Its workers
+    # start as under torchrun or in one process.
     if multiprocessing.parent_process() is not None:  # a process the launcher spawned, not the caller's
         multiprocessing.set_start_method(platform_start_method(), force=True)
         quiet_ignite_info()

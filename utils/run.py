@@ -86,7 +86,7 @@ class Run:
     def set_epoch(self, epoch: int) -> None:
         """Re-seed data order and augmentation draws from (seed, epoch, rank): resume is exact. Also
         set training mode here, once an epoch, not every step: ``train()`` walks every submodule,
-        host time (~0.8 ms a call on the 2-core CPU) that a host-bound step pays in full."""
+        host time that a host-bound step pays in full."""
         self.model.train()
         self.loader.set_epoch(epoch)
         seed = (self.args.seed * 1_000_003 + epoch) * 8191 + self.rank

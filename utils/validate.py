@@ -111,9 +111,9 @@ def resolve_defaults(args) -> None:
     if args.channels_last is None:
         args.channels_last = args.device == "cuda"
     can_compile = args.device == "cpu" or triton_usable()
-    if args.compile_augment is None:  # measured on an H200 (README, Speed); on a CPU compiling costs more than it saves
+    if args.compile_augment is None:  # docs/speed.md; on a CPU compiling costs more than it saves
         args.compile_augment = args.device == "cuda" and can_compile
-    if args.compile is None:  # CUDA graphs measured faster on an H200 (README, Speed); DDP with them is untested
+    if args.compile is None:  # CUDA graphs measured faster (docs/speed.md); DDP with them is untested
         args.compile = args.device == "cuda" and can_compile and not getattr(args, "distributed", False)
     for flag in ("compile", "compile_augment"):
         if getattr(args, flag) and not can_compile:
@@ -123,9 +123,9 @@ def resolve_defaults(args) -> None:
         raise ValueError(f"--compile-mode {args.compile_mode} is how --compile compiles the backbone: add --compile")
     if args.compile_mode == "auto":
         args.compile_mode = "reduce-overhead" if args.compile and args.device == "cuda" else "default"
-    if args.blur_impl == "auto":  # measured on an H100 (README, Speed): compiled shift 2.0 ms a view, conv 10.9
+    if args.blur_impl == "auto":  # the faster one in each case (docs/speed.md)
         args.blur_impl = "shift" if args.compile_augment else "conv"
-    # measured on an H200 (README, Speed): from 0.81 to 0.92 of the model-only ceiling at r18-32, 0.70 to 0.92 at r18-96
+    # several steps' views at once pay the input side's host cost once per group (docs/speed.md)
     held_on_gpu = args.device == "cuda" and args.compile_augment and args.dataset in IN_MEMORY
     if args.augment_ahead is None:
         args.augment_ahead = 8 if held_on_gpu and args.augment_graph != "stages" else 1
@@ -136,7 +136,7 @@ def resolve_defaults(args) -> None:
     if args.augment_ahead > 1 and args.augment_graph != "view":
         raise ValueError(f"--augment-ahead {args.augment_ahead} makes each view of {args.augment_ahead} steps in one "
                          "whole-view call: it needs --augment-graph view")
-    if args.jpeg_decode == "auto":  # crossover measured on an H100 and again on an H200 (README, Speed)
+    if args.jpeg_decode == "auto":  # the crossover in docs/speed.md
         args.jpeg_decode = "device" if args.device == "cuda" and args.num_workers < 8 else "workers"
     args.aug_cond = check_keys(args.aug_cond)
 

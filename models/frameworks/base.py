@@ -97,8 +97,8 @@ class Framework(nn.Module):
         """EMA of every ``ema_pairs`` target from its online module, in one fused op.
 
         The parameter lists are gathered on the first call, once the model has been moved and
-        wrapped. Walking the modules every step cost ~0.4 ms per ResNet-18 on the 2-core CPU, host
-        time that a host-bound step pays in full. Moving, converting or loading weights later keeps
+        wrapped. Walking the modules every step costs host time that a
+        host-bound step pays in full. Moving, converting or loading weights later keeps
         the Parameter objects, so the lists stay valid (tested).
         """
         if self._ema_params is None:
