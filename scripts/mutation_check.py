@@ -182,12 +182,15 @@ VERDICT = {"failed": "killed", "passed": "SURVIVED", "error": "error"}  # the te
 def run_mutations(root: str, mutations: list[Mutation], python: str = sys.executable, timeout: float = 1800,
                   threads: int | None = None, log=print, baseline: bool = True) -> dict[str, str]:
     """name -> "killed", "SURVIVED" or "error", each mutation applied in turn to one scratch copy of
-    ``root`` and undone after. With ``baseline``, the copy must first pass every test the mutations use
-    (a test that fails anyway would kill every mutation); else RuntimeError."""
+    ``root`` and undone after. Each mutation's text must occur once in the copy, and with ``baseline``
+    the copy must first pass every test the mutations use (a test that fails anyway would kill every
+    mutation); else RuntimeError."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         tree = os.path.join(scratch, "tree")
         shutil.copytree(root, tree, ignore=IGNORE, symlinks=True)
+        if bad := check_applicable(tree, mutations):  # the copy, not the tree, which may change meanwhile
+            raise RuntimeError("\n".join(bad))
         tests = tuple(sorted({t for m in mutations for t in m.tests}))
         if baseline and (verdict := run_tests(tree, tests, python, timeout, threads)) != "passed":
             raise RuntimeError(f"the unchanged tree {verdict} in {' '.join(tests)}: fix that first")
