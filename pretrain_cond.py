@@ -131,10 +131,6 @@ def _speed_flags(a) -> None:
            "torch.compile fuses into one kernel per pass ('shift'); same pixels to float rounding "
            "(auto: shift with --compile-augment, conv otherwise: the faster one in each case, "
            "docs/speed.md)")
-    a("--overlap-augment", action=argparse.BooleanOptionalAction, default=False,
-      help="make the next batch's views, records and descriptors on a side CUDA stream while this "
-           "step's model runs (same draws, same run); off by default: no gain beyond run-to-run noise "
-           "in our measurement (README, Speed)")
     a("--augment-ahead", type=int, default=None, metavar="K",
       help="make the views, records and descriptors of K steps together, one call per view, the draws "
            "taken batch by batch (same draws, same run): the input side's fixed host cost is paid "
@@ -146,9 +142,6 @@ def _speed_flags(a) -> None:
            "'workers' = decode + crop in loader workers (libjpeg-turbo and torch for plain JPEGs, PIL for "
            "other files); auto = device on CUDA with < 8 workers, else workers (the faster one in each case, "
            "docs/speed.md)")
-    a("--jpeg-worker-fraction", type=float, default=0.0,
-      help="with --jpeg-decode device: the share of images that loader workers decode and crop "
-           "instead, so CPU workers and the GPU decoder share each batch (0 = all on the GPU)")
 
 
 def _variant_flags(a) -> None:

@@ -10,11 +10,8 @@ one ``torchvision.io.decode_jpeg`` call on the device and crops/resizes each ima
 Files nvJPEG may not handle (PNG, CMYK or grayscale JPEGs: a few exist in ImageNet; JPEGs coded
 in RGB; truncated JPEGs, JPEGs missing a quantisation table and JPEGs whose first scan names a
 component the frame lacks, which PIL refuses by name) are decoded and cropped by PIL in the
-worker, exactly as on the worker-crop path. A fixed pseudo-random share ``worker_fraction`` of all
-images (``--jpeg-worker-fraction``) is decoded and cropped in the workers too, as the worker-crop
-path does it (``jpeg.worker_crops``): the CPU workers and the GPU decoder then work on each batch
-side by side, and their throughputs add up. A file the device decoder still refuses is
-decoded by PIL in the main process; only a file PIL refuses too stops the run.
+worker, exactly as on the worker-crop path (``jpeg.worker_crops``). A file the device decoder still
+refuses is decoded by PIL in the main process; only a file PIL refuses too stops the run.
 """
 from __future__ import annotations
 
@@ -34,25 +31,17 @@ from .jpeg import decode, read_pil, worker_crops
 from .loaders import EpochIndexSampler, check_batch_fits, headers_and_boxes
 
 
-def decoded_in_worker(index: int, fraction: float) -> bool:
-    """Whether image ``index`` is decoded by a loader worker rather than on the device: a fixed
-    pseudo-random share ``fraction`` of the dataset (Knuth's multiplicative hash spreads it over
-    every batch), the same each epoch and for any number of workers."""
-    return (index * 2654435761) % 2**32 < fraction * 2**32
-
-
 class JpegBytesTwoBoxes(Dataset):
     """Item = (payload, is_encoded, box1, box2, [h, w], label, index).
 
-    The payload is the file's bytes for the device to decode, or, for files nvJPEG may not take and
-    for the ``worker_fraction`` share, both views already cropped here (``worker_crops``): uint8
-    [2, 3, size, size].
+    The payload is the file's bytes for the device to decode, or, for files nvJPEG may not take, both
+    views already cropped here (``worker_crops``): uint8 [2, 3, size, size].
     The DataLoader asks for whole batches (``__getitems__``), so the crop boxes of a batch come from
     one batched call instead of ~30 small tensor ops per image.
     """
 
-    def __init__(self, samples: list[tuple[str, int]], seed: int, size: int, worker_fraction: float = 0.0):
-        self.samples, self.seed, self.size, self.worker_fraction = samples, seed, size, worker_fraction
+    def __init__(self, samples: list[tuple[str, int]], seed: int, size: int):
+        self.samples, self.seed, self.size = samples, seed, size
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -65,9 +54,8 @@ class JpegBytesTwoBoxes(Dataset):
         items = []
         for head, pair, src, (_, index) in zip(heads, boxes, hw.float(), keys):
             path, label = self.samples[index]
-            encoded = head.plain and not decoded_in_worker(index, self.worker_fraction)
-            data = head.data if encoded else worker_crops(path, head, pair, self.size)
-            items.append((data, encoded, *pair, src, label, index))
+            data = head.data if head.plain else worker_crops(path, head, pair, self.size)
+            items.append((data, head.plain, *pair, src, label, index))
         return items
 
 
@@ -104,11 +92,11 @@ def _collate(items) -> BytesBatch:
 
 
 def bytes_loader(samples: list[tuple[str, int]], batch_size: int, seed: int, num_workers: int,
-                 rank: int = 0, world: int = 1, *, size: int, worker_fraction: float = 0.0) -> DataLoader:
+                 rank: int = 0, world: int = 1, *, size: int) -> DataLoader:
     """``BytesBatch`` batches of ``JpegBytesTwoBoxes``; ``size`` is the crop size of worker-decoded images."""
     check_batch_fits(len(samples), batch_size, world)
     sampler = EpochIndexSampler(len(samples), batch_size, seed, rank, world)
-    return DataLoader(JpegBytesTwoBoxes(samples, seed, size, worker_fraction), batch_size=batch_size,
+    return DataLoader(JpegBytesTwoBoxes(samples, seed, size), batch_size=batch_size,
                       sampler=sampler, num_workers=num_workers, collate_fn=_collate, drop_last=True,
                       persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 

@@ -2,11 +2,11 @@
 # Every GPU check and measurement behind README's "Speed" section and docs/speed.md, most important first.
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
-# Steps: tests graphtests bench entry stl10 graph profile decode cudagraphs224 jpeg split cudagraphs stages blur
-# overlap compile variants sklearn sweep fidelity. The default is the first eight, most decisive first: what does not
+# Steps: tests graphtests bench entry stl10 graph profile decode cudagraphs224 jpeg cudagraphs stages blur
+# compile variants sklearn sweep fidelity. The default is the first eight, most decisive first: what does not
 # fit in one call's time is what matters least. bench makes the JPEG folder that entry trains on.
 # Timed on an H200 with the backbone's CUDA graphs: tests 124 s, graphtests 37 s, entry 85 s; bench did not end in
-# 408 s. Without them (the defaults of the time): jpeg 142 s, split 85 s, cudagraphs224 97 s, stl10 76 s, graph
+# 408 s. Without them (the defaults of the time): jpeg 142 s, cudagraphs224 97 s, stl10 76 s, graph
 # 112 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s, "sklearn variants" 280 s. On an H100: blur 132 s,
 # sweep 59 s.
 # JSON results go to $OUT as they come, after each measurement.
@@ -101,12 +101,6 @@ run_blur() {  # r50-224: cuDNN's grouped convolution blur took 18.6 ms a step (H
     --repeats 3 --out "$OUT/bench_blur.json"
 }
 
-run_overlap() {
-  step "pretraining throughput without and with --overlap-augment (inputs made a step ahead, on a side stream), 4 workers"
-  bench 300 --workers 4 --pipelines model ours --variants overlap_augment=true --repeats 3 \
-    --out "$OUT/bench_overlap.json"
-}
-
 run_decode() {
   step "JPEG input stages: nvJPEG decode (baseline vs progressive, threads), a worker's decode + crops vs PIL's, crop + resize"
   timeout -k 10 150 $PY scripts/bench/bench_decode.py --device cuda --out "$OUT/bench_decode.json" 2>&1 | grep -v "^$" | tail -16
@@ -122,13 +116,6 @@ run_jpeg() {  # decides --jpeg-decode auto: the workers' decode became 2x faster
   step "r50-224, 4 and 8 workers: libjpeg-turbo decode + crops in the workers (ours, and its input side alone) vs nvJPEG (ours-other), 3 rounds in one process"
   bench 240 --settings r50-224 --workers 4 8 --jpeg-decode workers \
     --pipelines model ours ours-other augment --repeats 3 --out "$OUT/bench_jpeg.json"
-}
-
-run_split() {  # r50-224's gap is most likely the crops on the GPU (docs/speed.md): a share moves them to the workers
-  step "JPEG decode shared between loader workers and nvJPEG, r50-224, 4 workers: shares 0, 0.2, 0.4 in one process"
-  bench 240 --settings r50-224 --workers 4 --jpeg-decode device --pipelines model ours \
-    --variants jpeg_worker_fraction=0.2 jpeg_worker_fraction=0.4 --repeats 3 --min-seconds 4 \
-    --out "$OUT/bench_split.json"
 }
 
 run_profile() {

@@ -104,8 +104,7 @@ def build_loader(args, data: PretrainData, size: int, device: torch.device, rank
     if data.in_memory:
         return DeviceBatches(data.train, per_rank, args.seed, device, rank, world)
     if args.jpeg_decode == "device":
-        loader = bytes_loader(data.train.samples, per_rank, args.seed, args.num_workers, rank, world, size=size,
-                              worker_fraction=args.jpeg_worker_fraction)
+        loader = bytes_loader(data.train.samples, per_rank, args.seed, args.num_workers, rank, world, size=size)
         return DeviceDecodePrefetcher(loader, device)
     return DevicePrefetcher(worker_crop_loader(data.train, size, per_rank, args.seed, args.num_workers,
                                                rank, world, pin_memory=device.type == "cuda"), device)

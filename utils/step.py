@@ -132,18 +132,15 @@ def make_step(run: Run, total_steps: int, guard: NonFiniteGuard | None = None,
     return step
 
 
-def input_stream(run: Run, overlap: bool | None = None) -> InputStream:
-    """The loader as step inputs, ``--augment-ahead`` batches' at a time (and with ``overlap``, by default
-    ``--overlap-augment``, one group ahead, on a side stream)."""
-    overlap = run.args.overlap_augment if overlap is None else overlap
-    return InputStream(run.loader, make_inputs(run), run.device, ahead=run.args.augment_ahead, overlap=overlap,
-                       snapshot=lambda: draw_state(run))
+def input_stream(run: Run) -> InputStream:
+    """The loader as step inputs, ``--augment-ahead`` batches' at a time."""
+    return InputStream(run.loader, make_inputs(run), ahead=run.args.augment_ahead, snapshot=lambda: draw_state(run))
 
 
 def engine_and_data(run: Run, total_steps: int, guard: NonFiniteGuard | None = None, epochs: int = 1
                     ) -> tuple[Callable[[Engine, object], dict[str, Tensor]], Iterable]:
-    """(step function, data) for the Engine: with ``--augment-ahead`` > 1 or ``--overlap-augment`` the
-    data is an InputStream of step inputs and the step is the model step; else the loader and the whole step."""
-    if run.args.overlap_augment or run.args.augment_ahead > 1:
+    """(step function, data) for the Engine: with ``--augment-ahead`` > 1 the data is an InputStream of
+    step inputs and the step is the model step; else the loader and the whole step."""
+    if run.args.augment_ahead > 1:
         return make_model_step(run, total_steps, guard, epochs), input_stream(run)
     return make_step(run, total_steps, guard, epochs), run.loader

@@ -223,15 +223,13 @@ def device_word(device_type: str) -> str:
 
 
 def input_line(a, in_memory: bool, device: str) -> str:
-    """How the views are made and the backbone runs, as the speed flags (resolved) make it; naming a JPEG
-    flag that changes nothing because the data is held in memory."""
+    """How the views are made and the backbone runs, as the speed flags (resolved) make it."""
     device = device_word(device)
     if in_memory:
         source = f"uint8 images held on the {device}, views made there in batches, crop included"
     elif a.jpeg_decode == "device":
-        shared = f" ({a.jpeg_worker_fraction:.0%} decoded and cropped in the workers)" if a.jpeg_worker_fraction else ""
         source = (f"JPEG bytes and crop boxes from {a.num_workers} loader workers, nvJPEG decode and crops in "
-                  f"batches on the {device}{shared}, the rest of the views there")
+                  f"batches on the {device}, the rest of the views there")
     else:
         source = (f"JPEG decode (libjpeg-turbo; PIL for other files) and crops in {a.num_workers} loader workers, "
                   f"the rest of the views on the {device}")
@@ -239,14 +237,9 @@ def input_line(a, in_memory: bool, device: str) -> str:
                                                              " as one graph per view")]
     if a.augment_ahead > 1:
         how.append(f"{a.augment_ahead} steps at once")
-    if a.overlap_augment:
-        how.append("a step ahead on a side stream")
     backbone = f"compiled ({a.compile_mode})" if a.compile else "eager"
-    line = f"input: {source}; augmentation {', '.join(how)}; backbone {backbone}" + (
+    return f"input: {source}; augmentation {', '.join(how)}; backbone {backbone}" + (
         ", channels_last" if a.channels_last else "")
-    if in_memory and a.jpeg_worker_fraction:
-        line += f"; --jpeg-worker-fraction is not used, as --dataset {a.dataset} is held in memory"
-    return line
 
 
 def decode_line(loader: DeviceDecodePrefetcher) -> str:
@@ -254,7 +247,7 @@ def decode_line(loader: DeviceDecodePrefetcher) -> str:
     PNGs, say) means the device decodes little, and the loader workers set the pace."""
     on_device = loader.sent["device"] - len(loader.refused)
     line = (f"decoded {on_device} images on the {device_word(loader.device.type)} and {loader.sent['workers']} in "
-            "the loader workers (files nvJPEG may not handle, and the --jpeg-worker-fraction share)")
+            "the loader workers (files nvJPEG may not handle)")
     if loader.refused:
         line += f", {len(loader.refused)} by PIL after the device refused them (the first: {loader.refused[0]})"
     return line + ", in this process"

@@ -30,15 +30,14 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
         model = "mini_resnet"
     argv = ["--logdir", "unused", "--dataset", dataset, "--model", model, "--batch-size", str(a.batch_size),
             "--num-workers", str(workers), "--device", a.device, "--precision", a.precision,
-            "--jpeg-decode", a.jpeg_decode, "--jpeg-worker-fraction", str(a.jpeg_worker_fraction),
-            "--augment-graph", a.augment_graph, "--blur-impl", a.blur_impl, *CASSLE]
+            "--jpeg-decode", a.jpeg_decode, "--augment-graph", a.augment_graph, "--blur-impl", a.blur_impl, *CASSLE]
     if a.augment_ahead is not None:
         argv += ["--augment-ahead", str(a.augment_ahead)]
     if a.channels_last is not None:
         argv.append("--channels-last" if a.channels_last else "--no-channels-last")
     if getattr(a, "compile_mode", "auto") != "auto":  # profile_step.py has no such flag
         argv += ["--compile-mode", a.compile_mode]
-    for flag in ("compile", "compile_augment", "overlap_augment"):
+    for flag in ("compile", "compile_augment"):
         if getattr(a, flag) is not None:
             argv.append(f"--{'' if getattr(a, flag) else 'no-'}{flag.replace('_', '-')}")
     if datadir:
@@ -120,13 +119,13 @@ class Pipelines:
     def augment(self, run=None):
         """(e) the input side of (c) alone (utils.step.make_inputs): views, descriptors, targets; no model."""
         from utils.step import input_stream
-        return (lambda _: None), endless(input_stream(run or self.run, overlap=False))
+        return (lambda _: None), endless(input_stream(run or self.run))
 
     def builders(self, setting: str, datadir: str | None) -> tuple[dict, dict]:
         """({name: builder} of the pipelines asked for, {variant name: (flags, spec, its run's
         arguments)}): the --variants are "ours" and "augment" again on a run with those input-side
         flags changed."""
-        from utils.run import aug_config, build_loader
+        from utils.run import aug_config
         kinds = {"model": self.model, "model-eager": self.model_eager, "upstream": self.upstream, "ours": self.ours,
                  "ours-other": self.ours_other, "augment": self.augment}
         chosen = [n for n in self.a.pipelines if not (self.run.data.in_memory and n == "ours-other")]  # no JPEGs
@@ -135,11 +134,9 @@ class Pipelines:
             flags = parse_variant(spec)
             vargs = variant_args(setting, self.a, flags, datadir, self.workers)
             vrun = dataclasses.replace(self.run, args=vargs, cfg=aug_config(vargs))
-            if "jpeg_worker_fraction" in flags:  # the share is the workers' to decode: a loader of its own
-                vrun = dataclasses.replace(vrun, loader=build_loader(vargs, vrun.data, vrun.cfg.size, vrun.device))
             for kind in ("ours", "augment"):
-                if kind in self.a.pipelines and not (kind == "augment" and set(flags) == {"overlap_augment"}):
-                    builders[f"{kind} [{spec}]"] = functools.partial(kinds[kind], vrun)  # overlap alone: no augment row
+                if kind in self.a.pipelines:
+                    builders[f"{kind} [{spec}]"] = functools.partial(kinds[kind], vrun)
                     variants[f"{kind} [{spec}]"] = (flags, spec, vargs)
         return builders, variants
 
@@ -147,12 +144,7 @@ class Pipelines:
         """The table's name for a pipeline: JPEG settings say which decode path "ours" took."""
         args = self.run.args
         decode = {"ours": args.jpeg_decode, "ours-other": self.other}.get(name)
-        if self.run.data.in_memory or decode is None:
-            label = name
-        else:
-            share = args.jpeg_worker_fraction if decode == "device" else 0.0
-            label = f"ours ({decode} decode{f', {share:.0%} in workers' if share else ''})"
-        return label + (" + overlap" if args.overlap_augment and name in ("ours", "ours-other") else "")
+        return name if self.run.data.in_memory or decode is None else f"ours ({decode} decode)"
 
 
 def backlog(workers: int, augment_ahead: int) -> int:
@@ -163,8 +155,7 @@ def backlog(workers: int, augment_ahead: int) -> int:
 
 
 VARIANT_FLAGS = {"augment_graph": VIEW_GRAPHS, "augment_ahead": ("1", "2", "4", "8", "16", "32"),
-                 "blur_impl": ("auto", *BLUR_IMPLS), "overlap_augment": ("true", "false"),
-                 "jpeg_worker_fraction": ("0", "0.1", "0.2", "0.3", "0.4", "0.5")}
+                 "blur_impl": ("auto", *BLUR_IMPLS)}
 
 
 def parse_variant(spec: str) -> dict[str, object]:
@@ -177,21 +168,14 @@ def parse_variant(spec: str) -> dict[str, object]:
             allowed = "; ".join(f"{k}={'|'.join(v)}" for k, v in VARIANT_FLAGS.items())
             raise ValueError(f"--variants {spec!r}: expected flag=value pairs, each flag once, joined by ',' "
                              f"({allowed})")
-        flags[flag] = {"overlap_augment": lambda v: v == "true", "augment_ahead": int,
-                       "jpeg_worker_fraction": float}.get(flag, str)(value)
+        flags[flag] = int(value) if flag == "augment_ahead" else value
     return flags
 
 
 def variant_args(setting: str, a, flags: dict[str, object], datadir: str | None, workers: int):
     """pretrain_cond.py's arguments with the --variants flags changed, checked by its parser and
-    validation as on its command line. A share of JPEGs for the workers needs the nvJPEG path."""
-    args = make_args(setting, argparse.Namespace(**{**vars(a), **flags}), datadir, workers)
-    if "jpeg_worker_fraction" in flags and SETTINGS[setting][1] != "folder":
-        raise ValueError(f"jpeg_worker_fraction applies to JPEG folders (r50-224), not to {setting}, held in memory")
-    if "jpeg_worker_fraction" in flags and args.jpeg_decode != "device":
-        raise ValueError(f"jpeg_worker_fraction applies to --jpeg-decode device, and {setting} with {workers} "
-                         f"workers decodes in the workers (add --jpeg-decode device)")
-    return args
+    validation as on its command line."""
+    return make_args(setting, argparse.Namespace(**{**vars(a), **flags}), datadir, workers)
 
 
 class _PILView(torch.utils.data.Dataset):

@@ -21,9 +21,9 @@ Pipelines:
   augment   the input side of "ours" alone (batches, views, records, descriptors; no model step):
             above the model-only figure, the input pipeline can keep up with the model
   --variants FLAG=VALUE[,FLAG=VALUE] ...  "ours" and "augment" again (those chosen) with input-side
-            flags changed (augment_graph, augment_ahead, blur_impl, overlap_augment; and, on the nvJPEG
-            path, jpeg_worker_fraction), in the same process and round-robin with the rest: the
-            ceiling moved by up to 28 % between processes of the same code on one H100 host
+            flags changed (augment_graph, augment_ahead, blur_impl), in the same process and
+            round-robin with the rest: the ceiling moved by up to 28 % between processes of the
+            same code on one H100 host
 Prints a table of images/s (each image = two views) and peak memory (warm-up included), and writes
 JSON. Each measurement runs at least --steps steps and --min-seconds, once the loader workers of all
 pipelines are idle; with --repeats R the pipelines are measured R times round-robin, and the table
@@ -145,7 +145,7 @@ def bench_setting(setting: str, a, workers: int, datadir: str | None):
     pipes = Pipelines(build_run(args, torch.device(a.device)), a, workers)
     builders, variants = pipes.builders(setting, datadir)
     common = dict(setting=setting, workers=workers, model=args.model, precision=args.precision,
-                  channels_last=args.channels_last, compile=_compiled(args), overlap_augment=args.overlap_augment,
+                  channels_last=args.channels_last, compile=_compiled(args),
                   augment_graph=args.augment_graph, augment_ahead=args.augment_ahead, blur_impl=args.blur_impl)
     backlogs = {n: 0 if n == "model" else backlog(workers, (variants[n][2] if n in variants else args).augment_ahead)
                 for n in builders}
@@ -173,8 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="fp32, bf16, fp16 or auto (bf16 on CUDA)")
     p.add_argument("--jpeg-decode", default="auto",
                    help="JPEG path for 'ours' (auto: pretrain_cond.py's rule, nvJPEG on CUDA below 8 workers)")
-    p.add_argument("--jpeg-worker-fraction", type=float, default=0.0,
-                   help="device decode: share of images the loader workers decode and crop instead")
     p.add_argument("--pipelines", nargs="+", default=["model", "upstream", "ours", "ours-other", "augment"],
                    choices=["model", "model-eager", "upstream", "ours", "ours-other", "augment"],
                    help="what to measure (model-eager: the model-only step with the backbone eager; ours-other: "
@@ -196,8 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: as pretrain_cond.py, 8 at r18-32 on CUDA)")
     p.add_argument("--blur-impl", default="auto", choices=["auto", *BLUR_IMPLS],
                    help="Gaussian blur implementation (r50-224; default: as pretrain_cond.py)")
-    p.add_argument("--overlap-augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="make the next batch's inputs on a side stream during the step (default: as pretrain_cond.py)")
     p.add_argument("--variants", nargs="+", default=[], metavar="FLAG=VALUE",
                    help="also measure 'ours' and 'augment' with input-side flags changed, in the same process "
                         f"(flags: {', '.join(VARIANT_FLAGS)}; e.g. augment_graph=view blur_impl=conv "

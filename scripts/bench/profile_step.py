@@ -126,8 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=8, help="unprofiled steps first (compiling, cudnn autotune)")
     p.add_argument("--tiny", action="store_true", help="mini_resnet, for a CPU smoke run")
     p.add_argument("--jpeg-dir", default=None, help="JPEG folder for r50-224 (written there if missing)")
-    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
-                   help="--overlap-augment (default: as pretrain_cond.py)")
     p.add_argument("--compile-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="as pretrain_cond.py (default: on where Inductor can make GPU code); "
                         "--compile-augment on a CPU makes the host profile resemble the GPU's")
@@ -147,9 +145,8 @@ def run_profile(a) -> dict:
     kernels show one by one instead of as CUDA-graph replays."""
     from utils.run import build_run
     from utils.step import engine_and_data, input_stream
-    a.precision, a.jpeg_decode, a.jpeg_worker_fraction = "auto", "auto", 0.0
+    a.precision, a.jpeg_decode = "auto", "auto"
     a.channels_last, a.compile = None, False
-    a.overlap_augment = a.overlap
     torch.backends.cudnn.benchmark = True
     with tempfile.TemporaryDirectory() as tmp:  # build_run reads STL-10 into memory; the JPEGs lie outside tmp
         datadir = setting_datadir(a.setting, tmp, a.batch_size, a.steps + a.warmup + 2, a.tiny,
@@ -163,9 +160,9 @@ def run_profile(a) -> dict:
         step(engine, next(batches))
     res = profile_steps(lambda b: step(engine, b), batches, a.steps, run.device, a.trace)
     if a.host_profile:
-        res["host"] = host_profile(endless(input_stream(run, overlap=False))(), a.steps, run.device, a.host_profile)
+        res["host"] = host_profile(endless(input_stream(run))(), a.steps, run.device, a.host_profile)
     res.update(setting=a.setting, workers=a.workers, compile_augment=args.compile_augment,
-               overlap_augment=args.overlap_augment, augment_graph=args.augment_graph,
+               augment_graph=args.augment_graph,
                augment_ahead=args.augment_ahead, blur_impl=args.blur_impl,
                device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
     return res

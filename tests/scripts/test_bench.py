@@ -106,11 +106,11 @@ def test_bench_settle_waits_for_busy_loader_processes():
 def test_bench_pretrain_jpeg_setting_measures_both_decode_paths(tmp_path):
     out = tmp_path / "b.json"
     load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "1",
-                                       "--jpeg-decode", "device", "--jpeg-worker-fraction", "0.5", "--batch-size", "4",
+                                       "--jpeg-decode", "device", "--batch-size", "4",
                                        "--steps", "1", "--warmup", "1", "--min-seconds", "0", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours (device decode, 50% in workers)",
-                                             "ours (workers decode)", "augment"]
+    assert [r["pipeline"] for r in rows] == ["model", "upstream", "ours (device decode)", "ours (workers decode)",
+                                             "augment"]
     assert [r["default"] for r in rows] == [False, False, True, False, False]
     assert all(r["images_per_s"] > 0 and r["setting"] == "r50-224" for r in rows)
 
@@ -192,18 +192,6 @@ def test_bench_pretrain_variants_run_in_the_same_process(tmp_path):
     assert all(r["images_per_s"] > 0 for r in rows)
 
 
-def test_bench_pretrain_overlap_variant_varies_only_the_training_row(tmp_path):
-    """The input side alone has nothing to overlap with, so --variants overlap_augment=true adds no augment row."""
-    out = tmp_path / "b.json"
-    load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-32", "--workers", "0",
-                                       "--pipelines", "ours", "augment", "--variants", "overlap_augment=true",
-                                       "--batch-size", "8", "--steps", "1", "--warmup", "1", "--min-seconds", "0",
-                                       "--out", str(out)])
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["pipeline"] for r in rows] == ["ours", "augment", "ours [overlap_augment=true]"]
-    assert [r["overlap_augment"] for r in rows] == [False, False, True]
-
-
 def test_bench_pretrain_later_rounds_first_take_what_a_pipeline_made_ahead():
     """Round 1 warms up --warmup steps. In later rounds a pipeline first takes the steps its loader may
     have stocked while the others were measured (at least 2), then is timed."""
@@ -220,30 +208,6 @@ def test_bench_pretrain_later_rounds_first_take_what_a_pipeline_made_ahead():
                                 {"fed": 10, "model": 0}))
     assert [(rep, name) for rep, name, _ in rounds] == [(r, n) for r in range(3) for n in ("fed", "model")]
     assert calls == {"fed": (4 + 1) + 2 * (10 + 1), "model": (4 + 1) + 2 * (2 + 1)}
-
-
-def test_bench_pretrain_worker_share_variant_decodes_with_a_loader_of_its_own(tmp_path):
-    """"jpeg_worker_fraction=0.5" measures the nvJPEG path with half the images decoded by PIL in
-    the loader workers, through a loader of its own; the default's loader keeps its share of 0. Only
-    that path has a share: the workers' path and images held in memory are refused."""
-    from utils.run import build_run
-    bench = load_script("bench/bench_pipelines")
-    a = load_script("bench/bench_pretrain").build_parser().parse_args([
-        "--device", "cpu", "--tiny", "--settings", "r50-224", "--workers", "0", "--jpeg-decode", "device",
-        "--pipelines", "ours", "augment", "--variants", "jpeg_worker_fraction=0.5", "--batch-size", "4"])
-    datadir = load_script("bench/bench_data").setting_datadir("r50-224", str(tmp_path), 4, 4, True)
-    pipes = bench.Pipelines(build_run(bench.make_args("r50-224", a, datadir, 0), torch.device("cpu")), a, 0)
-    builders, variants = pipes.builders("r50-224", datadir)
-    assert list(variants) == ["ours [jpeg_worker_fraction=0.5]", "augment [jpeg_worker_fraction=0.5]"]
-    shared = builders["ours [jpeg_worker_fraction=0.5]"].args[0].loader
-    for loader in (pipes.run.loader, shared):
-        loader.set_epoch(0)
-        assert sum(len(labels) for *_, labels in loader) == 16
-    assert pipes.run.loader.sent == {"device": 16, "workers": 0}
-    assert shared.sent["workers"] > 0 and shared.sent["device"] > 0
-    flags = bench.parse_variant("jpeg_worker_fraction=0.5")
-    with pytest.raises(ValueError, match="decodes in the workers"):
-        bench.variant_args("r50-224", argparse.Namespace(**{**vars(a), "jpeg_decode": "workers"}), flags, datadir, 0)
 
 
 @pytest.fixture
@@ -291,8 +255,7 @@ def test_bench_stl10_files_are_read_by_torchvisions_loader(tmp_path, stl10_check
                       "(augment_graph=stages|view;"),
     ("jpeg_decode=device", "--variants 'jpeg_decode=device': expected flag=value pairs"),
     ("augment_ahead=3", "--variants 'augment_ahead=3': expected flag=value pairs"),
-    ("jpeg_worker_fraction=0.2", "--variants jpeg_worker_fraction=0.2: jpeg_worker_fraction applies to JPEG "
-                                 "folders (r50-224), not to r18-32, held in memory"),
+    ("overlap_augment=true", "--variants 'overlap_augment=true': expected flag=value pairs"),
     ("augment_ahead=2,augment_ahead=4", "--variants 'augment_ahead=2,augment_ahead=4': expected flag=value pairs"),
     ("augment_graph=view", "--variants augment_graph=view: --augment-graph view compiles the whole view"),
     ("augment_ahead=2", "--variants augment_ahead=2: --augment-graph view compiles the whole view: it needs "

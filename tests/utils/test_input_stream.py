@@ -1,4 +1,4 @@
-"""utils.input_stream.InputStream: inputs made ahead (several steps' together, or on a side stream) change nothing."""
+"""utils.input_stream.InputStream: inputs made ahead (several steps' together) change nothing."""
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -47,60 +47,40 @@ def _recording_inputs(calls):
     return inputs
 
 
-def test_made_one_batch_ahead_in_the_order_they_are_used():
+def test_one_batch_at_a_time_is_made_when_its_step_comes():
     calls = []
-    stream = InputStream(_Loader([1, 2, 3], calls), _recording_inputs(calls), torch.device("cpu"))
+    stream = InputStream(_Loader([1, 2, 3], calls), _recording_inputs(calls))
     assert len(stream) == 3
     it = iter(stream)
     assert calls == []  # nothing drawn before the first batch is asked for (the epoch's re-seed comes first)
-    assert next(it) == 10 and calls == [[1], [2]]  # batch 2 made before batch 1's step
-    assert next(it) == 20 and calls == [[1], [2], [3]]
-    assert next(it) == 30 and calls == [[1], [2], [3]]  # nothing beyond the epoch's end
+    assert next(it) == 10 and calls == [[1]]
+    assert next(it) == 20 and calls == [[1], [2]]
+    assert next(it) == 30 and calls == [[1], [2], [3]]
     assert next(it, None) is None
     stream.set_epoch(4)
     assert calls[-1] == "epoch 4"
 
 
-@pytest.mark.parametrize("overlap", [False, True])
-def test_groups_of_batches_are_made_together_and_yielded_step_by_step(overlap):
-    """ahead=2: one inputs() call per two batches, the epoch's last group shorter; with overlap the
-    next group is made before the current group's first step, else only when its first step comes."""
+def test_groups_of_batches_are_made_together_and_yielded_step_by_step():
+    """ahead=2: one inputs() call per two batches, the epoch's last group shorter; a group is made only
+    when its first step comes."""
     calls = []
-    stream = InputStream(_Loader([1, 2, 3, 4, 5], calls), _recording_inputs(calls), torch.device("cpu"),
-                         ahead=2, overlap=overlap)
+    stream = InputStream(_Loader([1, 2, 3, 4, 5], calls), _recording_inputs(calls), ahead=2)
     got, seen = [], []
     for x in stream:
         got.append(x)
         seen.append(len(calls))
     assert got == [10, 20, 30, 40, 50]
     assert calls == [[1, 2], [3, 4], [5]]
-    assert seen == ([2, 2, 3, 3, 3] if overlap else [1, 1, 2, 2, 3])
+    assert seen == [1, 1, 2, 2, 3]
     with pytest.raises(ValueError, match="ahead must be at least 1"):
-        InputStream([], _recording_inputs(calls), torch.device("cpu"), ahead=0)
-
-
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])
-def test_overlap_gives_the_serial_inputs_over_epochs(tmp_path, device):
-    """--overlap-augment alone (one step at a time: on CUDA colordigits would default to 8 at once,
-    whose serial twin is the next test's) gives the inputs of the serial run, bit for bit."""
-    one = ("--augment-ahead", "1")
-    serial_run = tiny_run(tmp_path / "a", *CASSLE, *one, device=device)
-    serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
-    run = tiny_run(tmp_path / "b", *CASSLE, *one, "--overlap-augment", device=device)
-    step, data = engine_and_data(run, 10)
-    assert isinstance(data, InputStream)
-    ahead = _epochs(run, data)
-    assert len(ahead) == len(serial) == 2 * len(run.loader) > 2
-    _assert_same_inputs(ahead, serial)
-    assert not isinstance(engine_and_data(serial_run, 10)[1], InputStream)
+        InputStream([], _recording_inputs(calls), ahead=0)
 
 
 AHEAD = ["--compile-augment", "--augment-graph", "view", "--augment-ahead", "3"]
 
 
-@pytest.mark.parametrize("overlap", [[], ["--overlap-augment"]])
-def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monkeypatch, overlap):
+def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monkeypatch):
     """--augment-ahead 3: the views of three steps in one whole-view call are, bit for bit, those of the
     eager run made step by step (same draws in the same order), over two epochs whose last group is
     shorter (and padded: no recompilation); descriptors and AugSelf targets too."""
@@ -109,7 +89,7 @@ def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monke
     size = ("--batch-size", "64")
     serial_run = tiny_run(tmp_path / "a", *CASSLE, *size)
     serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
-    run = tiny_run(tmp_path / "b", *CASSLE, *size, *AHEAD, *overlap)
+    run = tiny_run(tmp_path / "b", *CASSLE, *size, *AHEAD)
     assert len(run.loader) % 3 != 0  # the short last group is exercised
     step, data = engine_and_data(run, 10)
     assert isinstance(data, InputStream) and data.ahead == 3
@@ -120,6 +100,7 @@ def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monke
             got.append(_flat(inputs))
             graphs.append(counters["stats"]["unique_graphs"])
     _assert_same_inputs(got, serial)
+    assert not isinstance(engine_and_data(serial_run, 10)[1], InputStream)  # one step at a time: the loader itself
     assert len(set(graphs)) == 1  # compiled for the first group; the short last groups, padded, did not recompile
     assert torch.isfinite(step(StubEngine(), next(iter(data)))["loss"])
 
@@ -154,9 +135,9 @@ def test_cuda_steps_made_ahead_match_the_steps_made_one_by_one(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("ahead", [["--no-compile-augment"], AHEAD])
-def test_cuda_overlapped_steps_have_no_synchronising_call(tmp_path, ahead):
-    run = tiny_run(tmp_path, *CASSLE, "--overlap-augment", *ahead, device="cuda")
+def test_cuda_steps_made_ahead_have_no_synchronising_call(tmp_path):
+    """Neither the groups' inputs, made between steps, nor the model steps wait for the GPU."""
+    run = tiny_run(tmp_path, *CASSLE, *AHEAD, device="cuda")
     step, data = engine_and_data(run, 10)
     it = iter(data)
     step(StubEngine(), next(it))
@@ -183,9 +164,8 @@ class _Resumable(_Loader):
         return iter(list.__iter__(self[start:]) if start else super().__iter__())
 
 
-@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("ahead", [1, 3])
-def test_resume_after_any_step_gives_the_rest_of_the_epoch_with_the_same_draws(ahead, overlap):
+def test_resume_after_any_step_gives_the_rest_of_the_epoch_with_the_same_draws(ahead):
     """What a resume inside an epoch relies on: with the generator set back to ``state_before(step)``
     (taken while the epoch ran, as a checkpoint would), ``resume_at(step)`` yields the epoch's remaining
     inputs, draws included, even where ``step`` falls inside a group made together."""
@@ -194,8 +174,7 @@ def test_resume_after_any_step_gives_the_rest_of_the_epoch_with_the_same_draws(a
     def inputs(group):  # one draw per batch, in batch order, as the views' draws are taken
         return [(b, int(torch.randint(1000, (1,), generator=gen))) for b in group]
 
-    stream = InputStream(_Resumable(list(range(7))), inputs, torch.device("cpu"), ahead=ahead, overlap=overlap,
-                         snapshot=gen.get_state)
+    stream = InputStream(_Resumable(list(range(7))), inputs, ahead=ahead, snapshot=gen.get_state)
     whole, states = [], {}
     for item in stream:
         whole.append(item)

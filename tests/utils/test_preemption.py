@@ -22,7 +22,7 @@ from utils.preemption import EXIT_PREEMPTED
 BASE = ["--framework", "simclr", "--dataset", "cifar10", "--model", "mini_resnet", "--batch-size", "16",
         "--max-epochs", "2", "--proj-hidden", "16", "--eval-freq", "0", "--device", "cpu", "--aug-inj-type",
         "proj-none", "--print-freq", "100", "--seed", "3"]
-AHEAD = ["--augment-ahead", "3", "--augment-graph", "view", "--compile-augment", "--overlap-augment"]
+AHEAD = ["--augment-ahead", "3", "--augment-graph", "view", "--compile-augment"]
 
 
 @pytest.fixture(scope="module")

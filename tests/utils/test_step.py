@@ -79,7 +79,7 @@ def test_training_step_on_jpeg_folders_never_waits_for_the_device(tmp_path, deco
 
 
 def test_steps_made_ahead_never_wait_for_the_device(tmp_path, monkeypatch):
-    """--augment-ahead with --overlap-augment: joining the draws of several batches, the whole-view call,
+    """--augment-ahead: joining the draws of several batches, the whole-view call,
     splitting its inputs per step and padding the epoch's short last group add no syncing op to the
     input side (the model step is checked above). The view functions run eagerly here (no backend)
     so that the hook sees every op they dispatch."""
@@ -87,14 +87,13 @@ def test_steps_made_ahead_never_wait_for_the_device(tmp_path, monkeypatch):
     monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", None)
     run = tiny_run(tmp_path, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
                    "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5",
-                   "--batch-size", "128", "--compile-augment", "--augment-graph", "view", "--augment-ahead", "3",
-                   "--overlap-augment")
+                   "--batch-size", "128", "--compile-augment", "--augment-graph", "view", "--augment-ahead", "3")
     assert len(run.loader) == 11  # groups of 3, 3, 3 and 2 (padded)
     step, data = engine_and_data(run, total_steps=10)
     it = iter(data)
-    next(it)  # makes groups 1 and 2 (one ahead) and the cached constants
+    next(it)  # makes group 1 and the cached constants
     with SyncOps() as mode:
-        rest = list(it)  # makes groups 3 and 4
+        rest = list(it)  # makes groups 2, 3 and 4
     assert mode.seen == [], f"syncing ops in the input side: {sorted(set(mode.seen))}"
     assert len(rest) == 10 and torch.isfinite(step(StubEngine(), rest[-1])["loss"])
 

@@ -70,19 +70,18 @@ def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_pa
                                      "that makes the projector (mlp)")
 
 
-def test_input_line_says_how_views_are_made_and_names_a_jpeg_flag_that_changes_nothing(tmp_path):
+def test_input_line_says_how_views_are_made(tmp_path):
     from utils.trainer import input_line
     a = tiny_run(tmp_path, "--aug-inj-type", "proj-none").args
-    a.compile_augment, a.augment_graph, a.augment_ahead, a.overlap_augment = True, "view", 8, True
-    a.compile, a.compile_mode, a.channels_last, a.jpeg_worker_fraction = True, "reduce-overhead", True, 0.25
+    a.compile_augment, a.augment_graph, a.augment_ahead = True, "view", 8
+    a.compile, a.compile_mode, a.channels_last = True, "reduce-overhead", True
     assert input_line(a, True, "cuda") == (
         "input: uint8 images held on the GPU, views made there in batches, crop included; augmentation compiled "
-        "as one graph per view, 8 steps at once, a step ahead on a side stream; backbone compiled (reduce-overhead), "
-        "channels_last; --jpeg-worker-fraction is not used, as --dataset colordigits is held in memory")
+        "as one graph per view, 8 steps at once; backbone compiled (reduce-overhead), channels_last")
     a.num_workers, a.jpeg_decode = 4, "device"
     assert input_line(a, False, "cuda").startswith(
-        "input: JPEG bytes and crop boxes from 4 loader workers, nvJPEG decode and crops in batches on the GPU "
-        "(25% decoded and cropped in the workers), the rest of the views there; augmentation compiled")
+        "input: JPEG bytes and crop boxes from 4 loader workers, nvJPEG decode and crops in batches on the GPU, "
+        "the rest of the views there; augmentation compiled")
     a.jpeg_decode, a.compile, a.channels_last = "workers", False, False
     assert input_line(a, False, "cuda").startswith(
         "input: JPEG decode (libjpeg-turbo; PIL for other files) and crops in 4 loader workers, the rest of the views "

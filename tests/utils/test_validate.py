@@ -81,12 +81,12 @@ def test_cpu_defaults_and_explicit_choices_are_kept():
     resolve_defaults(a)
     assert (a.precision, a.channels_last, a.compile_augment, a.jpeg_decode) == ("fp32", False, False, "workers")
     assert (a.compile, a.compile_mode) == (False, "default")
-    assert (a.augment_graph, a.augment_ahead, a.overlap_augment) == ("stages", 1, False)
+    assert (a.augment_graph, a.augment_ahead) == ("stages", 1)
     b = _args("--device", "cpu", "--jpeg-decode", "device", "--precision", "bf16", "--channels-last",
-              "--compile-augment", "--augment-graph", "view", "--overlap-augment")
+              "--compile-augment", "--augment-graph", "view")
     resolve_defaults(b)
     assert (b.precision, b.channels_last, b.compile_augment, b.jpeg_decode) == ("bf16", True, True, "device")
-    assert (b.augment_graph, b.overlap_augment) == ("view", True)
+    assert b.augment_graph == "view"
 
 
 @pytest.mark.parametrize("dataset,flags,graph,ahead", [
@@ -164,8 +164,7 @@ def _pretrain_args(logdir, *extra):
 
 @pytest.mark.parametrize("flag,value", [("--base-lr", "inf"), ("--base-lr", "nan"), ("--wd", "inf"),
                                         ("--wd", "nan"), ("--momentum", "nan"), ("--knn-t", "inf"),
-                                        ("--ss-crop", "nan"), ("--ss-color", "inf"), ("--ss-flip=-inf", None),
-                                        ("--jpeg-worker-fraction", "nan")])
+                                        ("--ss-crop", "nan"), ("--ss-color", "inf"), ("--ss-flip=-inf", None)])
 def test_non_finite_flag_values_are_refused_before_anything_is_written(tmp_path, flag, value):
     """float() parses 'inf' and 'nan'; 'inf > 0' passed the range check, and a NaN weight compared false."""
     from utils.validate import validate
@@ -232,6 +231,25 @@ def test_a_run_made_before_a_flag_existed_resumes_with_the_behaviour_it_had(tmp_
     b = _pretrain_args(tmp_path / "new")
     validate(b)
     assert (b.saturation_impl, b.mocov3_momentum_schedule) == ("hsv", "constant")
+
+
+def test_a_checkpoint_holding_removed_flags_resumes_and_they_are_not_reported_as_changed(tmp_path):
+    """A run saved while --overlap-augment and --jpeg-worker-fraction existed: its args hold them; the
+    resumed run has neither, ignores them, and reports only what really changed."""
+    from utils.validate import changed_since, validate
+    first = _pretrain_args(tmp_path / "first")
+    validate(first)
+    old = {**vars(first), "overlap_augment": False, "jpeg_worker_fraction": 0.0}
+    run = tmp_path / "run"
+    run.mkdir()
+    _fake_checkpoint(run / "ckpt-last.pth", argparse.Namespace(**old), 1)
+    a = _pretrain_args(run, "--resume", "last")
+    validate(a)
+    assert not hasattr(a, "overlap_augment") and not hasattr(a, "jpeg_worker_fraction")
+    assert changed_since(old, a) == []
+    b = _pretrain_args(run, "--resume", "last", "--max-epochs", "7")
+    validate(b)
+    assert changed_since(old, b) == [f"--max-epochs {old['max_epochs']!r} -> 7"]
 
 
 def test_a_resume_checkpoint_whose_args_is_not_a_dict_is_one_line(tmp_path):
