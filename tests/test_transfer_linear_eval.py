@@ -32,7 +32,7 @@ def test_seed_command_on_pretrain_checkpoint(seed_pretrain_run, tmp_path, monkey
 @pytest.mark.parametrize("dataset,classes", [("colordigits-digit", 10), ("colordigits-hue", 4)])
 def test_builtin_colordigits(colordigits_ckpt, capsys, dataset, classes):
     run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
-         "--dataset", dataset, "--num-workers", "0", "--max-iter", "200"])
+         "--dataset", dataset, "--num-workers", "0", "--max-iter", "50"])
     path = os.path.join(os.path.dirname(colordigits_ckpt), f"linear-{dataset}-top1-ckpt-last.json")
     res = json.load(open(path))
     assert res["sizes"] == {"train": 1294, "val": 144, "test": 359}

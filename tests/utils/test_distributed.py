@@ -15,9 +15,9 @@ from ignite.engine import Engine
 import pretrain_cond
 from tests.helpers import ROOT
 from utils.distributed import default_num_workers, launch, platform_start_method
-from utils.run import build_run
-from utils.step import make_step
-from utils.validate import validate
+from utils.training.run import build_run
+from utils.training.step import make_step
+from utils.training.validate import validate
 
 ARGV = ["--dataset", "colordigits", "--model", "mini_resnet", "--batch-size", "64", "--max-epochs", "1",
         "--framework", "moco", "--proj-hidden", "32", "--device", "cpu", "--distributed", "--nproc-per-node", "2",
@@ -108,7 +108,7 @@ def _features(local_rank, out_dir):
     from datasets.downstream import build_downstream
     from datasets.pretrain import eval_transform
     from models import build_backbone
-    from utils.features import sharded_features
+    from utils.evaluation.features import sharded_features
     torch.manual_seed(0)
     net, _ = build_backbone("mini_resnet")
     data = torch.utils.data.Subset(build_downstream("colordigits-digit", None, eval_transform("colordigits")).test,

@@ -51,9 +51,9 @@ def _steps(rank: int, world: int) -> dict[str, dict]:
 def _project_step(model, fw, batch) -> dict:
     from types import SimpleNamespace
 
-    from utils.run import build_optimizer
+    from utils.training.run import build_optimizer
     from utils.schedule import set_lr
-    from utils.step import make_model_step
+    from utils.training.step import make_model_step
     opt = build_optimizer(fw, SimpleNamespace(base_lr=R.LR, batch_size=256, wd=R.WD, momentum=R.MOMENTUM))
     set_lr(opt, R.LR, R.FACTOR)
     run = SimpleNamespace(model=model, framework=fw, optimizer=opt, device=torch.device("cpu"), amp_dtype=None,

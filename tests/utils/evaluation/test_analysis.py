@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from models import build_backbone
-from utils.analysis import mean_cosine, nearest_neighbours, power_law, ridge_r2, stage_features
+from utils.evaluation.analysis import mean_cosine, nearest_neighbours, power_law, ridge_r2, stage_features
 
 
 def test_ridge_r2_near_one_when_features_contain_target_and_near_zero_for_noise():

@@ -17,7 +17,7 @@ from models import BACKBONES, FRAMEWORKS
 from models.frameworks.options import flag_name
 from models.projector import ConditionedProjector, ProjectorSpec
 
-from .checkpoint import (
+from ..checkpoint import (
     first_non_finite,
     hold_run_lock,
     load_checkpoint,
@@ -233,7 +233,7 @@ def check_frozen_eval(args, defaults: dict[str, str]) -> None:
     checkpoint's pretraining data, backbone and folder, where its result JSON is written once all the
     work is done. Sets ``args.pretrain_data`` and ``args.model`` where they were left out, and prints
     those values, each named with where it came from."""
-    from .features import load_backbone
+    from ..evaluation.features import load_backbone
     if args.pretrain_data is not None and args.pretrain_data not in PRETRAIN_DATASETS:
         raise ValueError(f"--pretrain-data must be one of {PRETRAIN_DATASETS}, got {args.pretrain_data!r}")
     if args.model is not None and args.model not in BACKBONES:
@@ -275,7 +275,7 @@ def _check_model(args) -> None:
     if args.framework not in FRAMEWORKS:
         raise ValueError(f"--framework must be one of {tuple(FRAMEWORKS)}, got {args.framework!r}")
     from models.backbones import BACKBONE_DIMS
-    from utils.run import condition_spec, framework_options
+    from utils.training.run import condition_spec, framework_options
     # the checks the framework's Options declare for its flags (--<framework>-*)
     FRAMEWORKS[args.framework].own_options(framework_options(args), lambda name: flag_name(args.framework, name))
     # A one-layer stand-in projector runs the same conditioning checks as the real one, cheaply.

@@ -9,8 +9,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from torch import nn
 
-from utils.linear_eval import fit_logistic
-from utils.regression_eval import l1_sum, r2_flat, regression_eval
+from utils.evaluation.linear_eval import fit_logistic
+from utils.evaluation.regression_eval import l1_sum, r2_flat, regression_eval
 
 
 def test_r2_flat_is_the_r2_of_a_line_fitted_to_the_flattened_coordinates():
@@ -60,23 +60,23 @@ def test_sweep_recovers_a_linear_target_and_refits_where_told():
 def test_sharded_extraction_keeps_coordinate_targets(monkeypatch):
     """Two ranks simulated in turn (their all_gather replayed): 2-d float targets, negative ones
     included, come back whole and in dataset order, as one process extracts them."""
-    import utils.features
+    import utils.evaluation.features
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
     data = torch.utils.data.TensorDataset(torch.randn(7, 3, 2, 2), torch.randn(7, 4) - 1)
-    one = utils.features.sharded_features(net, data, torch.device("cpu"), 4, 0)
+    one = utils.evaluation.features.sharded_features(net, data, torch.device("cpu"), 4, 0)
     sent: dict = {}
     for replay in (False, True):
         for r in (0, 1):
             calls = iter(range(2))
-            monkeypatch.setattr(utils.features, "world_size", lambda: 2)
-            monkeypatch.setattr(utils.features, "rank", lambda r=r: r)
+            monkeypatch.setattr(utils.evaluation.features, "world_size", lambda: 2)
+            monkeypatch.setattr(utils.evaluation.features, "rank", lambda r=r: r)
 
             def gather(t, r=r, calls=calls, replay=replay):
                 k = next(calls)
                 sent[r, k] = t
                 return torch.cat([sent[0, k], sent[1, k]]) if replay else torch.cat([t, t])
-            monkeypatch.setattr(utils.features, "gather_no_grad", gather)
-            two = utils.features.sharded_features(net, data, torch.device("cpu"), 4, 0)
+            monkeypatch.setattr(utils.evaluation.features, "gather_no_grad", gather)
+            two = utils.evaluation.features.sharded_features(net, data, torch.device("cpu"), 4, 0)
     torch.testing.assert_close(two[0], one[0])
     assert torch.equal(two[1], one[1]) and two[1].shape == (7, 4)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from utils.knn import extract_features, knn_accuracy, neighbours_for_bank
+from utils.evaluation.knn import extract_features, knn_accuracy, neighbours_for_bank
 
 
 def _feats(seed=0):

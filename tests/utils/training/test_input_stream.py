@@ -1,11 +1,11 @@
-"""utils.input_stream.InputStream: inputs made ahead (several steps' together) change nothing."""
+"""utils.training.input_stream.InputStream: inputs made ahead (several steps' together) change nothing."""
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from tests.helpers import StubEngine, tiny_run
-from utils.input_stream import InputStream
-from utils.step import engine_and_data, make_inputs
+from utils.training.input_stream import InputStream
+from utils.training.step import engine_and_data, make_inputs
 
 CASSLE = ["--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
           "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5"]
@@ -84,8 +84,8 @@ def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monke
     """--augment-ahead 3: the views of three steps in one whole-view call are, bit for bit, those of the
     eager run made step by step (same draws in the same order), over two epochs whose last group is
     shorter (and padded: no recompilation); descriptors and AugSelf targets too."""
-    import utils.step
-    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
+    import utils.training.step
+    monkeypatch.setattr(utils.training.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
     size = ("--batch-size", "64")
     serial_run = tiny_run(tmp_path / "a", *CASSLE, *size)
     serial = _epochs(serial_run, serial_run.loader, make_inputs(serial_run))
@@ -107,9 +107,9 @@ def test_steps_made_ahead_together_are_the_steps_made_one_by_one(tmp_path, monke
 
 def test_steps_made_ahead_on_worker_crops_are_the_steps_made_one_by_one(tmp_path, monkeypatch):
     """The JPEG path: crops and boxes come from the loader and are joined; only the other draws are taken here."""
-    import utils.step
+    import utils.training.step
     from tests.data_formats import write_class_folders
-    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(utils.training.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")
     root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=7, size=(40, 36))
     base = (*CASSLE, "--num-workers", "0", "--jpeg-decode", "workers", "--batch-size", "4", "--blur-impl", "conv")
     data = ("--dataset", "folder", "--datadir", root)

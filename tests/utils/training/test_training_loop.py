@@ -11,8 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 
 import pretrain_cond
-import utils.step
-import utils.trainer
+import utils.training.step
+import utils.training.trainer
 from models import FRAMEWORKS
 
 BATCH, BASE_LR, WD = 16, 0.5, 1e-3
@@ -48,9 +48,9 @@ def _train(tmp_path, monkeypatch, cifar, framework, epochs, *extra):
         runs.append(run)
         return run
 
-    original = utils.trainer.build_run
-    monkeypatch.setattr(utils.trainer, "build_run", build_run)
-    monkeypatch.setattr(utils.trainer, "Engine", Recording)
+    original = utils.training.trainer.build_run
+    monkeypatch.setattr(utils.training.trainer, "build_run", build_run)
+    monkeypatch.setattr(utils.training.trainer, "Engine", Recording)
     pretrain_cond.main([str(a) for a in [
         "--logdir", tmp_path / "run", "--framework", framework, "--dataset", "cifar10", "--datadir", cifar,
         "--model", "mini_resnet", "--batch-size", BATCH, "--max-epochs", epochs, "--proj-hidden", "16",
@@ -105,7 +105,7 @@ def test_ema_momentum_per_epoch_and_descriptors_reach_their_own_projector_calls(
     online and the target projector each see view 1's features with view 1's descriptor and view 2's
     with view 2's."""
     views, descs, calls = [], [], {"backbone": [], "projector": []}
-    make_views, build_descriptor = utils.step.make_views, utils.step.build_descriptor
+    make_views, build_descriptor = utils.training.step.make_views, utils.training.step.build_descriptor
 
     def spy_views(*a, **k):
         out = make_views(*a, **k)
@@ -117,9 +117,9 @@ def test_ema_momentum_per_epoch_and_descriptors_reach_their_own_projector_calls(
         descs.append((p, d))
         return d
 
-    monkeypatch.setattr(utils.step, "make_views", spy_views)
-    monkeypatch.setattr(utils.step, "build_descriptor", spy_descriptor)
-    original = utils.trainer.build_run
+    monkeypatch.setattr(utils.training.step, "make_views", spy_views)
+    monkeypatch.setattr(utils.training.step, "build_descriptor", spy_descriptor)
+    original = utils.training.trainer.build_run
 
     def build_run(*a, **k):
         run = original(*a, **k)
@@ -131,7 +131,7 @@ def test_ema_momentum_per_epoch_and_descriptors_reach_their_own_projector_calls(
                     if len(views) == 1 else None)
         return run
 
-    monkeypatch.setattr(utils.trainer, "build_run", build_run)
+    monkeypatch.setattr(utils.training.trainer, "build_run", build_run)
     steps, momentums, _ = _train(tmp_path, monkeypatch, cifar, "byol", 3)
     assert [e for e, _ in steps] == [1, 1, 2, 2, 3, 3]
     assert momentums == pytest.approx([1 - 0.004 * (math.cos(math.pi * (e - 1) / 3) + 1) / 2 for e, _ in steps],

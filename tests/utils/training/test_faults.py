@@ -1,4 +1,4 @@
-"""Faults injected on purpose (utils.guard, utils.preemption): a non-finite loss or gradient stops
+"""Faults injected on purpose (utils.training.guard, utils.preemption): a non-finite loss or gradient stops
 the run with one line naming the step, and no checkpoint is written from it, not even one due
 before the check saw it; fp16 keeps the grad scaler's skipped steps; a loader worker or a rank killed
 mid-epoch ends the whole run within seconds, with one line saying what died, and the checkpoint on
@@ -13,7 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 
 import pretrain_cond
-import utils.trainer
+import utils.training.trainer
 from tests.helpers import ROOT
 from utils.checkpoint import load_checkpoint
 
@@ -70,10 +70,10 @@ def train_with(logdir, cifar, fault: str, at: int, *extra) -> int:
         run.model.forward = faulty
         return run
 
-    real_build_run = utils.trainer.build_run
+    real_build_run = utils.training.trainer.build_run
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(utils.trainer, "Engine", Stepping)
-        mp.setattr(utils.trainer, "build_run", build_run)
+        mp.setattr(utils.training.trainer, "Engine", Stepping)
+        mp.setattr(utils.training.trainer, "build_run", build_run)
         try:
             pretrain_cond.main([str(a) for a in ["--logdir", logdir, "--datadir", cifar, *BASE, *extra]])
         except SystemExit as e:

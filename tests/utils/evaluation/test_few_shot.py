@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from utils.few_shot import few_shot_eval, sample_episode
+from utils.evaluation.few_shot import few_shot_eval, sample_episode
 
 
 def _features(separable: bool, seed=0):
@@ -46,10 +46,10 @@ def test_mean_and_interval_equal_the_published_formula_on_the_same_episodes(monk
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
-    import utils.few_shot
+    import utils.evaluation.few_shot
     episodes = []
-    draw = utils.few_shot.sample_episode
-    monkeypatch.setattr(utils.few_shot, "sample_episode", lambda *a: episodes.append(draw(*a)) or episodes[-1])
+    draw = utils.evaluation.few_shot.sample_episode
+    monkeypatch.setattr(utils.evaluation.few_shot, "sample_episode", lambda *a: episodes.append(draw(*a)) or episodes[-1])
     rng = np.random.default_rng(7)
     y = np.repeat(np.arange(8), 20)
     f = rng.normal(size=(8, 16))[y] * 1.2 + rng.normal(size=(160, 16))  # some episodes err, some do not

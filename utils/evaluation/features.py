@@ -7,8 +7,8 @@ from torch.utils.data import Dataset, Subset
 
 from models import build_backbone
 
-from .checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
-from .distributed import gather_no_grad, rank, world_size
+from ..checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
+from ..distributed import gather_no_grad, rank, world_size
 from .knn import extract_features
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import pretrain_cond
-import utils.validate as validate_module
-from utils.validate import resolve_defaults
+import utils.training.validate as validate_module
+from utils.training.validate import resolve_defaults
 
 
 def _args(*extra):
@@ -125,7 +125,7 @@ def test_blur_impl_follows_compile_augment_unless_chosen():
 
 
 def test_resolve_device_shared_by_every_entry_point(monkeypatch):
-    from utils.validate import resolve_device
+    from utils.training.validate import resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
     with pytest.raises(ValueError, match="no CUDA device"):
@@ -137,7 +137,7 @@ def test_resolve_device_shared_by_every_entry_point(monkeypatch):
 def test_launch_plan_spawns_only_for_a_world_of_several(monkeypatch):
     """--distributed spawns one process per rank; a world of one runs in this process (its DDP and
     SyncBatchNorm would change nothing); ranks that torchrun or SLURM made are joined, not spawned."""
-    from utils.validate import launch_plan
+    from utils.training.validate import launch_plan
     for var in ("WORLD_SIZE", "SLURM_NTASKS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -167,7 +167,7 @@ def _pretrain_args(logdir, *extra):
                                         ("--ss-crop", "nan"), ("--ss-color", "inf"), ("--ss-flip=-inf", None)])
 def test_non_finite_flag_values_are_refused_before_anything_is_written(tmp_path, flag, value):
     """float() parses 'inf' and 'nan'; 'inf > 0' passed the range check, and a NaN weight compared false."""
-    from utils.validate import validate
+    from utils.training.validate import validate
     argv = [flag, value] if value else [flag]
     flag, value = flag.split("=") if "=" in flag else (flag, value)
     with pytest.raises(ValueError, match=rf"^{flag} must be a finite number, got {value}$"):
@@ -183,7 +183,7 @@ def _fake_checkpoint(path, args, epoch, **override):
 
 def test_resuming_an_older_checkpoint_into_its_folder_is_refused_unless_asked(tmp_path):
     """--resume run/ckpt-3.pth into run/, whose ckpt-last.pth is at epoch 6, would write epoch 4 over it."""
-    from utils.validate import validate
+    from utils.training.validate import validate
     run = tmp_path / "run"
     run.mkdir()
     base = _pretrain_args(run)
@@ -205,7 +205,7 @@ def test_resuming_an_older_checkpoint_into_its_folder_is_refused_unless_asked(tm
 def test_resuming_an_epoch_end_checkpoint_over_a_later_step_of_the_next_epoch_is_refused(tmp_path):
     """ckpt-last.pth written mid-epoch (a preemption, --ckpt-every-steps) is at epoch 3 + 5 steps:
     ckpt-3.pth would roll those steps back."""
-    from utils.validate import validate
+    from utils.training.validate import validate
     run = tmp_path / "run"
     run.mkdir()
     base = _pretrain_args(run)
@@ -218,7 +218,7 @@ def test_resuming_an_epoch_end_checkpoint_over_a_later_step_of_the_next_epoch_is
 
 def test_a_run_made_before_a_flag_existed_resumes_with_the_behaviour_it_had(tmp_path):
     """Saturation was torchvision's and MoCo v3's momentum a cosine before their flags existed."""
-    from utils.validate import validate
+    from utils.training.validate import validate
     run = tmp_path / "run"
     run.mkdir()
     old = vars(_pretrain_args(run)).copy()
@@ -236,7 +236,7 @@ def test_a_run_made_before_a_flag_existed_resumes_with_the_behaviour_it_had(tmp_
 def test_a_checkpoint_holding_removed_flags_resumes_and_they_are_not_reported_as_changed(tmp_path):
     """A run saved while --overlap-augment and --jpeg-worker-fraction existed: its args hold them; the
     resumed run has neither, ignores them, and reports only what really changed."""
-    from utils.validate import changed_since, validate
+    from utils.training.validate import changed_since, validate
     first = _pretrain_args(tmp_path / "first")
     validate(first)
     old = {**vars(first), "overlap_augment": False, "jpeg_worker_fraction": 0.0}
@@ -253,7 +253,7 @@ def test_a_checkpoint_holding_removed_flags_resumes_and_they_are_not_reported_as
 
 
 def test_a_resume_checkpoint_whose_args_is_not_a_dict_is_one_line(tmp_path):
-    from utils.validate import validate
+    from utils.training.validate import validate
     bad = tmp_path / "bad.pth"
     _fake_checkpoint(bad, _pretrain_args(tmp_path), 1)
     from utils.checkpoint import load_checkpoint, save_atomic
@@ -268,7 +268,7 @@ def test_a_resume_checkpoint_whose_args_is_not_a_dict_is_one_line(tmp_path):
 
 def test_a_folder_refused_as_logdir_gets_no_lock_file_and_a_new_one_is_locked(tmp_path):
     """The lock file is written once the folder has passed its checks, not into a data folder."""
-    from utils.validate import validate
+    from utils.training.validate import validate
     data = tmp_path / "images"
     data.mkdir()
     (data / "a.png").write_bytes(b"")
@@ -280,7 +280,7 @@ def test_a_folder_refused_as_logdir_gets_no_lock_file_and_a_new_one_is_locked(tm
 
 
 def test_temporary_files_of_killed_writes_are_removed_at_start_up(tmp_path):
-    from utils.validate import validate
+    from utils.training.validate import validate
     run = tmp_path / "run"
     run.mkdir()
     base = _pretrain_args(run)
@@ -294,7 +294,7 @@ def test_temporary_files_of_killed_writes_are_removed_at_start_up(tmp_path):
 def test_resume_last_takes_a_kept_checkpoint_written_after_ckpt_last(tmp_path):
     """A process killed between ckpt-3.pth and ckpt-last.pth leaves ckpt-last.pth at epoch 2 (or none):
     'last' is then ckpt-3.pth. A ckpt-last.pth copied back from an older one by hand is kept."""
-    from utils.validate import latest_checkpoint
+    from utils.training.validate import latest_checkpoint
     run = tmp_path / "run"
     run.mkdir()
     assert latest_checkpoint(str(run)) is None and latest_checkpoint(str(tmp_path / "none")) is None

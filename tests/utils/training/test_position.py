@@ -1,10 +1,10 @@
-"""utils.position: the record of where a run stands, and the refusal of a resume inside an epoch
+"""utils.training.position: the record of where a run stands, and the refusal of a resume inside an epoch
 with another number of processes (each rank's draws are its own). The exact resume itself:
-tests/utils/test_preemption.py and tests/scripts/test_sweeps.py."""
+tests/utils/training/test_preemption.py and tests/scripts/test_sweeps.py."""
 import pytest
 import torch
 
-from utils.position import check_resumable, position
+from utils.training.position import check_resumable, position
 
 
 def test_an_epoch_boundary_needs_no_draws_and_a_step_inside_one_needs_every_rank_s():

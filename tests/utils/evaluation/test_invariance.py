@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.analysis import (
+from utils.evaluation.analysis import (
     batched_losses,
     cca_loss,
     infonce_loss,

@@ -5,7 +5,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from utils.linear_eval import WD_GRID, accuracy, fit_logistic, linear_eval
+from utils.evaluation.linear_eval import WD_GRID, accuracy, fit_logistic, linear_eval
 
 
 def _blobs(n=120, d=6, c=3, seed=0, spread=1.0):

@@ -1,5 +1,5 @@
-"""Stops asked for by a signal, and the exact resume after them (utils.preemption, utils.position,
-utils.trainer.Control): SIGTERM or SIGUSR1 in the middle of an epoch ends the step in flight, writes
+"""Stops asked for by a signal, and the exact resume after them (utils.preemption, utils.training.position,
+utils.training.trainer.Control): SIGTERM or SIGUSR1 in the middle of an epoch ends the step in flight, writes
 ckpt-last.pth there and exits with status 75; --resume last then gives the losses and the final weights
 of a run never stopped, bit for bit, through the loader and through inputs made 3 steps at a time. A
 SIGKILL halfway through writing a checkpoint leaves the one before it, which resumes as exactly."""
@@ -13,8 +13,8 @@ import torch
 from ignite.engine import Engine, Events
 
 import pretrain_cond
-import utils.step
-import utils.trainer
+import utils.training.step
+import utils.training.trainer
 from tests.helpers import ROOT
 from utils.checkpoint import load_checkpoint
 from utils.preemption import EXIT_PREEMPTED
@@ -30,7 +30,7 @@ def cifar(tmp_path_factory):
     from tests.data_formats import write_cifar
     mp = pytest.MonkeyPatch()
     root = write_cifar(str(tmp_path_factory.mktemp("cifar") / "c"), mp, "cifar10", n_train=64, n_test=8)
-    mp.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
+    mp.setattr(utils.training.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
     yield root  # 4 steps an epoch at batch 16
     mp.undo()
 
@@ -54,7 +54,7 @@ def train(logdir, cifar, *extra, signal_at: tuple[int, str] | None = None) -> tu
                 losses[e.state.iteration] = float(e.state.output["loss"])
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(utils.trainer, "Engine", Recording)
+        mp.setattr(utils.training.trainer, "Engine", Recording)
         try:
             pretrain_cond.main([str(a) for a in ["--logdir", logdir, "--datadir", cifar, *BASE, *extra]])
         except SystemExit as e:

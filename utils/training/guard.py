@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from .preemption import StopRequest
+from ..preemption import StopRequest
 
 
 class NonFiniteError(RuntimeError):

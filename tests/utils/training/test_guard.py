@@ -1,8 +1,8 @@
-"""utils.guard: the record of the first non-finite step, kept on the device and read only at checks,
+"""utils.training.guard: the record of the first non-finite step, kept on the device and read only at checks,
 and the poll every rank answers alike (one process here; two ranks in tests/scripts/test_sweeps.py)."""
 import torch
 
-from utils.guard import NonFiniteGuard, StepChecks
+from utils.training.guard import NonFiniteGuard, StepChecks
 from utils.preemption import StopRequest
 
 
@@ -49,8 +49,8 @@ def test_the_guarded_step_never_waits_for_the_device(tmp_path):
     """The guard's per-step record (loss terms and every gradient's largest magnitude) adds no op that
     reads a value back to the host; a NaN is then seen only at a check."""
     from tests.helpers import StubEngine, tiny_run
-    from tests.utils.test_step import SyncOps
-    from utils.step import make_step
+    from tests.utils.training.test_step import SyncOps
+    from utils.training.step import make_step
     run = tiny_run(tmp_path, "--framework", "simclr", "--aug-inj-type", "proj-none")
     guard = NonFiniteGuard(run.framework.parameters(), run.device)
     step = make_step(run, total_steps=10, guard=guard)

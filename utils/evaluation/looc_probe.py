@@ -25,7 +25,7 @@ from torchvision import transforms as T
 
 from datasets.errors import DataError, NamesUnreadable, read_rgb
 
-from .checkpoint import CheckpointError, load_checkpoint, save_atomic
+from ..checkpoint import CheckpointError, load_checkpoint, save_atomic
 
 # dataset -> (training folder, test folder, classes) under --datadir: upstream reads <train> and <val>
 # image folders; CUB-200 keeps the layout the other evaluations read (root/{train,test}/<class>/).

@@ -1,5 +1,5 @@
-"""The pretraining run around an Ignite Engine: the step (``utils.step``) on the run's parts
-(``utils.run``), with the schedule, the k-NN monitor, logs and atomic checkpoints as handlers, and resume."""
+"""The pretraining run around an Ignite Engine: the step (``utils.training.step``) on the run's parts
+(``utils.training.run``), with the schedule, the k-NN monitor, logs and atomic checkpoints as handlers, and resume."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from augmentations import AugConfig, descriptor_dim
 from datasets.device_decode import DeviceDecodePrefetcher
 
-from .checkpoint import (
+from ..checkpoint import (
     CheckpointError,
     load_checkpoint,
     optimizer_mismatch,
@@ -24,10 +24,10 @@ from .checkpoint import (
     state_mismatch,
 )
 from .guard import NonFiniteError, NonFiniteGuard, StepChecks
-from .knn import extract_features, knn_accuracy
-from .logging import Pace, RunLogger, duration, write_json
+from ..evaluation.knn import extract_features, knn_accuracy
+from ..logging import Pace, RunLogger, duration, write_json
 from .position import all_ranks_draws, check_resumable, position, resume_inside_epoch
-from .preemption import EXIT_FAULT, EXIT_PREEMPTED, StopRequest, fault_line, kept_line
+from ..preemption import EXIT_FAULT, EXIT_PREEMPTED, StopRequest, fault_line, kept_line
 from .run import Run, augself_weights, build_run
 from .step import engine_and_data
 from .validate import changed_since
@@ -36,7 +36,7 @@ from .validate import changed_since
 def checkpoint_state(run: Run, engine: Engine, draws: list | None = None) -> dict[str, Any]:
     """Everything a resume needs to continue exactly: weights, optimiser, scaler, engine, RNG, arguments
     and the position (``epoch``s finished, ``step``s done in the next one and there every rank's
-    ``draws``: ``utils.position``); the backbone alone too, for evaluation without the framework."""
+    ``draws``: ``utils.training.position``); the backbone alone too, for evaluation without the framework."""
     rng = {"torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)

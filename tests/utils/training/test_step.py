@@ -1,4 +1,4 @@
-"""utils.step: the training step never makes the host wait for the device, and --compile-augment
+"""utils.training.step: the training step never makes the host wait for the device, and --compile-augment
 traces the same step as eager."""
 import traceback
 
@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import FRAMEWORKS
 from tests.helpers import StubEngine, tiny_run
-from utils.step import engine_and_data, make_step
+from utils.training.step import engine_and_data, make_step
 
 # Ops that, on a CUDA tensor, block the host until the device has caught up: reading a value back
 # (item, tolist, bool), data-dependent output shapes, and torch.tensor(python data), which is a
@@ -83,8 +83,8 @@ def test_steps_made_ahead_never_wait_for_the_device(tmp_path, monkeypatch):
     splitting its inputs per step and padding the epoch's short last group add no syncing op to the
     input side (the model step is checked above). The view functions run eagerly here (no backend)
     so that the hook sees every op they dispatch."""
-    import utils.step
-    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", None)
+    import utils.training.step
+    monkeypatch.setattr(utils.training.step, "AUGMENT_COMPILE_BACKEND", None)
     run = tiny_run(tmp_path, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type", "proj-cat",
                    "--aug-cond", "crop", "color", "color_diff", "flip", "blur", "grayscale", "--ss-crop", "0.5",
                    "--batch-size", "128", "--compile-augment", "--augment-graph", "view", "--augment-ahead", "3")
@@ -127,7 +127,7 @@ def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path,
     or (--augment-graph view) as one graph per view, and the run is the eager run (the aot_eager
     backend traces the same graphs without generating code)."""
     import augmentations.pipeline
-    import utils.step
+    import utils.training.step
     seen, used, real = [], [], augmentations.pipeline.compiled
 
     def spy(fn, backend):
@@ -140,8 +140,8 @@ def test_compile_augment_compiles_the_augmentation_and_trains_the_same(tmp_path,
         return call
 
     monkeypatch.setattr(augmentations.pipeline, "compiled", spy)
-    monkeypatch.setattr(utils.step, "compiled", spy)
-    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    monkeypatch.setattr(utils.training.step, "compiled", spy)
+    monkeypatch.setattr(utils.training.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
     losses, calls = {}, {}
     for name, flags in {"eager": [], "stages": ["--compile-augment"],
                         "view": ["--compile-augment", "--augment-graph", "view"]}.items():

@@ -1,4 +1,4 @@
-"""utils.trainer: the run around the Engine (training mode across evaluations, the log's opening lines)."""
+"""utils.training.trainer: the run around the Engine (training mode across evaluations, the log's opening lines)."""
 import pretrain_cond
 from tests.helpers import tiny_run
 
@@ -6,10 +6,10 @@ from tests.helpers import tiny_run
 def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_mode(tmp_path, monkeypatch):
     """Training mode is set once an epoch (``Run.set_epoch``), not in every step: the epoch-end k-NN
     runs the backbone in eval mode, and the next epoch must train in training mode again."""
-    import utils.step
-    import utils.trainer as trainer
+    import utils.training.step
+    import utils.training.trainer as trainer
     from tests.data_formats import write_class_folders
-    modes, real_knn, real_model_step = [], trainer.knn_monitor, utils.step.make_model_step
+    modes, real_knn, real_model_step = [], trainer.knn_monitor, utils.training.step.make_model_step
 
     def knn_then_eval(run):
         out = real_knn(run)
@@ -25,7 +25,7 @@ def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_m
         return step
 
     monkeypatch.setattr(trainer, "knn_monitor", knn_then_eval)
-    monkeypatch.setattr(utils.step, "make_model_step", recording_model_step)
+    monkeypatch.setattr(utils.training.step, "make_model_step", recording_model_step)
     root = write_class_folders(str(tmp_path / "jpegs"), ["a", "b"], per_class=4, size=(40, 36))
     pretrain_cond.main(["--logdir", str(tmp_path / "run"), "--dataset", "folder", "--datadir", root,
                         "--model", "mini_resnet", "--batch-size", "4", "--max-epochs", "2", "--eval-freq", "1",
@@ -35,7 +35,7 @@ def test_every_step_trains_in_training_mode_even_after_an_evaluation_left_eval_m
 
 def test_opening_lines_say_what_trains_and_what_the_knn_monitor_compares(tmp_path):
     import dataclasses
-    from utils.trainer import opening_lines
+    from utils.training.trainer import opening_lines
     run = tiny_run(tmp_path, "--aug-inj-type", "proj-none")
     head, method, inputs, knn = opening_lines(run, 44)
     assert inputs == ("input: uint8 images held on the CPU, views made there in batches, crop included; "
@@ -51,7 +51,7 @@ def test_opening_lines_say_what_trains_and_what_the_knn_monitor_compares(tmp_pat
 
 def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_path):
     from augmentations import config_for_dataset
-    from utils.trainer import method_line
+    from utils.training.trainer import method_line
     run = tiny_run(tmp_path, "--aug-inj-type", "proj-none")
     a, small = run.args, config_for_dataset("colordigits")
     a.aug_cond, a.ss_crop, a.ss_color = ["color", "crop"], 0.5, 0.25
@@ -71,7 +71,7 @@ def test_method_line_names_the_conditioning_and_flags_that_change_nothing(tmp_pa
 
 
 def test_input_line_says_how_views_are_made(tmp_path):
-    from utils.trainer import input_line
+    from utils.training.trainer import input_line
     a = tiny_run(tmp_path, "--aug-inj-type", "proj-none").args
     a.compile_augment, a.augment_graph, a.augment_ahead = True, "view", 8
     a.compile, a.compile_mode, a.channels_last = True, "reduce-overhead", True

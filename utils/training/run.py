@@ -17,8 +17,8 @@ from datasets.loaders import DevicePrefetcher
 from models import FRAMEWORKS, ConditionSpec, Framework, FrameworkOptions, build_framework
 from models.frameworks.options import options_from_args
 
-from .distributed import ddp_no_buffer_sync
-from .schedule import lr_factor, set_lr
+from ..distributed import ddp_no_buffer_sync
+from ..schedule import lr_factor, set_lr
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKBONE_COMPILE_BACKEND = "inductor"  # for --compile (--compile-mode applies to inductor only); tests use aot_eager

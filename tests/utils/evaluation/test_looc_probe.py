@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from utils.looc_probe import (
+from utils.evaluation.looc_probe import (
     ProbeSettings,
     build_probe,
     looc_transforms,
@@ -60,9 +60,9 @@ def test_one_epoch_is_sgd_with_momentum_at_the_epochs_lr():
 
 
 def test_the_best_epoch_is_reported_first_of_equals(monkeypatch):
-    import utils.looc_probe
+    import utils.evaluation.looc_probe
     scores = iter([0.2, 0.5, 0.3, 0.5])
-    monkeypatch.setattr(utils.looc_probe, "test_top1", lambda *a, **k: next(scores))
+    monkeypatch.setattr(utils.evaluation.looc_probe, "test_top1", lambda *a, **k: next(scores))
     data = TensorDataset(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
     probe = build_probe(nn.Identity(), 3, 2, settings(epochs=4, milestones=[2], batch_size=2), torch.device("cpu"))
     saved, lines = [], []

@@ -1,4 +1,4 @@
-"""utils.run: what build_run makes of the flags (backbone compilation, the augmentation recipe)."""
+"""utils.training.run: what build_run makes of the flags (backbone compilation, the augmentation recipe)."""
 import dataclasses
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from models import FRAMEWORKS
 from tests.helpers import StubEngine, tiny_run
-from utils.step import make_step
+from utils.training.step import make_step
 
 
 def _compile_spy(monkeypatch) -> list:
@@ -28,14 +28,14 @@ def test_compile_compiles_the_online_backbone_in_its_mode_and_trains_the_same(tm
 
     from torch._dynamo.backends.registry import lookup_backend
 
-    import utils.run
-    import utils.trainer as trainer
+    import utils.training.run
+    import utils.training.trainer as trainer
     calls, graphs = _compile_spy(monkeypatch), []
 
     def counting_aot_eager(gm, example_inputs, **options):  # options: the mode, as Inductor would get it
         graphs.append(options)
         return lookup_backend("aot_eager")(gm, example_inputs)
-    monkeypatch.setattr(utils.run, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
+    monkeypatch.setattr(utils.training.run, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
     losses, weights = {}, {}
     for name, flags in {"eager": [], "compiled": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
         run = tiny_run(tmp_path / name, "--framework", "moco", "--aug-treatment", "mlp", "--aug-inj-type",
@@ -70,7 +70,7 @@ def test_cuda_backbone_compiled_with_cuda_graphs_trains_like_eager(tmp_path, fra
     """--compile --compile-mode reduce-overhead (the default on one GPU): Inductor's CUDA graphs replay
     the online backbone, called on two views a step (beside the eager momentum encoder where the
     framework has one), across steps and around the k-NN monitor, with the eager run's losses."""
-    import utils.trainer as trainer
+    import utils.training.trainer as trainer
     losses, knn = {}, {}
     for name, flags in {"eager": [], "graphs": ["--compile", "--compile-mode", "reduce-overhead"]}.items():
         run = tiny_run(tmp_path / name, "--framework", framework, "--aug-treatment", "mlp", "--aug-inj-type",

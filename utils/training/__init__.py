@@ -1,0 +1,1 @@
+"""The pretraining application: the run's parts, argument checks, the step and the Ignite engine."""
