@@ -78,7 +78,7 @@ def _run_flags(a) -> None:
            f"(default: {' '.join(DEFAULT_STOP_SIGNALS)}: preemption and SLURM's --signal warning; none: leave them be)")
     a("--eval-freq", type=int, default=1, help="k-NN monitor every N epochs (0: never)")
     a("--knn-k", type=int, default=200, help="most neighbours of the weighted k-NN monitor (InstDisc's 200); "
-      "the k used is min(this, labelled bank size // (10 x classes)), a tenth of a class (utils/knn.py)")
+      "the k used is min(this, labelled bank size // (10 x classes)), a tenth of a class (utils/evaluation/knn.py)")
     a("--knn-t", type=float, default=0.1, help="temperature of the weighted k-NN monitor")
 
 
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from utils.logging import die, die_or_raise, interrupted
-    from utils.validate import launch_plan, release_refused_logdir, validate
+    from utils.training.validate import launch_plan, release_refused_logdir, validate
 
     args = build_parser().parse_args(argv)
     try:
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from utils.distributed import launch
     from utils.preemption import exit_for_spawned_rank
-    from utils.trainer import training
+    from utils.training.trainer import training
     try:
         launch(training, args, *launch_plan(args))
     except Exception as e:  # noqa: BLE001 - data that passed the presence check but cannot be read (e.g. a corrupt image)

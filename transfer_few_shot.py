@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     from augmentations import config_for_dataset
     from datasets.downstream import few_shot_pool
     from datasets.pretrain import eval_transform
-    from utils.features import load_backbone, sharded_features
-    from utils.few_shot import check_episodes, check_ways, few_shot_eval, pool_labels
+    from utils.evaluation.features import load_backbone, sharded_features
+    from utils.evaluation.few_shot import check_episodes, check_ways, few_shot_eval, pool_labels
     from utils.logging import RESULTS_KEPT, die_or_raise, interrupted, write_json
-    from utils.validate import check_frozen_eval, require
+    from utils.training.validate import check_frozen_eval, require
 
     args = build_parser().parse_args(argv)
     try:

@@ -53,7 +53,7 @@ def validate(args) -> None:
     """Every bad input fails here in one line, before any feature is extracted."""
     from augmentations import config_for_dataset
     from datasets.pretrain import TEN_CROP_SIZE
-    from utils.validate import check_frozen_eval, make_output_dir, require
+    from utils.training.validate import check_frozen_eval, make_output_dir, require
     if args.dataset not in DOWNSTREAM_DATASETS:
         raise ValueError(f"--dataset must be one of {DOWNSTREAM_DATASETS}, got {args.dataset!r}")
     args.metric = args.metric or METRICS[args.dataset]
@@ -91,8 +91,8 @@ def evaluate(local_rank: int, args) -> None:
     from datasets.downstream import build_downstream, ten_crop_transforms
     from datasets.downstream_extra import features_to_extract
     from datasets.pretrain import eval_transform
-    from utils.features import load_backbone, sharded_features
-    from utils.linear_eval import linear_eval
+    from utils.evaluation.features import load_backbone, sharded_features
+    from utils.evaluation.linear_eval import linear_eval
     from utils.logging import write_json
     device = torch.device("cuda", idist.get_local_rank()) if args.device == "cuda" else torch.device("cpu")
     tf, ttf = ten_crop_transforms(args.pretrain_data) if args.ten_crop else (eval_transform(args.pretrain_data), None)
@@ -110,7 +110,7 @@ def evaluate(local_rank: int, args) -> None:
         if not master:
             continue
         if args.metric == "r2":
-            from utils.regression_eval import regression_eval
+            from utils.evaluation.regression_eval import regression_eval
             res = regression_eval(*feats, splits.num_classes, max_iter=args.max_iter, refit=refit)
         else:
             res = linear_eval(*feats, splits.num_classes, args.metric, max_iter=args.max_iter, refit=refit)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         validate(args)
         from utils.distributed import launch
-        from utils.validate import launch_plan
+        from utils.training.validate import launch_plan
         launch(evaluate, args, *launch_plan(args))
     except Exception as e:  # DataError, CheckpointError and flag errors: one line, no traceback
         die_or_raise(e)

@@ -20,7 +20,7 @@ import sys
 from datasets import PRETRAIN_DATASETS
 from models import BACKBONES
 from utils.distributed import default_num_workers
-from utils.looc_probe import LOOC_DATASETS
+from utils.evaluation.looc_probe import LOOC_DATASETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ def result_path(ckpt: str, dataset: str) -> str:
 
 def settings_of(args):
     """The ProbeSettings the flags give."""
-    from utils.looc_probe import ProbeSettings
+    from utils.evaluation.looc_probe import ProbeSettings
     return ProbeSettings(args.dataset, args.model, args.pretrain_data, args.epochs, args.lr, args.momentum, args.wd,
                          list(args.milestones), args.batch_size, args.seed, args.precision)
 
@@ -78,8 +78,8 @@ def settings_of(args):
 def validate(args) -> None:
     """Every bad input fails here in one line, before any image is read."""
     from utils.checkpoint import load_checkpoint
-    from utils.looc_probe import check_looc_data, check_resumable
-    from utils.validate import check_frozen_eval, make_output_dir, require
+    from utils.evaluation.looc_probe import check_looc_data, check_resumable
+    from utils.training.validate import check_frozen_eval, make_output_dir, require
     if args.dataset not in LOOC_DATASETS:
         raise ValueError(f"--dataset must be one of {LOOC_DATASETS}, got {args.dataset!r}")
     require(args, "positive", "epochs", "lr")
@@ -110,9 +110,9 @@ def evaluate(args) -> None:
 
     from augmentations import config_for_dataset
     from models.backbones import BACKBONE_DIMS
-    from utils.features import load_backbone
+    from utils.evaluation.features import load_backbone
     from utils.logging import write_json
-    from utils.looc_probe import (
+    from utils.evaluation.looc_probe import (
         build_probe,
         load_probe_state,
         looc_splits,

@@ -56,8 +56,8 @@ class Setup:
         from augmentations import config_for_dataset
         from datasets.pretrain import build_pretrain_data
         from utils.checkpoint import load_checkpoint
-        from utils.run import build_model
-        from utils.validate import check_finite_weights, resolve_device
+        from utils.training.run import build_model
+        from utils.training.validate import check_finite_weights, resolve_device
         ckpt = load_checkpoint(a.ckpt, flag="--ckpt")
         if not isinstance(ckpt.get("args"), dict) or "model" not in ckpt:
             raise ValueError(f"--ckpt {a.ckpt}: needs a checkpoint from pretrain_cond.py (keys 'args' and 'model')")
@@ -85,7 +85,7 @@ class Setup:
     def forward(self, views, params=None):
         """Per-layer features (and projector outputs with the true / mismatched descriptor)."""
         from augmentations import build_descriptor
-        from utils.analysis import stage_features
+        from utils.evaluation.analysis import stage_features
         outs: dict[str, list] = {}
         for i in range(0, len(views), self.batch):
             feats = stage_features(self.model.backbone, views[i:i + self.batch].to(self.device))
@@ -156,7 +156,7 @@ def isolated(cfg, kind: str):
 
 def cmd_predict_aug(s: Setup):
     from augmentations import DESCRIPTOR_DIMS, ViewAugment, ViewParams, build_descriptor
-    from utils.analysis import ridge_r2
+    from utils.evaluation.analysis import ridge_r2
     aug = ViewAugment(s.cfg)
     views, params = zip(*(aug(s.images.to(s.device), s.gen) for _ in range(2)))
     views, params = torch.cat(views), ViewParams.cat(list(params)).to("cpu")
@@ -181,7 +181,7 @@ def cmd_invariance(s: Setup):
     import torch.nn.functional as F
 
     from augmentations import ViewAugment
-    from utils.analysis import batched_losses, mean_cosine
+    from utils.evaluation.analysis import batched_losses, mean_cosine
     x0, p0 = s.identity_views()
     ref = s.forward(x0, p0.to(s.device))
     res, losses, rows = {}, {}, []
@@ -212,7 +212,7 @@ def cmd_invariance(s: Setup):
 
 def cmd_interpolation(s: Setup):
     from augmentations import ViewAugment, ViewParams
-    from utils.analysis import mean_cosine
+    from utils.evaluation.analysis import mean_cosine
     x0, p0 = s.identity_views()
     ref = s.forward(x0, p0.to(s.device))
     crops = (x0.float() * torch.tensor(s.cfg.std, device=x0.device).view(1, 3, 1, 1)
@@ -266,7 +266,7 @@ def cmd_pca(s: Setup):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from utils.analysis import power_law
+    from utils.evaluation.analysis import power_law
     x0, _ = s.identity_views()
     res = power_law(s.forward(x0)["pool"])
     print(f"power-law exponent alpha = {res['alpha']:.3f}")
@@ -287,7 +287,7 @@ def cmd_neighbors(s: Setup, queries: int, k: int, dump_as: str | None = None):
     """The retrieval grid; ``dump_as``: also pickle the features (numpy, float32) under that name."""
     from torchvision.utils import make_grid, save_image
 
-    from utils.analysis import nearest_neighbours
+    from utils.evaluation.analysis import nearest_neighbours
     x0, _ = s.identity_views()
     feats = s.forward(x0)["pool"]
     if dump_as:
@@ -308,7 +308,7 @@ def cmd_neighbors(s: Setup, queries: int, k: int, dump_as: str | None = None):
 
 def main(argv=None) -> None:
     from utils.logging import die, die_or_raise
-    from utils.validate import require
+    from utils.training.validate import require
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         parse(argv)  # prints the commands and flags, then exits

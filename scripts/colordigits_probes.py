@@ -44,11 +44,11 @@ def probe(path: str, model: str | None, labels: list[str], max_iter: int, batch_
     from models import BACKBONES
     from transfer_linear_eval import result_path
     from utils.checkpoint import load_checkpoint
-    from utils.features import load_backbone
-    from utils.knn import extract_features
-    from utils.linear_eval import WD_GRID, linear_eval
+    from utils.evaluation.features import load_backbone
+    from utils.evaluation.knn import extract_features
+    from utils.evaluation.linear_eval import WD_GRID, linear_eval
     from utils.logging import write_json
-    from utils.validate import stored
+    from utils.training.validate import stored
     ckpt = load_checkpoint(path, flag="--ckpt")
     model = model or stored(ckpt, "model", BACKBONES)
     if model is None:
@@ -78,7 +78,7 @@ def probe(path: str, model: str | None, labels: list[str], max_iter: int, batch_
 
 def main(argv: list[str] | None = None) -> None:
     from utils.logging import die, die_or_raise
-    from utils.validate import resolve_device
+    from utils.training.validate import resolve_device
     args = build_parser().parse_args(argv)
     bad = [x for x in args.labels if x not in LABELS]
     if bad:

@@ -36,14 +36,14 @@ bench() {
 run_tests() {  # all CUDA tests but the CUDA-graph ones, which compile the backbone: step graphtests runs them
   step "CUDA tests: views, descriptors, compiled augmentation, nvJPEG, no host sync in the step"
   timeout -k 10 240 $PY -m pytest -q -s -p no:cacheprovider tests/augmentations/test_pipeline.py \
-    tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/test_step.py \
-    tests/utils/test_input_stream.py -k "cuda and not cuda_graphs" --tb=short 2>&1 | grep -v DEBUG \
+    tests/datasets/test_device_decode.py tests/datasets/test_errors.py tests/utils/training/test_step.py \
+    tests/utils/training/test_input_stream.py -k "cuda and not cuda_graphs" --tb=short 2>&1 | grep -v DEBUG \
     | tee "$OUT/tests.txt" | tail -12
 }
 
 run_graphtests() {  # the backbone's CUDA graphs are the default on one GPU: every framework against eager
   step "CUDA test: the backbone as CUDA graphs trains like eager, every framework (each compiles it)"
-  timeout -k 10 400 $PY -m pytest -q -s -p no:cacheprovider tests/utils/test_run.py -k "cuda_graphs" --tb=short \
+  timeout -k 10 400 $PY -m pytest -q -s -p no:cacheprovider tests/utils/training/test_run.py -k "cuda_graphs" --tb=short \
     --durations=8 2>&1 | grep -v DEBUG | tee "$OUT/graphtests.txt" | tail -20
 }
 

@@ -31,7 +31,7 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache",
 REF = ("tests/models/test_reference_contrastive.py", "tests/models/test_reference_siamese.py")
 CONTRASTIVE, SIAMESE = REF
 RECIPE = "tests/test_pretrain_recipe.py"
-LOOP = "tests/utils/test_training_loop.py"
+LOOP = "tests/utils/training/test_training_loop.py"
 GLOO = "tests/utils/test_distributed_frameworks.py"
 RESUME = "tests/test_pretrain_resume.py"
 
@@ -102,7 +102,7 @@ MUTATIONS: list[Mutation] = [
       "off = self.opts.temperature, 0", (GLOO,)),
     M("swav-sinkhorn-local-batch", "models/frameworks/swav.py", "all_reduce_sum_no_grad, scores.shape[0] * world_size())",
       "lambda t: t, scores.shape[0])", (GLOO,)),
-    M("resume-without-optimiser-state", "utils/trainer.py", 'run.optimizer.load_state_dict(ckpt["optimizer"])', "pass",
+    M("resume-without-optimiser-state", "utils/training/trainer.py", 'run.optimizer.load_state_dict(ckpt["optimizer"])', "pass",
       (RESUME,)),
     # projector, heads, MLPs
     M("proj-mul-offset", "models/projector.py", "            x = x * e", "            x = x * (1 + e)", (SIAMESE,)),
@@ -119,26 +119,26 @@ MUTATIONS: list[Mutation] = [
     M("crop-scale", "augmentations/pipeline.py", "crop_scale: tuple[float, float] = (0.2, 1.0)",
       "crop_scale: tuple[float, float] = (0.08, 1.0)", (RECIPE,)),
     # the step, the optimiser and the schedule
-    M("step-view-2-descriptor", "utils/step.py", "d2 = descriptor_of(p2, run.args.aug_cond, ranges)",
+    M("step-view-2-descriptor", "utils/training/step.py", "d2 = descriptor_of(p2, run.args.aug_cond, ranges)",
       "d2 = descriptor_of(p1, run.args.aug_cond, ranges)", (LOOP,)),
-    M("lr-not-scaled-by-batch", "utils/run.py", "return args.base_lr * args.batch_size / 256",
+    M("lr-not-scaled-by-batch", "utils/training/run.py", "return args.base_lr * args.batch_size / 256",
       "return args.base_lr", (RECIPE, LOOP)),
-    M("weight-decay-dropped", "utils/run.py",
+    M("weight-decay-dropped", "utils/training/run.py",
       "return torch.optim.SGD(groups, lr=lr, momentum=args.momentum, weight_decay=args.wd)",
       "return torch.optim.SGD(groups, lr=lr, momentum=args.momentum)", (RECIPE, LOOP)),
     M("cosine-span", "utils/schedule.py", "span = max(1, max_epochs - warmup_epochs)",
       "span = max(1, max_epochs - warmup_epochs + 1)", (LOOP,)),
     M("fixed-lr-ignored", "utils/schedule.py", '(1.0 if g.get("fixed_lr") else factor)', "factor", (LOOP,)),
     # evaluation
-    M("knn-temperature-dropped", "utils/knn.py", "torch.exp(top_sim / temperature)", "torch.exp(top_sim)",
-      ("tests/utils/test_knn.py::test_weighted_knn_follows_the_temperature",)),
-    M("linear-eval-refit-on-train-only", "utils/linear_eval.py",
+    M("knn-temperature-dropped", "utils/evaluation/knn.py", "torch.exp(top_sim / temperature)", "torch.exp(top_sim)",
+      ("tests/utils/evaluation/test_knn.py::test_weighted_knn_follows_the_temperature",)),
+    M("linear-eval-refit-on-train-only", "utils/evaluation/linear_eval.py",
       "fit_logistic(clf, xre, yre, best_wd, max_iter)",
-      "fit_logistic(clf, xtr, ytr, best_wd, max_iter)", ("tests/utils/test_linear_eval.py",)),
-    M("linear-eval-last-best", "utils/linear_eval.py", "if s > best[0]:", "if s >= best[0]:",
-      ("tests/utils/test_linear_eval.py",)),
-    M("few-shot-interval", "utils/few_shot.py", "1.96 * accs.std() / math.sqrt(num_tasks)",
-      "1.96 * accs.std(ddof=1) / math.sqrt(num_tasks)", ("tests/utils/test_few_shot.py",)),
+      "fit_logistic(clf, xtr, ytr, best_wd, max_iter)", ("tests/utils/evaluation/test_linear_eval.py",)),
+    M("linear-eval-last-best", "utils/evaluation/linear_eval.py", "if s > best[0]:", "if s >= best[0]:",
+      ("tests/utils/evaluation/test_linear_eval.py",)),
+    M("few-shot-interval", "utils/evaluation/few_shot.py", "1.96 * accs.std() / math.sqrt(num_tasks)",
+      "1.96 * accs.std(ddof=1) / math.sqrt(num_tasks)", ("tests/utils/evaluation/test_few_shot.py",)),
 ]
 
 

@@ -34,8 +34,8 @@ def tiny_run(tmp_path, *extra, device="cpu", data=("--dataset", "colordigits")):
     CUDA the backbone stays eager unless ``extra`` names --compile: the CUDA tests built on this
     check the input side and the step around the backbone, whose CUDA graphs have a test of their own."""
     import pretrain_cond
-    from utils.run import build_run
-    from utils.validate import validate
+    from utils.training.run import build_run
+    from utils.training.validate import validate
     eager = [] if {"--compile", "--no-compile", "--compile-mode"} & set(extra) else ["--no-compile"]
     args = pretrain_cond.build_parser().parse_args(
         ["--logdir", str(tmp_path / "run"), *data, "--model", "mini_resnet", "--batch-size", "32",

@@ -30,12 +30,12 @@ import torchvision.datasets.cifar as tv_cifar
 from ignite.engine import Engine, Events
 
 import utils.checkpoint
-import utils.step
-import utils.trainer
+import utils.training.step
+import utils.training.trainer
 
 tv_cifar.check_integrity = lambda *a, **k: True
 tv_cifar.CIFAR10._check_integrity = lambda self: True
-utils.step.AUGMENT_COMPILE_BACKEND = "aot_eager"  # traced, no code generated
+utils.training.step.AUGMENT_COMPILE_BACKEND = "aot_eager"  # traced, no code generated
 
 FAULT = os.environ.get("FAULT", "")
 AT = int(os.environ.get("FAULT_AT", "1"))
@@ -114,8 +114,8 @@ def _killed_halfway(save):
     return save_atomic
 
 
-utils.trainer.Engine = FaultyEngine
-utils.trainer.save_atomic = _killed_halfway(utils.trainer.save_atomic)
+utils.training.trainer.Engine = FaultyEngine
+utils.training.trainer.save_atomic = _killed_halfway(utils.training.trainer.save_atomic)
 utils.checkpoint.save_atomic = _killed_halfway(utils.checkpoint.save_atomic)
 
 if __name__ == "__main__":

@@ -187,11 +187,11 @@ def test_collect_results_names_a_damaged_result_and_a_missing_output_folder(tmp_
 def test_few_shot_refuses_one_way_tasks_and_classes_too_small_before_extracting(colordigits_ckpt, tmp_path, capsys,
                                                                               monkeypatch):
     """--N 1 scored 100 % (a task without negatives); class sizes were checked after every feature."""
-    import utils.features
+    import utils.evaluation.features
 
     def no_extraction(*a, **k):
         raise AssertionError("features extracted before the check")
-    monkeypatch.setattr(utils.features, "sharded_features", no_extraction)
+    monkeypatch.setattr(utils.evaluation.features, "sharded_features", no_extraction)
     argv = _eval_argv("few-shot", colordigits_ckpt, tmp_path)  # 6 classes of 3 images
     expect_one_line_error(transfer_few_shot.main, [*argv, "--N", "1"], capsys,
                           r"^error: --N must be at least 2 \(a task of one class has nothing to tell apart\), got 1$")
@@ -241,7 +241,7 @@ def test_a_kill_between_an_epochs_two_checkpoints_loses_neither_and_leaves_no_te
 
 
 def test_non_finite_features_stop_the_linear_evaluation_before_l_bfgs():
-    from utils.linear_eval import linear_eval
+    from utils.evaluation.linear_eval import linear_eval
     x, y = torch.randn(12, 4), torch.arange(12) % 3
     bad = x.clone()
     bad[5, 2] = float("inf")

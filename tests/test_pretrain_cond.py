@@ -126,9 +126,9 @@ def _state(path):
 def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
     """... and the uninterrupted run, with its inputs made two steps' at a time through the compiled whole
     view (--augment-ahead 2: groups of 2, 2 and 1 per epoch), is the same run, bit for bit."""
-    import utils.step
+    import utils.training.step
     from tests.data_formats import write_cifar
-    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
+    monkeypatch.setattr(utils.training.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # traced, no code generated
     data = write_cifar(str(tmp_path / "cifar"), monkeypatch, "cifar10", n_train=80, n_test=32)  # 5 steps of 16
     common = ["--framework", "moco", "--dataset", "cifar10", "--datadir", data, "--model", "mini_resnet",
               "--batch-size", "16", "--proj-hidden", "64", "--print-freq", "2", "--eval-freq", "1", "--device", "cpu",
@@ -205,11 +205,11 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, extra, p
 
 
 def test_a_read_only_logdir_fails_before_any_work(tmp_path, capsys, monkeypatch):
-    import utils.validate
+    import utils.training.validate
     logdir = tmp_path / "run"
     logdir.mkdir()
     access = os.access  # root may write anywhere: the read-only folder is simulated
-    monkeypatch.setattr(utils.validate.os, "access", lambda p, mode: str(p) != str(logdir) and access(p, mode))
+    monkeypatch.setattr(utils.training.validate.os, "access", lambda p, mode: str(p) != str(logdir) and access(p, mode))
     _expect_error(["--logdir", logdir, "--framework", "simclr", *SMALL, "--aug-inj-type", "proj-none"], capsys,
                   rf"--logdir {logdir}: this folder is not writable$")
     assert list(logdir.iterdir()) == []  # the lock file is written only once the folder has passed its checks
@@ -240,7 +240,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_folder_is_free_once_
                                                                                          monkeypatch):
     """A sweep launched twice: both runs would write the same checkpoints."""
     from utils.checkpoint import hold_run_lock
-    from utils.validate import validate
+    from utils.training.validate import validate
     logdir = tmp_path / "run"
     logdir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
@@ -338,7 +338,7 @@ def test_jpeg_decode_on_the_device_trains_like_worker_decoding(tmp_path):
     """The two decoders' pixels differ by rounding, so their runs differ by a small fraction of how far
     training moved each tensor (at an lr that moves most tensors by far more than the floor)."""
     from tests.data_formats import write_jpeg
-    from utils.run import build_model
+    from utils.training.run import build_model
     for i in range(16):
         write_jpeg(str(tmp_path / "data" / f"c{i % 2}" / f"{i}.jpg"), (44 + i, 40), i)
     common = ["--dataset", "folder", "--datadir", tmp_path / "data", "--model", "mini_resnet", "--batch-size", "8",

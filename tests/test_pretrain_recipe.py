@@ -10,7 +10,7 @@ from torch import nn
 
 import pretrain_cond
 from models import FRAMEWORKS
-from utils.run import aug_config, build_model, build_optimizer
+from utils.training.run import aug_config, build_model, build_optimizer
 
 CASSLE = ["--aug-treatment", "mlp", "--aug-nn-depth", "6", "--aug-nn-width", "64", "--aug-inj-type", "proj-cat",
           "--aug-cond", "crop", "color", "color_diff", "blur", "grayscale"]

@@ -52,11 +52,11 @@ def test_flowers_n_shot_refits_on_its_own_n_shot_set(colordigits_ckpt, tmp_path,
 
 
 def test_ctrl_c_says_what_is_kept_in_one_line(colordigits_ckpt, monkeypatch, capsys):
-    import utils.linear_eval
+    import utils.evaluation.linear_eval
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(utils.linear_eval, "linear_eval", interrupt)
+    monkeypatch.setattr(utils.evaluation.linear_eval, "linear_eval", interrupt)
     with pytest.raises(SystemExit) as stop:
         run(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
              "--dataset", "colordigits-digit", "--num-workers", "0"])
@@ -117,10 +117,10 @@ def test_a_model_pretrained_on_any_pretraining_dataset_can_be_evaluated(tmp_path
 
 def test_a_checkpoint_in_a_read_only_folder_fails_before_any_feature_is_extracted(colordigits_ckpt, capsys,
                                                                                    monkeypatch):
-    import utils.validate
+    import utils.training.validate
     folder = os.path.dirname(os.path.abspath(colordigits_ckpt))
     access = os.access  # root may write anywhere: the read-only folder is simulated
-    monkeypatch.setattr(utils.validate.os, "access", lambda p, mode: p != folder and access(p, mode))
+    monkeypatch.setattr(utils.training.validate.os, "access", lambda p, mode: p != folder and access(p, mode))
     _expect_error(["--pretrain-data", "colordigits", "--ckpt", colordigits_ckpt, "--model", "mini_resnet",
                    "--dataset", "colordigits-digit"], capsys,
                   r"--ckpt .*ckpt-last.pth: its folder is not writable, and the result JSON is written next to it$")

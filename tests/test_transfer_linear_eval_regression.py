@@ -20,14 +20,14 @@ def bare_ckpt(tmp_path_factory):
 
 
 def test_lspose_r2_end_to_end(bare_ckpt, tmp_path, monkeypatch, capsys):
-    import utils.regression_eval
+    import utils.evaluation.regression_eval
     seen = {}
-    real = utils.regression_eval.regression_eval
+    real = utils.evaluation.regression_eval.regression_eval
 
     def spy(*args, **kwargs):
         seen["refit_is_train"] = kwargs["refit"] is args[0]
         return real(*args, **kwargs)
-    monkeypatch.setattr(utils.regression_eval, "regression_eval", spy)
+    monkeypatch.setattr(utils.evaluation.regression_eval, "regression_eval", spy)
     data = write_lsp(str(tmp_path / "lsp"), n=10)
     transfer_linear_eval.main(["--pretrain-data", "colordigits", "--ckpt", str(bare_ckpt), "--model", "mini_resnet",
                                "--dataset", "lspose", "--datadir", data, "--num-workers", "0", "--max-iter", "5"])

@@ -71,25 +71,25 @@ def test_cub200_writes_the_best_epoch_and_ends_as_the_linear_evaluation(full_run
 def test_a_stopped_probe_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
     """On a four-class tree in CUB's layout (the class count is lowered for speed): stopped in its
     second epoch and resumed, a probe ends where an uninterrupted one does."""
-    import utils.looc_probe
-    monkeypatch.setitem(utils.looc_probe.LOOC_FOLDERS, "cub200", ("train", "test", 4))
+    import utils.evaluation.looc_probe
+    monkeypatch.setitem(utils.evaluation.looc_probe.LOOC_FOLDERS, "cub200", ("train", "test", 4))
     for split, seed in (("train", 0), ("test", 7)):
         write_class_folders(str(tmp_path / "cub" / split), CUB_CLASSES[:4], 3, size=(40, 36), seed=seed)
     cub = str(tmp_path / "cub")
     whole, stopped = _backbone_ckpt(tmp_path / "whole"), _backbone_ckpt(tmp_path / "stopped")
     transfer_looc_probe.main(probe_argv(whole, cub, "--batch-size", "5"))
-    train_epoch = utils.looc_probe.train_epoch
+    train_epoch = utils.evaluation.looc_probe.train_epoch
 
     def stop_in_second_epoch(probe, data, epoch, workers):
         if epoch == 1:
             raise KeyboardInterrupt
         return train_epoch(probe, data, epoch, workers)
-    monkeypatch.setattr(utils.looc_probe, "train_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(utils.evaluation.looc_probe, "train_epoch", stop_in_second_epoch)
     with pytest.raises(SystemExit) as stop:
         transfer_looc_probe.main(probe_argv(stopped, cub, "--batch-size", "5"))
     assert stop.value.code == 130 and "--resume" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "stopped" / "looc-cub200-top1-ckpt-last.json")
-    monkeypatch.setattr(utils.looc_probe, "train_epoch", train_epoch)
+    monkeypatch.setattr(utils.evaluation.looc_probe, "train_epoch", train_epoch)
     expect_one_line_error(transfer_looc_probe.main, probe_argv(stopped, cub, "--batch-size", "5"), capsys,
                           r"--ckpt .*ckpt-last.pth: a probe checkpoint .*-probe.pth exists; pass --resume")
     transfer_looc_probe.main(probe_argv(stopped, cub, "--batch-size", "5", "--resume"))

@@ -4,7 +4,7 @@
     python scripts/bench/bench_linear_eval.py --device cpu --n 2000 --dim 64 --sklearn-points 2
 
 Synthetic Gaussian-blob features (train 80% / val 10% / test 10%). Times the full sweep + refit of
-utils.linear_eval on --device, and scikit-learn's LogisticRegression (lbfgs, same objective with
+utils.evaluation.linear_eval on --device, and scikit-learn's LogisticRegression (lbfgs, same objective with
 C = 1/(2w), the same stopping rule: max |gradient| <= 1e-10 or 5,000 iterations) for
 --sklearn-points penalties on the CPU; the sklearn 45-point time is reported as the
 measured per-fit mean x 46 fits, marked as extrapolated.
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 
 def main(argv=None):
-    from utils.linear_eval import WD_GRID, linear_eval
+    from utils.evaluation.linear_eval import WD_GRID, linear_eval
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu: where the L-BFGS sweep runs")
     p.add_argument("--n", type=int, default=50000, help="feature rows")

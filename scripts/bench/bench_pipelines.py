@@ -24,7 +24,7 @@ def make_args(setting: str, a, datadir: str | None, workers: int):
     """pretrain_cond.py's arguments, defaults resolved, for ``setting`` with the speed flags that
     ``a`` (bench_pretrain.py's or profile_step.py's) sets; the flags it leaves unset keep their defaults."""
     import pretrain_cond
-    from utils.validate import resolve_defaults
+    from utils.training.validate import resolve_defaults
     model, dataset = SETTINGS[setting]
     if a.tiny:
         model = "mini_resnet"
@@ -76,7 +76,7 @@ class Pipelines:
 
     def model(self):
         """(a) views, records and descriptors made once, reused every step: the ceiling."""
-        from utils.step import make_inputs, make_model_step
+        from utils.training.step import make_inputs, make_model_step
         made = make_inputs(self.run)([next(iter(endless(self.run.loader)()))])[0]
         model_step = make_model_step(self.run, 10**6)
         return (lambda _: model_step(self.engine, made)), lambda: iter(int, 1)
@@ -94,7 +94,7 @@ class Pipelines:
     def upstream(self):
         """(b) PIL crops in loader workers, plain copies, colour ops batched on the device."""
         from datasets import PretrainData, worker_crop_loader
-        from utils.step import make_step
+        from utils.training.step import make_step
         run = self.run
         pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
         loader = worker_crop_loader(pil, run.cfg.size, self.a.batch_size, run.args.seed, self.workers, pil_only=True)
@@ -105,27 +105,27 @@ class Pipelines:
 
     def ours(self, run=None):
         """(c) the default of pretrain_cond.py (or ``run``: that of another JPEG path or a --variants flag)."""
-        from utils.step import engine_and_data
+        from utils.training.step import engine_and_data
         step, data = engine_and_data(run or self.run, 10**6)
         return (lambda b: step(self.engine, b)), endless(data)
 
     def ours_other(self):
         """(d) JPEG folders: the --jpeg-decode path that the default did not pick."""
-        from utils.run import build_loader
+        from utils.training.run import build_loader
         run = self.run
         args = argparse.Namespace(**{**vars(run.args), "jpeg_decode": self.other})
         return self.ours(dataclasses.replace(run, loader=build_loader(args, run.data, run.cfg.size, run.device)))
 
     def augment(self, run=None):
-        """(e) the input side of (c) alone (utils.step.make_inputs): views, descriptors, targets; no model."""
-        from utils.step import input_stream
+        """(e) the input side of (c) alone (utils.training.step.make_inputs): views, descriptors, targets; no model."""
+        from utils.training.step import input_stream
         return (lambda _: None), endless(input_stream(run or self.run))
 
     def builders(self, setting: str, datadir: str | None) -> tuple[dict, dict]:
         """({name: builder} of the pipelines asked for, {variant name: (flags, spec, its run's
         arguments)}): the --variants are "ours" and "augment" again on a run with those input-side
         flags changed."""
-        from utils.run import aug_config
+        from utils.training.run import aug_config
         kinds = {"model": self.model, "model-eager": self.model_eager, "upstream": self.upstream, "ours": self.ours,
                  "ours-other": self.ours_other, "augment": self.augment}
         chosen = [n for n in self.a.pipelines if not (self.run.data.in_memory and n == "ours-other")]  # no JPEGs

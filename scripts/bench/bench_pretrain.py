@@ -140,7 +140,7 @@ def measure(builders: dict, a, device: torch.device, backlogs: dict[str, int]):
 def bench_setting(setting: str, a, workers: int, datadir: str | None):
     """Yields the table's rows for one setting and worker count, for the pipelines measured so far,
     after each measurement (which it prints as a "round" line, against that round's model-only figure)."""
-    from utils.run import build_run
+    from utils.training.run import build_run
     args = make_args(setting, a, datadir, workers)
     pipes = Pipelines(build_run(args, torch.device(a.device)), a, workers)
     builders, variants = pipes.builders(setting, datadir)

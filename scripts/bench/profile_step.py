@@ -5,7 +5,7 @@
     python scripts/bench/profile_step.py --device cpu --tiny --steps 2            # smoke run on a CPU
 
 Runs the default step of pretrain_cond.py (the bench_pretrain.py settings) under torch.profiler and
-prints, per region of ``utils.step.make_step`` (inputs, forward, backward, optimizer), the host
+prints, per region of ``utils.training.step.make_step`` (inputs, forward, backward, optimizer), the host
 time spent issuing it and the device time of the kernels it launched, plus the step's wall time,
 the kernel launches per step and the costliest kernels (on a CPU: the costliest ATen ops).
 If the kernels' total is well under the wall time, the GPU waits for the host: the step is
@@ -143,8 +143,8 @@ def run_profile(a) -> dict:
     """The default step of pretrain_cond.py for ``a``'s setting, warmed up and profiled (and with
     ``a.host_profile``, its input side alone under cProfile). The backbone runs eager, so that its
     kernels show one by one instead of as CUDA-graph replays."""
-    from utils.run import build_run
-    from utils.step import engine_and_data, input_stream
+    from utils.training.run import build_run
+    from utils.training.step import engine_and_data, input_stream
     a.precision, a.jpeg_decode = "auto", "auto"
     a.channels_last, a.compile = None, False
     torch.backends.cudnn.benchmark = True

@@ -15,7 +15,7 @@ from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_re
 from datasets.jpeg import read_bytes, ycbcr_jpeg
 from datasets.folders import image_folder
 from tests.data_formats import jpeg_bytes, without_segment, write_jpeg
-from utils.trainer import decode_line
+from utils.training.trainer import decode_line
 
 
 def _folder(tmp_path, n=6):

@@ -134,12 +134,12 @@ class Step:
 
 
 def project_step(model: nn.Module, batch, iteration: int = 1, total_steps: int = 100, epochs: int = 1) -> Step:
-    """One step of the project's own training step (utils.step.make_model_step) on ``batch``, with the
+    """One step of the project's own training step (utils.training.step.make_model_step) on ``batch``, with the
     optimiser the entry point builds and the lr the schedule sets (factor FACTOR); ``total_steps`` span
     ``epochs`` epochs."""
-    from utils.run import build_optimizer
+    from utils.training.run import build_optimizer
     from utils.schedule import set_lr
-    from utils.step import make_model_step
+    from utils.training.step import make_model_step
     args = SimpleNamespace(base_lr=LR, batch_size=256, wd=WD, momentum=MOMENTUM)
     opt = build_optimizer(model, args)
     set_lr(opt, LR, FACTOR)

@@ -222,8 +222,8 @@ def stl10_checks_restored(monkeypatch):
 def test_bench_pretrain_variant_of_several_flags_makes_steps_ahead(tmp_path, monkeypatch, stl10_checks_restored):
     """"augment_graph=view,augment_ahead=2" changes both flags of one variant (the input side alone
     here), on the 96 px setting's STL-10 files, where the default makes one step at a time."""
-    import utils.step
-    monkeypatch.setattr(utils.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
+    import utils.training.step
+    monkeypatch.setattr(utils.training.step, "AUGMENT_COMPILE_BACKEND", "aot_eager")  # inductor's codegen is slow on CPU
     out = tmp_path / "b.json"
     load_script("bench/bench_pretrain").main(["--device", "cpu", "--tiny", "--settings", "r18-96", "--workers", "0",
                                        "--compile-augment", "--pipelines", "augment",
@@ -275,7 +275,7 @@ def test_bench_model_eager_runs_the_compiled_backbone_eager(tmp_path, monkeypatc
     eager ceiling), where "model" runs the compiled graph."""
     from torch._dynamo.backends.registry import lookup_backend
 
-    import utils.run
+    import utils.training.run
     calls = []
 
     def counting_aot_eager(gm, example_inputs, **options):  # counts each run of a compiled graph
@@ -285,7 +285,7 @@ def test_bench_model_eager_runs_the_compiled_backbone_eager(tmp_path, monkeypatc
             calls.append(1)
             return compiled(*args)
         return run
-    monkeypatch.setattr(utils.run, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
+    monkeypatch.setattr(utils.training.run, "BACKBONE_COMPILE_BACKEND", counting_aot_eager)  # inductor is slow on CPU
     bench, runs = load_script("bench/bench_pretrain"), {}
     for pipeline in ("model-eager", "model"):
         calls.clear()
