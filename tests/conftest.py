@@ -44,6 +44,9 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in this worker's range of {_PORT_SPAN}")
 
 
+os.environ["MASTER_PORT"] = str(free_port())  # for module and session fixtures; each test gets its own below
+
+
 @pytest.fixture(autouse=True)
 def master_port(monkeypatch) -> int:
     """A free MASTER_PORT for every test: ignite.distributed.Parallel's spawned ranks rendezvous there
@@ -100,9 +103,9 @@ def no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", offline)
 
 
-# Session fixtures that each cost a pretraining run: under ``pytest -n N --dist loadgroup`` the tests
-# that use one run on one worker, so the run is made once, not once per worker.
-SHARED_RUNS = ("seed_pretrain_run", "colordigits_ckpt")
+# Fixtures that each cost a pretraining run or a spawn of processes: under ``pytest -n N --dist
+# loadgroup`` the tests that use one run on one worker, so it is made once, not once per worker.
+SHARED_RUNS = ("seed_pretrain_run", "colordigits_ckpt", "two_ranks")
 
 
 def pytest_configure(config):

@@ -87,14 +87,12 @@ def _global_negatives(local_rank, out_dir):
     torch.save({"loss": loss.detach(), "grads": [m.grad for m in mine]}, os.path.join(out_dir, f"neg{r}.pt"))
 
 
-def test_global_negatives_train_as_the_whole_batch_on_one_process(tmp_path):
+def test_global_negatives_train_as_the_whole_batch_on_one_process(two_ranks):
     """--simclr-global-negatives over two gloo ranks: the ranks' mean loss is the global batch's, and the
     gradient that reaches each rank's embeddings (averaged over ranks, as DDP does) is the global loss's
     gradient for those rows, negatives on the other rank included."""
     from models.losses import nt_xent
-    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
-        parallel.run(_global_negatives, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"neg{r}.pt", weights_only=True) for r in range(2)]
+    ranks = [torch.load(two_ranks / f"neg{r}.pt", weights_only=True) for r in range(2)]
     z1, z2 = (z.requires_grad_() for z in _global_batch())
     whole = nt_xent(z1, z2, 0.2)
     whole.backward()
@@ -122,10 +120,23 @@ def _features(local_rank, out_dir):
         torch.save({"f": f, "y": y, "fm": fm, "ym": ym}, os.path.join(out_dir, "feats.pt"))
 
 
-def test_sharded_feature_extraction_equals_single_process(tmp_path):
+def _negatives_and_features(local_rank, out_dir):
+    _global_negatives(local_rank, out_dir)
+    _features(local_rank, out_dir)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """What two spawned gloo ranks wrote for the global-negative and the sharded-feature tests: one
+    spawn for both, each spawn costing two fresh interpreters' imports."""
+    out = tmp_path_factory.mktemp("ranks")
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
-        parallel.run(_features, str(tmp_path))
-    two = torch.load(tmp_path / "feats.pt", weights_only=True)
+        parallel.run(_negatives_and_features, str(out))
+    return out
+
+
+def test_sharded_feature_extraction_equals_single_process(two_ranks, tmp_path):
+    two = torch.load(two_ranks / "feats.pt", weights_only=True)
     _features(0, str(tmp_path))  # single process
     one = torch.load(tmp_path / "feats.pt", weights_only=True)
     assert two["f"].shape == (37, 128)
