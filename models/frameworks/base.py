@@ -93,6 +93,12 @@ class Framework(nn.Module):
         check_options(opts, name_of or (lambda name: f"{cls.__name__}.Options.{name}"))
         return opts
 
+    @property
+    def needs_descriptors(self) -> bool:
+        """Whether the forward pass reads the views' descriptors: the projector is conditioned. The
+        training step builds descriptors only then."""
+        return self.projector.cond.active
+
     def update_targets(self, m: float) -> None:
         """EMA of every ``ema_pairs`` target from its online module, in one fused op.
 

@@ -307,3 +307,17 @@ def test_an_unknown_mocov3_momentum_schedule_is_refused_by_its_flag():
     with pytest.raises(ValueError, match="--mocov3-momentum-schedule must be one of"):
         build_framework("mocov3", "mini_resnet", CONDS["proj-none"],
                         FRAMEWORKS["mocov3"].Options(proj_hidden=32, momentum_schedule="linear"), image_size=16)
+
+
+@pytest.mark.parametrize("inj", list(CONDS))
+def test_a_framework_needs_descriptors_only_when_its_projector_is_conditioned(inj):
+    torch.manual_seed(0)
+    model = build_framework("simclr", "cifar_resnet18", CONDS[inj], small("simclr"), image_size=16).eval()
+    assert model.needs_descriptors is (inj != "proj-none")
+    x1, x2, d1, d2 = _batch()
+    with torch.no_grad():
+        given = model(x1, x2, d1, d2)["loss"]
+        if model.needs_descriptors:  # the descriptors change what it computes
+            assert not torch.equal(given, model(x1, x2, d1 + 1, d2 - 1)["loss"])
+        else:  # the step may leave them out: the result is the same without them
+            assert torch.equal(given, model(x1, x2, None, None)["loss"])

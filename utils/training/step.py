@@ -75,7 +75,7 @@ def make_inputs(run: Run) -> Callable[[list], list]:
     backend = AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None
     aug = ViewAugment(run.cfg, backend, whole_view=run.args.augment_graph == "view")
     descriptor_of, targets_of = compiled(build_descriptor, backend), compiled(augself_targets, backend)
-    cond_active = run.framework.projector.cond.active
+    cond_active = run.framework.needs_descriptors
     heads = run.framework.augself
     ranges = run.cfg.jitter_ranges
     quirk = run.args.augself_flip_quirk
