@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
+from .batches import TwoViewBatch
 from .jpeg import decode, read_pil, worker_crops
 from .loaders import EpochIndexSampler, check_batch_fits, headers_and_boxes
 
@@ -143,7 +144,7 @@ def crop_resize(images: list[Tensor], boxes: Sequence[Tensor], size: int,
 
 
 class DeviceDecodePrefetcher:
-    """Iterate ``bytes_loader`` batches as (v1, box1, hw, v2, box2, hw, labels) on ``device``.
+    """Iterate ``bytes_loader`` batches as ``TwoViewBatch`` records on ``device``.
 
     Each batch is split over ``threads`` decoder threads, each with its own CUDA stream, and up to
     ``depth`` batches are in flight while the training step runs. Why threads: torchvision's CUDA
@@ -226,7 +227,7 @@ class DeviceDecodePrefetcher:
         parts = [c.tolist() for c in torch.arange(len(batch.encoded)).tensor_split(self.threads) if len(c)]
         return batch, [pool.submit(self._chunk, batch, idx, plan, self.streams[i]) for i, idx in enumerate(parts)]
 
-    def _collect(self, batch: BytesBatch, futures):
+    def _collect(self, batch: BytesBatch, futures) -> TwoViewBatch:
         chunks = [f.result() for f in futures]
         on_device = int(batch.encoded.sum())
         self.sent["device"] += on_device
@@ -241,7 +242,7 @@ class DeviceDecodePrefetcher:
         v2 = torch.cat([c[1] for c in chunks])
         b1, b2, hw, labels = (t.to(self.device, non_blocking=True) for t in (batch.box1, batch.box2, batch.hw,
                                                                               batch.labels))
-        return v1, b1, hw, v2, b2, hw, labels
+        return TwoViewBatch(v1, b1, hw, v2, b2, hw, labels)
 
     def __iter__(self):
         it = iter(self.loader)

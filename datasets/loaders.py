@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from augmentations import crop_pil_box, sample_box_pairs
 
+from .batches import TwoViewBatch
 from .jpeg import JpegHeader, read_header, worker_crops
 from .pretrain import TensorImages
 
@@ -131,7 +132,7 @@ class TwoCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         return self.__getitems__([key])[0]
 
-    def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple]:
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[TwoViewBatch]:
         if self.files:
             samples = self.base.samples
             heads, hw, boxes = headers_and_boxes(samples, keys, self.seed)
@@ -144,15 +145,15 @@ class TwoCrops(Dataset):
             hw = torch.tensor([[rgb.height, rgb.width] for rgb in rgbs])
             boxes = box_pairs(hw, keys, self.seed)
             views = [[crop_pil_box(rgb, box, self.size) for box in pair] for rgb, pair in zip(rgbs, boxes)]
-        return [(v1, b1, src, v2, b2, src, label)
+        return [TwoViewBatch(v1, b1, src, v2, b2, src, label)
                 for (v1, v2), (b1, b2), src, label in zip(views, boxes, hw.float(), labels)]
 
 
 def worker_crop_loader(base: Dataset, size: int, batch_size: int, seed: int, num_workers: int,
                        rank: int = 0, world: int = 1, pin_memory: bool = False, pil_only: bool = False) -> DataLoader:
     """The upstream-style CPU path: workers decode and crop both views (``TwoCrops``; with
-    ``pil_only`` by PIL, as upstream); batches hold uint8 crops, boxes and source sizes, and
-    everything after the crop is done on the device."""
+    ``pil_only`` by PIL, as upstream); batches are ``TwoViewBatch`` records of uint8 crops, boxes and
+    source sizes, and everything after the crop is done on the device."""
     check_batch_fits(len(base), batch_size, world)
     sampler = EpochIndexSampler(len(base), batch_size, seed, rank, world)
     return DataLoader(TwoCrops(base, size, seed, pil_only), batch_size=batch_size, sampler=sampler,
@@ -183,9 +184,11 @@ class DevicePrefetcher:
 
     def _to_device(self, batch):
         if self.stream is None:
-            return [t.to(self.device) if torch.is_tensor(t) else t for t in batch]
-        with torch.cuda.stream(self.stream):
-            return [t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch]
+            moved = [t.to(self.device) if torch.is_tensor(t) else t for t in batch]
+        else:
+            with torch.cuda.stream(self.stream):
+                moved = [t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch]
+        return TwoViewBatch(*moved) if isinstance(batch, TwoViewBatch) else moved
 
     def __iter__(self):
         it = iter(self.loader)

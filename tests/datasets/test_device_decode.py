@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from datasets import device_decode, worker_crop_loader
+from datasets.batches import TwoViewBatch
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_resize
 from datasets.jpeg import read_bytes, ycbcr_jpeg
 from datasets.folders import image_folder
@@ -44,11 +45,12 @@ def test_device_decode_gives_the_worker_path_records_and_pixels(tmp_path):
     ref, dev = _both(_folder(tmp_path))
     assert len(ref) == len(dev) == 2
     for r, d in zip(ref, dev):
-        for k in (1, 2, 4, 5, 6):  # boxes, source sizes, labels: identical
-            assert torch.equal(r[k].to(d[k].dtype), d[k]), k
-        for k in (0, 3):
-            assert d[k].dtype == torch.uint8 and d[k].shape == r[k].shape
-            diff = (d[k].int() - r[k].int()).abs()
+        assert type(r) is type(d) is TwoViewBatch
+        for k in ("box1", "size1", "box2", "size2", "labels"):  # identical
+            assert torch.equal(getattr(r, k).to(getattr(d, k).dtype), getattr(d, k)), k
+        for rv, dv in ((r.view1, d.view1), (r.view2, d.view2)):
+            assert dv.dtype == torch.uint8 and dv.shape == rv.shape
+            diff = (dv.int() - rv.int()).abs()
             # decoders and resamplers may round differently by a level or two; never more
             assert diff.float().mean() < 0.5 and diff.max() <= 2, (diff.float().mean(), diff.max())
 

@@ -3,6 +3,7 @@ import torch
 from PIL import Image
 
 from datasets import TensorImages, worker_crop_loader
+from datasets.batches import TwoViewBatch
 from datasets.folders import image_folder
 from datasets.loaders import DeviceBatches, TwoCrops, rank_slice
 from tests.data_formats import write_jpeg
@@ -34,11 +35,14 @@ def test_worker_crop_loader_returns_crops_boxes_and_is_reproducible(tmp_path):
         write_jpeg(str(tmp_path / "c" / f"{i}.jpg"), (50 + i, 40), i)
     ds = image_folder(str(tmp_path))
     loader = worker_crop_loader(ds, 16, batch_size=3, seed=0, num_workers=0)
-    v1, b1, s1, v2, b2, s2, y = next(iter(loader))
-    assert v1.shape == (3, 3, 16, 16) and v1.dtype == torch.uint8 and b1.shape == (3, 4)
-    assert (s1[:, 0] == 40).all() and not torch.equal(b1, b2)
+    batch = next(iter(loader))
+    assert isinstance(batch, TwoViewBatch)  # collation keeps the record
+    assert batch.view1.shape == (3, 3, 16, 16) and batch.view1.dtype == torch.uint8 and batch.box1.shape == (3, 4)
+    assert (batch.size1[:, 0] == 40).all() and not torch.equal(batch.box1, batch.box2)
+    assert batch.labels.tolist() == [0, 0, 0]
     again = next(iter(worker_crop_loader(ds, 16, batch_size=3, seed=0, num_workers=2)))
-    assert torch.equal(again[1], b1) and torch.equal(again[0], v1)  # same draws whatever the worker count
+    assert isinstance(again, TwoViewBatch)  # and so do workers
+    assert torch.equal(again.box1, batch.box1) and torch.equal(again.view1, batch.view1)  # same draws whatever the workers
 
 
 def test_device_prefetcher_keeps_order_length_and_sampler(tmp_path):
@@ -51,18 +55,18 @@ def test_device_prefetcher_keeps_order_length_and_sampler(tmp_path):
     got, ref = list(pre), list(loader)
     assert len(got) == 4
     for a, b in zip(got, ref):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        assert type(a) is TwoViewBatch and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_worker_crops_are_uint8_views_with_their_records():
     img = Image.new("RGB", (70, 50), (200, 30, 10))
-    v1, b1, s1, v2, b2, s2, label = TwoCrops([(img, 7)], 32, seed=0)[(0, 0)]
-    for view, box, src in ((v1, b1, s1), (v2, b2, s2)):
+    item = TwoCrops([(img, 7)], 32, seed=0)[(0, 0)]
+    for view, box, src in ((item.view1, item.box1, item.size1), (item.view2, item.box2, item.size2)):
         assert view.dtype == torch.uint8 and view.shape == (3, 32, 32)
         assert src.tolist() == [50.0, 70.0]
         assert box[0] + box[2] <= 50 and box[1] + box[3] <= 70
         assert view[0].float().mean() > 190  # the colour survives the crop
-    assert label == 7
+    assert item.labels == 7
 
 
 def test_resume_at_a_step_skips_that_many_batches_of_the_next_epoch_only():

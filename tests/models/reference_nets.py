@@ -139,7 +139,7 @@ def project_step(model: nn.Module, batch, iteration: int = 1, total_steps: int =
     ``epochs`` epochs."""
     from utils.training.run import build_optimizer
     from utils.schedule import set_lr
-    from utils.training.step import make_model_step
+    from utils.training.step import StepInputs, make_model_step
     args = SimpleNamespace(base_lr=LR, batch_size=256, wd=WD, momentum=MOMENTUM)
     opt = build_optimizer(model, args)
     set_lr(opt, LR, FACTOR)
@@ -148,7 +148,7 @@ def project_step(model: nn.Module, batch, iteration: int = 1, total_steps: int =
     engine = SimpleNamespace(state=SimpleNamespace(iteration=iteration))
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.train()
-    out = make_model_step(run, total_steps, epochs=epochs)(engine, batch)
+    out = make_model_step(run, total_steps, epochs=epochs)(engine, StepInputs(*batch))
     grads = {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters() if p.requires_grad}
     return Step(out, before, {k: v.detach().clone() for k, v in model.state_dict().items()}, grads)
 

@@ -53,13 +53,13 @@ def _project_step(model, fw, batch) -> dict:
 
     from utils.training.run import build_optimizer
     from utils.schedule import set_lr
-    from utils.training.step import make_model_step
+    from utils.training.step import StepInputs, make_model_step
     opt = build_optimizer(fw, SimpleNamespace(base_lr=R.LR, batch_size=256, wd=R.WD, momentum=R.MOMENTUM))
     set_lr(opt, R.LR, R.FACTOR)
     run = SimpleNamespace(model=model, framework=fw, optimizer=opt, device=torch.device("cpu"), amp_dtype=None,
                           scaler=torch.amp.GradScaler("cpu", enabled=False))
     engine = SimpleNamespace(state=SimpleNamespace(iteration=500))  # past SwAV's prototype freeze
-    return make_model_step(run, 1000)(engine, batch)
+    return make_model_step(run, 1000)(engine, StepInputs(*batch))
 
 
 def _ranks(local_rank, out_dir):

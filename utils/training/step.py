@@ -5,6 +5,7 @@ either the whole step on loader batches or the model step on inputs made ahead (
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import torch
 from ignite.engine import Engine
@@ -13,6 +14,7 @@ from torch.profiler import record_function
 from torch.utils._pytree import tree_map
 
 from augmentations import ViewAugment, ViewDraws, ViewParams, augself_targets, build_descriptor, compiled
+from datasets.batches import TwoViewBatch
 from models import Progress
 
 from .guard import NonFiniteGuard
@@ -23,13 +25,23 @@ from .run import Run
 AUGMENT_COMPILE_BACKEND = "inductor"  # for --compile-augment; tests use "aot_eager" (same graphs, no codegen)
 
 
-def _sources(run: Run, batch) -> tuple[tuple, tuple]:
+class StepInputs(NamedTuple):
+    """One batch's input to the model step: both views, their descriptors and the AugSelf targets."""
+
+    x1: Tensor  # view 1, float, normalised, on the device
+    x2: Tensor
+    d1: Tensor | None  # view 1's descriptor; None where the framework needs none
+    d2: Tensor | None
+    targets: tuple[dict[str, Tensor], dict[str, Tensor]] | None  # AugSelf targets (1 from 2, 2 from 1); None without heads
+
+
+def _sources(run: Run, batch: tuple[Tensor, Tensor] | TwoViewBatch) -> tuple[tuple, tuple]:
     """A loader batch's (images, boxes, source sizes) for each view; no boxes where the crop is made here."""
     if run.data.in_memory:
         images, _ = batch
         return (images, None, None), (images, None, None)
-    v1, b1, s1, v2, b2, s2, _ = batch  # already on the device (DevicePrefetcher)
-    return (v1, b1, s1), (v2, b2, s2)
+    # already on the device (DevicePrefetcher, DeviceDecodePrefetcher)
+    return (batch.view1, batch.box1, batch.size1), (batch.view2, batch.box2, batch.size2)
 
 
 def make_views(run: Run, batches: list, aug: ViewAugment) -> tuple[Tensor, ViewParams, Tensor, ViewParams]:
@@ -62,14 +74,14 @@ def make_views(run: Run, batches: list, aug: ViewAugment) -> tuple[Tensor, ViewP
     return x1, p1, x2, p2
 
 
-def split_steps(inputs, n: int) -> list:
+def split_steps(inputs: StepInputs, n: int) -> list[StepInputs]:
     """The joined inputs of n equal batches -> each batch's inputs, as slices of them (no copies)."""
     b = inputs[0].shape[0] // n
     return [tree_map(lambda t: t[i * b:(i + 1) * b] if torch.is_tensor(t) else t, inputs) for i in range(n)]
 
 
-def make_inputs(run: Run) -> Callable[[list], list]:
-    """The step's input side: loader batches -> one (x1, x2, d1, d2, AugSelf targets) per batch,
+def make_inputs(run: Run) -> Callable[[list], list[StepInputs]]:
+    """The step's input side: loader batches -> one ``StepInputs`` per batch,
     made together (``make_views``) and compiled with ``--compile-augment``; descriptors and targets
     are None where the method has none."""
     backend = AUGMENT_COMPILE_BACKEND if run.args.compile_augment else None
@@ -81,30 +93,29 @@ def make_inputs(run: Run) -> Callable[[list], list]:
     quirk = run.args.augself_flip_quirk
 
     @record_function("inputs")  # the regions scripts/profile_step.py reports
-    def inputs(batches: list) -> list:
+    def inputs(batches: list) -> list[StepInputs]:
         x1, p1, x2, p2 = make_views(run, batches, aug)
         d1 = descriptor_of(p1, run.args.aug_cond, ranges) if cond_active else None
         d2 = descriptor_of(p2, run.args.aug_cond, ranges) if cond_active else None
         targets = None
         if heads is not None:
             targets = (targets_of(p1, p2, heads.keys, ranges, quirk), targets_of(p2, p1, heads.keys, ranges, quirk))
-        joined = (x1, x2, d1, d2, targets)
+        joined = StepInputs(x1, x2, d1, d2, targets)
         return [joined] if run.args.augment_ahead == 1 else split_steps(joined, run.args.augment_ahead)[:len(batches)]
 
     return inputs
 
 
 def make_model_step(run: Run, total_steps: int, guard: NonFiniteGuard | None = None,
-                    epochs: int = 1) -> Callable[[Engine, tuple], dict[str, Tensor]]:
-    """The step after the input side: (x1, x2, d1, d2, targets) -> loss, backward, optimiser, hooks;
+                    epochs: int = 1) -> Callable[[Engine, StepInputs], dict[str, Tensor]]:
+    """The step after the input side: ``StepInputs`` -> loss, backward, optimiser, hooks;
     ``guard`` records, on the device, whether the loss terms and gradients are finite. ``total_steps``
     are the run's steps over its ``epochs`` (--max-epochs), which the hooks' schedules follow."""
 
-    def model_step(engine: Engine, inputs) -> dict[str, torch.Tensor]:
-        x1, x2, d1, d2, targets = inputs
+    def model_step(engine: Engine, inputs: StepInputs) -> dict[str, torch.Tensor]:
         with record_function("forward"), torch.autocast(run.device.type, dtype=run.amp_dtype,
                                                         enabled=run.amp_dtype is not None):
-            out = run.model(x1, x2, d1, d2, targets)
+            out = run.model(inputs.x1, inputs.x2, inputs.d1, inputs.d2, inputs.targets)
         run.optimizer.zero_grad(set_to_none=True)
         with record_function("backward"):
             run.scaler.scale(out["loss"]).backward()
