@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -145,6 +146,10 @@ def test_wandb_offline_logs_the_result_beside_the_checkpoint(colordigits_ckpt, t
          "--dataset", "colordigits-hue", "--num-workers", "0", "--max-iter", "50"])
     (offline,) = (tmp_path / "wandb").glob("offline-run-*")
     (record,) = offline.rglob("*.wandb")
+    # wandb's service process writes the record; on a loaded machine it lands shortly after finish()
+    deadline = time.monotonic() + 60
+    while b"linear/colordigits-hue/ckpt-last.pth/test_top1" not in record.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert b"linear/colordigits-hue/ckpt-last.pth/test_top1" in record.read_bytes()
 
 
