@@ -28,7 +28,9 @@ from scripts.result_tables import (  # noqa: E402  (the seeds and reference tabl
     reference_table,
 )
 
-PATTERN = re.compile(r"linear-(?P<dataset>.+)-(?P<metric>top1|class-avg)-(?P<ckpt>.+)\.json$")
+# linear evaluation (transfer_linear_eval.py) and LooC probe (transfer_looc_probe.py) results; a LooC
+# column is named "looc <dataset>" so it stands apart from the same dataset's linear evaluation
+PATTERN = re.compile(r"(?P<protocol>linear|looc)-(?P<dataset>.+)-(?P<metric>top1|class-avg|r2)-(?P<ckpt>.+)\.json$")
 
 
 def collect(run_dirs: list[str], ckpt: str, analysis: bool = False
@@ -40,13 +42,14 @@ def collect(run_dirs: list[str], ckpt: str, analysis: bool = False
         names = [os.path.normpath(d) for d in run_dirs]
     for d, name in zip(run_dirs, names):
         rows.append(name)
-        for path in sorted(glob.glob(os.path.join(d, "linear-*.json"))):
+        for path in sorted(glob.glob(os.path.join(d, "linear-*.json")) + glob.glob(os.path.join(d, "looc-*.json"))):
             m = PATTERN.search(os.path.basename(path))
             if not m or m["ckpt"] != ckpt:
                 continue
-            if m["dataset"] not in cols:
-                cols.append(m["dataset"])
-            values[name, m["dataset"]] = 100 * read_value(path, "test")
+            col = m["dataset"] if m["protocol"] == "linear" else f"looc {m['dataset']}"
+            if col not in cols:
+                cols.append(col)
+            values[name, col] = 100 * read_value(path, "test")
     order = {d: i for i, d in enumerate(DOWNSTREAM_DATASETS)}
     cols.sort(key=lambda c: order.get(c, len(order)))
     if analysis:

@@ -127,3 +127,17 @@ def test_readme_reference_table_is_the_shipped_csv():
         row = next(r for r in rows if r["source"] == source and r["method"].startswith(method))
         assert f"| {label} | " + " | ".join(row[c] for c in cols) + " |" in readme
     assert "| CASSLE paper² | CASSLE |" + " |" * len(cols) in readme
+
+
+def test_regression_and_looc_results_have_their_columns(tmp_path):
+    """linear-<ds>-r2-*.json (landmark probes) and looc-<ds>-top1-*.json (LooC probe) are collected;
+    the LooC column stands apart from the same dataset's linear evaluation."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, value in (("linear-celeba-r2-ckpt-last.json", 0.5), ("linear-cub200-top1-ckpt-last.json", 0.25),
+                        ("looc-cub200-top1-ckpt-last.json", 0.375), ("looc-cub200-top1-ckpt-9.json", 0.9)):
+        _write(run / name, {"test": value})
+    res = collect(run, "--csv", tmp_path / "t.csv")
+    with open(tmp_path / "t.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["celeba"]) == 50.0 and float(row["cub200"]) == 25.0 and float(row["looc cub200"]) == 37.5, res.stdout
