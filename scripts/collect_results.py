@@ -4,8 +4,9 @@
                                       [--md table.md] [--csv table.csv]
 
 Each RUN_DIR holds linear-<dataset>-<metric>-<ckpt>.json files (written by transfer_linear_eval.py
-next to the checkpoint). Values are percentages; --analysis adds the predict-aug R^2 (x 100). With --baseline, a second block gives each run's
-difference from the baseline run (rows named by the run folder's name).
+next to the checkpoint) and looc-<dataset>-top1-<ckpt>.json files (transfer_looc_probe.py). Values
+are percentages; --analysis adds the predict-aug R^2 (x 100). With --baseline, a second block gives
+each run's difference from the baseline run (rows named by the run folder's name).
 """
 from __future__ import annotations
 

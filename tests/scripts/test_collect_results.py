@@ -140,4 +140,5 @@ def test_regression_and_looc_results_have_their_columns(tmp_path):
     res = collect(run, "--csv", tmp_path / "t.csv")
     with open(tmp_path / "t.csv") as f:
         (row,) = list(csv.DictReader(f))
-    assert float(row["celeba"]) == 50.0 and float(row["cub200"]) == 25.0 and float(row["looc cub200"]) == 37.5, res.stdout
+    got = {k: float(row[k]) for k in ("celeba", "cub200", "looc cub200")}
+    assert got == {"celeba": 50.0, "cub200": 25.0, "looc cub200": 37.5}, res.stdout
