@@ -137,8 +137,10 @@ def _stub(bin_dir, name, body):
     path.chmod(0o755)
 
 
-def test_slurm_template_runs_torchrun_without_slurm_ranks_and_resumes(tmp_path):
-    """srun / scontrol / torchrun replaced by stubs that record what they receive."""
+@pytest.mark.parametrize("kept", ["ckpt-last.pth", "ckpt-3.pth"])
+def test_slurm_template_runs_torchrun_without_slurm_ranks_and_resumes(tmp_path, kept):
+    """srun / scontrol / torchrun replaced by stubs that record what they receive. A folder holding only
+    a kept ckpt-N.pth (a job killed between an epoch's two checkpoint writes) resumes too."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.txt"
@@ -147,7 +149,7 @@ def test_slurm_template_runs_torchrun_without_slurm_ranks_and_resumes(tmp_path):
     _stub(bin_dir, "torchrun", 'echo "torchrun $* SLURM_JOB_ID=${SLURM_JOB_ID:-unset}" >> ' + str(log))
     logdir = tmp_path / "run"
     logdir.mkdir()
-    (logdir / "ckpt-last.pth").write_bytes(b"x")
+    (logdir / kept).write_bytes(b"x")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "77", "SLURM_NNODES": "2",
            "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_GPUS_PER_NODE": "h100:4", "SLURM_SUBMIT_DIR": ROOT}
     subprocess.run(["bash", os.path.join(ROOT, "scripts", "slurm_pretrain.sbatch"), "pretrain_cond.py",
