@@ -1,9 +1,9 @@
-"""What the pretraining batch sources yield.
+"""What the pretraining batch sources yield, and what every one of them answers to.
 
 A batch source is one of ``loaders.DeviceBatches`` (a dataset held on the device),
 ``loaders.DevicePrefetcher`` over ``loaders.worker_crop_loader`` (JPEG folders cropped in loader
-workers) or ``device_decode.DeviceDecodePrefetcher`` (JPEG folders decoded on the device). Each
-iterates one epoch's batches, already on the training device, in an order fixed by
+workers) or ``device_decode.DeviceDecodePrefetcher`` (JPEG folders decoded on the device). Each is a
+``BatchSource``: it iterates one epoch's batches, already on the training device, in an order fixed by
 (seed, epoch), and can begin the next epoch at any step, so a resume replays exactly
 what a continuous run would have seen.
 
@@ -13,7 +13,8 @@ cropped, with the box it was cut from and the source image's size.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -30,3 +31,34 @@ class TwoViewBatch(NamedTuple):
     box2: Tensor
     size2: Tensor
     labels: Tensor  # int64 [B]: the class labels (the step does not read them)
+
+
+class DecodeCounts(NamedTuple):
+    """Where an epoch's images have been decoded so far, for a source that decodes on the device."""
+
+    device: int  # images the device decoded
+    workers: int  # images decoded and cropped in loader workers (files the device decoder may not handle)
+    refused: tuple[str, ...]  # files the device decoder refused and PIL decoded in this process
+    device_type: str  # the training device's type ("cuda", "cpu")
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """What the training loop asks of a batch source.
+
+    Optionally, a source that decodes images on the device also has ``decode_counts() -> DecodeCounts``
+    (``device_decode.DeviceDecodePrefetcher``); the trainer logs it after the first epoch when the
+    source has one, and needs nothing else to tell the sources apart.
+    """
+
+    def __len__(self) -> int:
+        """The steps of one epoch (on this rank)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """One epoch's batches, on the training device."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Order the next iteration's batches as epoch ``epoch`` orders them."""
+
+    def resume_at(self, step: int) -> None:
+        """Begin the next iteration (only) at batch ``step`` of the epoch."""

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from .batches import TwoViewBatch
+from .batches import DecodeCounts, TwoViewBatch
 from .jpeg import decode, read_pil, worker_crops
 from .loaders import EpochIndexSampler, check_batch_fits, headers_and_boxes
 
@@ -176,6 +176,11 @@ class DeviceDecodePrefetcher:
     def resume_at(self, step: int) -> None:
         """Begin the next iteration (only) at batch ``step`` of the epoch."""
         self.sampler.resume_at(step)
+
+    def decode_counts(self) -> DecodeCounts:
+        """Where this epoch's images were decoded so far (the optional part of ``BatchSource``)."""
+        refused = tuple(self.refused)
+        return DecodeCounts(self.sent["device"] - len(refused), self.sent["workers"], refused, self.device.type)
 
     def _chunk(self, batch: BytesBatch, idx: list[int], plan: tuple[list, list, list], stream):
         """Both views of the batch items ``idx``, in that order: bytes decoded and cropped here,

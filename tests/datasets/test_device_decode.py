@@ -16,7 +16,7 @@ from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader, crop_re
 from datasets.jpeg import read_bytes, ycbcr_jpeg
 from datasets.folders import image_folder
 from tests.data_formats import jpeg_bytes, without_segment, write_jpeg
-from utils.training.trainer import decode_line
+from utils.training.trainer import decode_report
 
 
 def _folder(tmp_path, n=6):
@@ -130,9 +130,10 @@ def test_a_file_the_device_decoder_refuses_but_pil_reads_trains(tmp_path, monkey
     assert calls == [6] + [1] * 6  # one batched call, then each file alone
     assert all(torch.equal(x, y) for a, b in zip(expected, got, strict=True) for x, y in zip(a, b, strict=True))
     assert p.refused == [ds.samples[2][0]]
-    assert decode_line(p).startswith("decoded 5 images on the CPU and 0 in the loader workers")
-    assert decode_line(p).endswith(f"1 by PIL after the device refused them (the first: {ds.samples[2][0]}), "
-                                   "in this process")
+    assert p.decode_counts() == (5, 0, (ds.samples[2][0],), "cpu")
+    assert decode_report(p).startswith("decoded 5 images on the CPU and 0 in the loader workers")
+    assert decode_report(p).endswith(f"1 by PIL after the device refused them (the first: {ds.samples[2][0]}), "
+                                     "in this process")
     p.set_epoch(1)  # the counts are an epoch's
     assert p.sent == {"device": 0, "workers": 0} and p.refused == []
 
@@ -171,7 +172,7 @@ def test_cuda_nvjpeg_batches_match_the_cpu_path(tmp_path):
     on_gpu = DeviceDecodePrefetcher(loader, torch.device("cuda"))
     gpu = list(on_gpu)
     assert on_gpu.refused == [] and on_gpu.sent == {"device": 5, "workers": 1}
-    assert decode_line(on_gpu).startswith(f"decoded {on_gpu.sent['device']} images on the GPU ")
+    assert decode_report(on_gpu).startswith(f"decoded {on_gpu.sent['device']} images on the GPU ")
     for c, g in zip(cpu, gpu):
         assert g[0].is_cuda
         for k in (1, 2, 4, 5, 6):

@@ -12,6 +12,7 @@ from torch import nn
 
 from augmentations import AUGSELF_KEYS, AugConfig, config_for_dataset, descriptor_dim
 from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_crop_loader
+from datasets.batches import BatchSource
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
 from models import FRAMEWORKS, ConditionSpec, Framework, FrameworkOptions, build_framework
@@ -72,7 +73,7 @@ class Run:
     rank: int
     world: int
     data: PretrainData
-    loader: Any
+    loader: BatchSource
     cfg: AugConfig
     framework: Framework  # unwrapped, for hooks and checkpoints
     model: nn.Module  # DDP-wrapped when distributed

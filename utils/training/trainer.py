@@ -13,7 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from augmentations import AugConfig, descriptor_dim
-from datasets.device_decode import DeviceDecodePrefetcher
+from datasets.batches import DecodeCounts
 
 from ..checkpoint import (
     CheckpointError,
@@ -170,8 +170,8 @@ def attach_handlers(run: Run, engine: Engine, log: RunLogger, ctl: Control) -> N
     def _epoch_end(e: Engine):
         ep = e.state.epoch
         stop = ctl.verify(e)
-        if master and ep == run.start_epoch + 1 and isinstance(run.loader, DeviceDecodePrefetcher):
-            log.info(f"epoch {ep}: {decode_line(run.loader)}")  # the share is the same every epoch
+        if master and ep == run.start_epoch + 1 and (line := decode_report(run.loader)) is not None:
+            log.info(f"epoch {ep}: {line}")  # the share is the same every epoch
         if (not stop and a.eval_freq > 0 and (ep % a.eval_freq == 0 or ep == a.max_epochs)
                 and run.data.knn_train is not None):  # asked to stop: the checkpoint first, in the time left
             if master:
@@ -242,14 +242,20 @@ def input_line(a, in_memory: bool, device: str) -> str:
         ", channels_last" if a.channels_last else "")
 
 
-def decode_line(loader: DeviceDecodePrefetcher) -> str:
+def decode_report(loader) -> str | None:
+    """``decode_line`` for a batch source that reports where it decoded (``decode_counts``, see
+    datasets/batches.py); None for the others."""
+    counts = getattr(loader, "decode_counts", None)
+    return decode_line(counts()) if counts is not None else None
+
+
+def decode_line(counts: DecodeCounts) -> str:
     """Where an epoch's images were decoded on the nvJPEG path: a large workers' share (a folder of
     PNGs, say) means the device decodes little, and the loader workers set the pace."""
-    on_device = loader.sent["device"] - len(loader.refused)
-    line = (f"decoded {on_device} images on the {device_word(loader.device.type)} and {loader.sent['workers']} in "
+    line = (f"decoded {counts.device} images on the {device_word(counts.device_type)} and {counts.workers} in "
             "the loader workers (files nvJPEG may not handle)")
-    if loader.refused:
-        line += f", {len(loader.refused)} by PIL after the device refused them (the first: {loader.refused[0]})"
+    if counts.refused:
+        line += f", {len(counts.refused)} by PIL after the device refused them (the first: {counts.refused[0]})"
     return line + ", in this process"
 
 
