@@ -4,7 +4,7 @@ A batch source is one of ``loaders.DeviceBatches`` (a dataset held on the device
 ``loaders.DevicePrefetcher`` over ``loaders.worker_crop_loader`` (JPEG folders cropped in loader
 workers) or ``device_decode.DeviceDecodePrefetcher`` (JPEG folders decoded on the device). Each is a
 ``BatchSource``: it iterates one epoch's batches, already on the training device, in an order fixed by
-(seed, epoch), and can begin the next epoch at any step, so a resume replays exactly
+(seed, epoch) (``seeds.py``), and can begin the next epoch at any step, so a resume replays exactly
 what a continuous run would have seen.
 
 ``DeviceBatches`` yields (uint8 images [B, 3, H, W], labels [B]): both views are cropped from the

@@ -19,11 +19,12 @@ from augmentations import crop_pil_box, sample_box_pairs
 from .batches import TwoViewBatch
 from .jpeg import JpegHeader, read_header, worker_crops
 from .pretrain import TensorImages
+from .seeds import crop_seed, order_seed
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The epoch's order of the ``n`` images, from (seed, epoch) alone: the same on every rank and after a resume."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    g = torch.Generator().manual_seed(order_seed(seed, epoch))
     return torch.randperm(n, generator=g)
 
 
@@ -70,7 +71,7 @@ class DeviceBatches:
 
 def view_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The generator for one image's two crop boxes in one epoch: independent of worker and batch."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+    return torch.Generator().manual_seed(crop_seed(seed, epoch, index))
 
 
 class EpochIndexSampler(Sampler):

@@ -15,6 +15,7 @@ from datasets import DeviceBatches, PretrainData, build_pretrain_data, worker_cr
 from datasets.batches import BatchSource
 from datasets.device_decode import DeviceDecodePrefetcher, bytes_loader
 from datasets.loaders import DevicePrefetcher
+from datasets.seeds import draw_seed
 from models import FRAMEWORKS, ConditionSpec, Framework, FrameworkOptions, build_framework
 from models.frameworks.options import options_from_args
 
@@ -90,7 +91,7 @@ class Run:
         host time that a host-bound step pays in full."""
         self.model.train()
         self.loader.set_epoch(epoch)
-        seed = (self.args.seed * 1_000_003 + epoch) * 8191 + self.rank
+        seed = draw_seed(self.args.seed, epoch, self.rank)
         self.generator.manual_seed(seed)
         self.host_generator.manual_seed(seed)
         factor = lr_factor(epoch, self.args.max_epochs, self.framework.warmup_epochs)
