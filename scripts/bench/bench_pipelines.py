@@ -94,6 +94,7 @@ class Pipelines:
     def upstream(self):
         """(b) PIL crops in loader workers, plain copies, colour ops batched on the device."""
         from datasets import PretrainData, worker_crop_loader
+        from datasets.batches import TwoViewBatch
         from utils.training.step import make_step
         run = self.run
         pil = run.data.train if not run.data.in_memory else _PILView(run.data.train)
@@ -101,7 +102,8 @@ class Pipelines:
         one_by_one = argparse.Namespace(**{**vars(run.args), "augment_ahead": 1})  # each batch's views on their own
         up_run = dataclasses.replace(run, args=one_by_one, data=PretrainData(pil, None, None), loader=loader)
         up_step = make_step(up_run, 10**6)
-        return (lambda b: up_step(self.engine, [t.to(run.device, non_blocking=True) for t in b])), endless(loader)
+        return (lambda b: up_step(self.engine, TwoViewBatch(*(t.to(run.device, non_blocking=True) for t in b)))), \
+            endless(loader)
 
     def ours(self, run=None):
         """(c) the default of pretrain_cond.py (or ``run``: that of another JPEG path or a --variants flag)."""
