@@ -20,43 +20,50 @@ import numpy as np
 import torch
 
 AUTHOR = "CASSLE (torchvision-style ResNet-50)"
-_NORM_FIELDS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_NORM = "(?P<f>weight|bias|running_mean|running_var|num_batches_tracked)"
+# (torchvision name, detectron2 name) patterns of the same parameter: torchvision's layerN is
+# detectron2's res(N+1); bnK follows convK as convK.norm; the downsample pair is the shortcut and its norm
+_PAIRS = (
+    (r"conv1\.weight", r"stem\.conv1\.weight"),
+    (rf"bn1\.{_NORM}", rf"stem\.conv1\.norm\.{_NORM}"),
+    (r"layer(?P<s>\d)\.(?P<b>\d+)\.conv(?P<c>\d)\.weight", r"res(?P<s>\d)\.(?P<b>\d+)\.conv(?P<c>\d)\.weight"),
+    (rf"layer(?P<s>\d)\.(?P<b>\d+)\.bn(?P<c>\d)\.{_NORM}", rf"res(?P<s>\d)\.(?P<b>\d+)\.conv(?P<c>\d)\.norm\.{_NORM}"),
+    (r"layer(?P<s>\d)\.(?P<b>\d+)\.downsample\.0\.weight", r"res(?P<s>\d)\.(?P<b>\d+)\.shortcut\.weight"),
+    (rf"layer(?P<s>\d)\.(?P<b>\d+)\.downsample\.1\.{_NORM}", rf"res(?P<s>\d)\.(?P<b>\d+)\.shortcut\.norm\.{_NORM}"),
+)
+
+
+def _fill(pattern: str, groups: dict[str, str]) -> str:
+    """A name from one of _PAIRS' patterns with its groups filled in and its escapes dropped."""
+    name = re.sub(r"\(\?P<(\w)>[^)]*\)", lambda g: groups[g[1]], pattern)
+    return name.replace("\\.", ".")
+
+
+def _translate(name: str, to_d2: bool) -> str | None:
+    for tv, d2 in _PAIRS:
+        src, dst = (tv, d2) if to_d2 else (d2, tv)
+        if m := re.fullmatch(src, name):
+            groups = dict(m.groupdict())
+            if "s" in groups:  # torchvision's layerN is detectron2's res(N+1)
+                groups["s"] = str(int(groups["s"]) + (1 if to_d2 else -1))
+            return _fill(dst, groups)
+    return None
 
 
 def d2_name(name: str) -> str:
-    """detectron2's name of the torchvision ResNet parameter or buffer ``name``; ValueError if none.
-    torchvision's layerN is detectron2's res(N+1); bnK follows convK as convK.norm; the downsample
-    pair is the shortcut and its norm."""
-    if m := re.fullmatch(r"conv1\.weight", name):
-        return "stem.conv1.weight"
-    if m := re.fullmatch(rf"bn1\.{_NORM_FIELDS}", name):
-        return f"stem.conv1.norm.{m[1]}"
-    if m := re.fullmatch(r"layer(\d)\.(\d+)\.conv(\d)\.weight", name):
-        return f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight"
-    if m := re.fullmatch(rf"layer(\d)\.(\d+)\.bn(\d)\.{_NORM_FIELDS}", name):
-        return f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"
-    if m := re.fullmatch(r"layer(\d)\.(\d+)\.downsample\.0\.weight", name):
-        return f"res{int(m[1]) + 1}.{m[2]}.shortcut.weight"
-    if m := re.fullmatch(rf"layer(\d)\.(\d+)\.downsample\.1\.{_NORM_FIELDS}", name):
-        return f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"
-    raise ValueError(f"{name}: not a ResNet parameter detectron2 has a name for")
+    """detectron2's name of the torchvision ResNet parameter or buffer ``name``; ValueError if none."""
+    out = _translate(name, to_d2=True)
+    if out is None:
+        raise ValueError(f"{name}: not a ResNet parameter detectron2 has a name for")
+    return out
 
 
 def torchvision_name(name: str) -> str:
     """The inverse of ``d2_name``."""
-    if name == "stem.conv1.weight":
-        return "conv1.weight"
-    if m := re.fullmatch(rf"stem\.conv1\.norm\.{_NORM_FIELDS}", name):
-        return f"bn1.{m[1]}"
-    if m := re.fullmatch(r"res(\d)\.(\d+)\.conv(\d)\.weight", name):
-        return f"layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight"
-    if m := re.fullmatch(rf"res(\d)\.(\d+)\.conv(\d)\.norm\.{_NORM_FIELDS}", name):
-        return f"layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}"
-    if m := re.fullmatch(r"res(\d)\.(\d+)\.shortcut\.weight", name):
-        return f"layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"
-    if m := re.fullmatch(rf"res(\d)\.(\d+)\.shortcut\.norm\.{_NORM_FIELDS}", name):
-        return f"layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}"
-    raise ValueError(f"{name}: not a detectron2 ResNet name")
+    out = _translate(name, to_d2=False)
+    if out is None:
+        raise ValueError(f"{name}: not a detectron2 ResNet name")
+    return out
 
 
 def check_resnet50(state: dict[str, torch.Tensor], path: str) -> None:
