@@ -92,7 +92,7 @@ class Setup:
             if params is not None:
                 proj = self.model.projector
                 d = build_descriptor(params[i:i + self.batch], self.keys, self.cfg.jitter_ranges) \
-                    if proj.cond.active else None
+                    if self.model.needs_descriptors else None
                 feats["projector"] = proj(feats["pool"], d)
                 feats["projector_mismatched"] = proj(feats["pool"], d.roll(1, 0) if d is not None else None)
             for k, v in feats.items():
