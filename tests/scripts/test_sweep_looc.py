@@ -1,4 +1,4 @@
-"""scripts/sweep_looc.sh: its commands parse as transfer_looc_probe.py's (the probe itself runs in
+"""scripts/sweep_eval.sh with PROTOCOL=looc: its commands parse as transfer_looc_probe.py's (the probe itself runs in
 tests/test_transfer_looc_probe.py), with --resume, and finished probes are skipped."""
 import json
 import os
@@ -13,8 +13,8 @@ from tests.scripts.test_sweeps import commands
 
 
 def sweep(*args, **env) -> str:
-    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "sweep_looc.sh"), *map(str, args)],
-                         capture_output=True, text=True, env={**os.environ, "PY": sys.executable, **env}, check=True)
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "sweep_eval.sh"), *map(str, args)], capture_output=True,
+                         text=True, env={**os.environ, "PY": sys.executable, "PROTOCOL": "looc", **env}, check=True)
     return out.stdout
 
 

@@ -87,6 +87,22 @@ def test_eval_sweep_dry_run_metrics_and_skip(colordigits_ckpt):
     os.remove(os.path.join(run_dir, "linear-dtd-top1-ckpt-last.json"))
 
 
+def test_eval_sweep_takes_each_metric_from_the_catalog_and_names_an_unknown_dataset(tmp_path):
+    """A landmark set gets r2 (the shell once kept its own copy of the metrics, without it)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "args.json").write_text(json.dumps({"model": "mini_resnet", "dataset": "colordigits"}))
+    (run_dir / "ckpt-last.pth").write_bytes(b"x")
+    out = sh("sweep_eval.sh", run_dir, DRY_RUN="1", DATASETS="celeba pets cifar10")
+    metrics = [transfer_linear_eval.build_parser().parse_args(a).metric
+               for a in commands(out, "transfer_linear_eval.py")]
+    assert metrics == ["r2", "class-avg", "top1"]
+    bad = subprocess.run(["bash", os.path.join(ROOT, "scripts", "sweep_eval.sh"), str(run_dir)], capture_output=True,
+                         text=True, env={**os.environ, "PY": sys.executable, "DATASETS": "cifar11", "DRY_RUN": "1"})
+    assert bad.returncode != 0 and bad.stderr.startswith("DATASETS: cifar11 is not a downstream dataset")
+    assert "transfer_linear_eval.py" not in bad.stdout
+
+
 def test_real_eval_sweep_then_collector(colordigits_ckpt, tmp_path):
     run_dir = os.path.dirname(colordigits_ckpt)
     sh("sweep_eval.sh", run_dir, DATASETS="colordigits-digit colordigits-hue",
