@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import tempfile
 import time
@@ -71,6 +72,35 @@ def save_epoch(state: dict[str, Any], logdir: str, epoch: int, keep: bool) -> No
         if cause := _os_error(e):
             raise _unwritable(last, cause) from None
         raise
+
+
+def checkpoint_position(path: str) -> tuple[int, int] | None:
+    """(epochs finished, steps done in the next one) of a checkpoint, read without loading its tensors;
+    None if it cannot be read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any failure to read it
+        return None
+    epoch, step = ckpt.get("epoch"), ckpt.get("step", 0)
+    return (epoch, step) if isinstance(epoch, int) and isinstance(step, int) else None
+
+
+def latest_checkpoint(logdir: str) -> str | None:
+    """What ``--resume last`` continues from: ``ckpt-last.pth``, or a kept ``ckpt-N.pth`` of a later
+    epoch written after it (a process killed between an epoch's two checkpoint writes leaves the kept
+    one newer, or alone; a ``ckpt-last.pth`` copied back from an older one is newer than both, and
+    kept); None when the folder holds neither."""
+    last = os.path.join(logdir, "ckpt-last.pth")
+    if not os.path.isdir(logdir):
+        return None
+    kept = {int(m[1]): m[0] for m in (re.fullmatch(r"ckpt-(\d+)\.pth", f) for f in os.listdir(logdir)) if m}
+    if not kept:
+        return last if os.path.isfile(last) else None
+    newest = os.path.join(logdir, kept[max(kept)])
+    if not os.path.isfile(last):
+        return newest
+    epoch = (checkpoint_position(last) or (0, 0))[0]  # a damaged one (or one at epoch 0) counts as current
+    return last if (epoch or max(kept)) >= max(kept) or os.path.getmtime(last) >= os.path.getmtime(newest) else newest
 
 
 def first_non_finite(obj: Any, where: str = "") -> str | None:

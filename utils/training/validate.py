@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import re
 import shutil
 
 import torch
@@ -18,8 +17,10 @@ from models.frameworks.options import flag_name
 from models.projector import ConditionedProjector, ProjectorSpec
 
 from ..checkpoint import (
+    checkpoint_position,
     first_non_finite,
     hold_run_lock,
+    latest_checkpoint,
     load_checkpoint,
     release_run_lock,
 )
@@ -349,41 +350,6 @@ def _check_resume(args) -> None:
         args.finished = ckpt["epoch"]
 
 
-def _position_of(path: str) -> tuple[int, int] | None:
-    """(epochs finished, steps done in the next one) of a checkpoint, read without loading its tensors;
-    None if it cannot be read."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - any failure to read it
-        return None
-    epoch, step = ckpt.get("epoch"), ckpt.get("step", 0)
-    return (epoch, step) if isinstance(epoch, int) and isinstance(step, int) else None
-
-
-def _epoch_of(path: str) -> int | None:
-    """The epochs a checkpoint has finished; None if it cannot be read."""
-    position = _position_of(path)
-    return None if position is None else position[0]
-
-
-def latest_checkpoint(logdir: str) -> str | None:
-    """What ``--resume last`` continues from: ``ckpt-last.pth``, or a kept ``ckpt-N.pth`` of a later
-    epoch written after it (a process killed between an epoch's two checkpoint writes leaves the kept
-    one newer, or alone; a ``ckpt-last.pth`` copied back from an older one is newer than both, and
-    kept); None when the folder holds neither."""
-    last = os.path.join(logdir, "ckpt-last.pth")
-    if not os.path.isdir(logdir):
-        return None
-    kept = {int(m[1]): m[0] for m in (re.fullmatch(r"ckpt-(\d+)\.pth", f) for f in os.listdir(logdir)) if m}
-    if not kept:
-        return last if os.path.isfile(last) else None
-    newest = os.path.join(logdir, kept[max(kept)])
-    if os.path.isfile(last) and ((_epoch_of(last) or max(kept)) >= max(kept)
-                                 or os.path.getmtime(last) >= os.path.getmtime(newest)):
-        return last
-    return newest
-
-
 def _check_rollback(args, position: tuple[int, int]) -> None:
     """A checkpoint older than the folder's ckpt-last.pth (an earlier epoch, or an earlier step of the
     same one), resumed into that folder, would overwrite it with an earlier state (and later the kept
@@ -391,7 +357,7 @@ def _check_rollback(args, position: tuple[int, int]) -> None:
     last = os.path.join(args.logdir, "ckpt-last.pth")
     if getattr(args, "allow_rollback", False) or not os.path.isfile(last) or os.path.samefile(last, args.resume):
         return
-    newer = _position_of(last)  # None for a damaged ckpt-last.pth, which holds nothing worth keeping
+    newer = checkpoint_position(last)  # None for a damaged ckpt-last.pth, which holds nothing worth keeping
     if newer is not None and newer > position:
         def at(p: tuple[int, int]) -> str:
             return f"epoch {p[0]}" + (f", step {p[1]}" if p[1] else "")

@@ -294,7 +294,7 @@ def test_temporary_files_of_killed_writes_are_removed_at_start_up(tmp_path):
 def test_resume_last_takes_a_kept_checkpoint_written_after_ckpt_last(tmp_path):
     """A process killed between ckpt-3.pth and ckpt-last.pth leaves ckpt-last.pth at epoch 2 (or none):
     'last' is then ckpt-3.pth. A ckpt-last.pth copied back from an older one by hand is kept."""
-    from utils.training.validate import latest_checkpoint
+    from utils.checkpoint import latest_checkpoint
     run = tmp_path / "run"
     run.mkdir()
     assert latest_checkpoint(str(run)) is None and latest_checkpoint(str(tmp_path / "none")) is None
