@@ -44,7 +44,7 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in this worker's range of {_PORT_SPAN}")
 
 
-os.environ["MASTER_PORT"] = str(free_port())  # for module and session fixtures; each test gets its own below
+os.environ["MASTER_PORT"] = str(free_port())  # for fixtures shared by many tests; each test gets its own below
 
 
 @pytest.fixture(autouse=True)

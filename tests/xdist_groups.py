@@ -1,4 +1,4 @@
-"""``pytest -n N --dist loadgroup``: the tests that use one expensive session fixture run on one worker.
+"""``pytest -n N --dist loadgroup``: the tests that share one expensive fixture run on one worker.
 
 pytest-xdist's loadgroup reads ``xdist_group`` marks by appending ``@group`` to each test's node id on
 the worker; pytest 9.2's structured node ids no longer take that (pytest-xdist issue #1386), and
