@@ -7,8 +7,8 @@
 #
 #   bash scripts/colordigits_compare.sh [OUT_DIR]        (env below; OUT_DIR default runs/colordigits-<SIZE>)
 #   DRY_RUN=1 bash scripts/colordigits_compare.sh        prints the commands only
-# Env: SIZE  cpu: mini_resnet, batch 64, base-lr 1.2, 15 epochs, probes with 100 L-BFGS iterations on every 3rd
-#            weight decay of the grid (about 30 minutes a seed on 2 free CPU cores)
+# Env: SIZE  cpu: mini_resnet, batch 64, base-lr 0.3, 30 epochs, probes with 100 L-BFGS iterations on every 3rd
+#            weight decay of the grid (about 30 minutes for all 3 seeds on 2 free CPU cores)
 #            gpu: cifar_resnet18, batch 256, base-lr 0.5, 200 epochs, the published probe (5000 iterations, all 45)
 #      SEEDS ("0 1 2"), FRAMEWORK (simclr), EPOCHS, MAX_ITER, GRID_EVERY (the size's), DEVICE (auto), PY (python),
 #      COLLECT (1: write the table at the end; 0 for runs of one seed started side by side)
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-cpu}
 case $SIZE in
-  cpu) MODEL=mini_resnet; BATCH=64; BASE_LR=1.2; DEFAULT_EPOCHS=15; DEFAULT_ITER=100; DEFAULT_EVERY=3 ;;
+  cpu) MODEL=mini_resnet; BATCH=64; BASE_LR=0.3; DEFAULT_EPOCHS=30; DEFAULT_ITER=100; DEFAULT_EVERY=3 ;;
   gpu) MODEL=cifar_resnet18; BATCH=256; BASE_LR=0.5; DEFAULT_EPOCHS=200; DEFAULT_ITER=5000; DEFAULT_EVERY=1 ;;
   *) echo "SIZE must be cpu or gpu, got '$SIZE'" >&2; exit 2 ;;
 esac
@@ -54,7 +54,11 @@ for seed in $SEEDS; do
     run "$PY" scripts/analyze.py predict-aug --ckpt "$dir/ckpt-last.pth" --num-images 359 --seed "$seed" --device "$DEVICE"
   done
 done
+# how much of each backbone's feature variance the image's colour explains, and the digit 1-NN without it
 if [ "${COLLECT:-1}" = 1 ]; then
+  share_txt=$OUT/colour_share.txt; [ -z "${DRY_RUN:-}" ] || share_txt=/dev/null
+  run "$PY" scripts/colordigits_colour_share.py --model "$MODEL" --device "$DEVICE" \
+    --ckpt "$OUT"/{random-init,baseline,augself,cassle}/seed*/ckpt-last.pth | tee "$share_txt"
   run "$PY" scripts/collect_results.py "$OUT"/{random-init,baseline,augself,cassle}/seed* --over-seeds --analysis \
     --baseline baseline --md "$OUT/table.md" --csv "$OUT/table.csv"
 fi

@@ -69,6 +69,10 @@ def test_colordigits_compare_dry_run_parses(size, model, max_iter):
     assert len(evals) == 12 and {a.max_iter for a in evals} == {max_iter}
     assert {a.ckpt[0].split("/")[3] for a in evals} == {"random-init", "baseline", "augself", "cassle"}
     assert out.count("analyze.py predict-aug") == 9 and "--over-seeds" in out and "--analysis" in out
+    (share,) = [load_script("colordigits_colour_share").build_parser().parse_args(argv)
+                for argv in commands(out, "scripts/colordigits_colour_share.py")]
+    assert share.model == model and [c.split("/")[3] for c in share.ckpt] == ["random-init", "baseline", "augself",
+                                                                            "cassle"]
 
 
 def test_eval_sweep_dry_run_metrics_and_skip(colordigits_ckpt):
