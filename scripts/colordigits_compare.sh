@@ -10,8 +10,10 @@
 # Env: SIZE  cpu: mini_resnet, batch 64, base-lr 0.3, 30 epochs, probes with 100 L-BFGS iterations on every 3rd
 #            weight decay of the grid (about 30 minutes for all 3 seeds on 2 free CPU cores)
 #            gpu: cifar_resnet18, batch 256, base-lr 0.5, 200 epochs, the published probe (5000 iterations, all 45)
-#      SEEDS ("0 1 2"), FRAMEWORK (simclr), EPOCHS, MAX_ITER, GRID_EVERY (the size's), DEVICE (auto), PY (python),
-#      COLLECT (1: write the table at the end; 0 for runs of one seed started side by side)
+#      SEEDS ("0 1 2"), METHODS ("random-init baseline augself cassle"), FRAMEWORK (simclr), EPOCHS, MAX_ITER,
+#      GRID_EVERY (the size's), DEVICE (auto), PY (python),
+#      COLLECT (1: write the table at the end; 0 for runs of one seed or method started side by side, then
+#      COLLECT_ONLY=1 writes the table from what they left)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-cpu}
@@ -24,6 +26,7 @@ OUT=${1:-runs/colordigits-$SIZE}
 EPOCHS=${EPOCHS:-$DEFAULT_EPOCHS}
 PROBE=(--max-iter "${MAX_ITER:-$DEFAULT_ITER}" --grid-every "${GRID_EVERY:-$DEFAULT_EVERY}")
 SEEDS=${SEEDS:-0 1 2}
+METHODS=${METHODS:-random-init baseline augself cassle}
 FRAMEWORK=${FRAMEWORK:-simclr}
 DEVICE=${DEVICE:-auto}
 PY=${PY:-python}
@@ -41,12 +44,16 @@ declare -A METHOD=(
 # a randomly initialised backbone of the same architecture, seeded: the reference rows
 RANDOM_INIT='import sys, torch; sys.path.insert(0, "."); from models.backbones import build_backbone; torch.manual_seed(int(sys.argv[2])); torch.save({"backbone": build_backbone(sys.argv[3])[0].state_dict()}, sys.argv[1])'
 for seed in $SEEDS; do
-  dir="$OUT/random-init/seed$seed"
-  run mkdir -p "$dir"
-  run "$PY" -c "$RANDOM_INIT" "$dir/ckpt-last.pth" "$seed" "$MODEL"
-  run "$PY" scripts/colordigits_probes.py --ckpt "$dir/ckpt-last.pth" --model "$MODEL" "${PROBE[@]}" --device "$DEVICE"
-  for m in baseline augself cassle; do
+  [ -z "${COLLECT_ONLY:-}" ] || break
+  for m in $METHODS; do
     dir="$OUT/$m/seed$seed"
+    if [ "$m" = random-init ]; then
+      run mkdir -p "$dir"
+      run "$PY" -c "$RANDOM_INIT" "$dir/ckpt-last.pth" "$seed" "$MODEL"
+      run "$PY" scripts/colordigits_probes.py --ckpt "$dir/ckpt-last.pth" --model "$MODEL" "${PROBE[@]}" --device "$DEVICE"
+      continue
+    fi
+    [ -n "${METHOD[$m]:-}" ] || { echo "METHODS: unknown method '$m' (random-init baseline augself cassle)" >&2; exit 2; }
     if [ -f "$dir/ckpt-last.pth" ]; then resume=(--resume last); else resume=(); fi
     # shellcheck disable=SC2086
     run "$PY" pretrain_cond.py --logdir "$dir" "${COMMON[@]}" --seed "$seed" ${METHOD[$m]} "${resume[@]}"
@@ -55,7 +62,7 @@ for seed in $SEEDS; do
   done
 done
 # how much of each backbone's feature variance the image's colour explains, and the digit 1-NN without it
-if [ "${COLLECT:-1}" = 1 ]; then
+if [ "${COLLECT:-1}" = 1 ] || [ -n "${COLLECT_ONLY:-}" ]; then
   share_txt=$OUT/colour_share.txt; [ -z "${DRY_RUN:-}" ] || share_txt=/dev/null
   run "$PY" scripts/colordigits_colour_share.py --model "$MODEL" --device "$DEVICE" \
     --ckpt "$OUT"/{random-init,baseline,augself,cassle}/seed*/ckpt-last.pth | tee "$share_txt"

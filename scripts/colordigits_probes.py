@@ -30,12 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-every", type=int, default=1, help="try every N-th weight decay of the published "
                    "45-value grid, ends included (published: 1; a coarser sweep for quick CPU comparisons)")
     p.add_argument("--batch-size", type=int, default=256, help="feature-extraction batch size")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    p.add_argument("--device", default="auto", help="device for the backbone's features: cuda, cpu or auto")
+    p.add_argument("--fit-device", default="cpu", help="device for the L-BFGS sweeps (default cpu: at 1,438 x 512 "
+                   "features an iteration costs less than a GPU's kernel launches and host syncs; docs/colordigits.md)")
     return p
 
 
 def probe(path: str, model: str | None, labels: list[str], max_iter: int, batch_size: int,
-          device: torch.device, grid_every: int = 1) -> dict[str, float]:
+          device: torch.device, grid_every: int = 1, fit_device: torch.device | None = None) -> dict[str, float]:
     """Write one result JSON per label for the checkpoint at ``path``; return {label: test top-1}."""
     from datasets.catalog import NUM_CLASSES
     from datasets.colordigits import make_colordigits
@@ -55,15 +57,17 @@ def probe(path: str, model: str | None, labels: list[str], max_iter: int, batch_
         raise ValueError(f"--ckpt {path} stores no --model: pass --model")
     net = load_backbone(path, model, 32, ckpt=ckpt).to(device)
     splits = build_downstream("colordigits-digit", None, eval_transform("colordigits"))
-    feats = [extract_features(net, s, device, batch_size)[0] for s in (splits.train, splits.val, splits.test)]
+    fit_device = fit_device or device
+    feats = [extract_features(net, s, device, batch_size)[0].to(fit_device)
+             for s in (splits.train, splits.val, splits.test)]
     (_, y_train), (_, y_test) = make_colordigits("train"), make_colordigits("test")
     index = [torch.as_tensor(splits.train.indices), torch.as_tensor(splits.val.indices), None]
     grid = WD_GRID[::grid_every] + ([WD_GRID[-1]] if (len(WD_GRID) - 1) % grid_every else [])
     out = {}
     for label in labels:
         ys = [y_train[label][i] if i is not None else y_test[label] for i in index]
-        res = linear_eval(*zip(feats, (y.to(device) for y in ys)), NUM_CLASSES[f"colordigits-{label}"], "top1", grid,
-                          max_iter=max_iter, log=lambda *_: None)
+        res = linear_eval(*zip(feats, (y.to(fit_device) for y in ys)), NUM_CLASSES[f"colordigits-{label}"], "top1",
+                          grid, max_iter=max_iter, log=lambda *_: None)
         dataset = f"colordigits-{label}"
         write_json(result_path(path, dataset, "top1"), {
             "dataset": dataset, "metric": "top1", "ckpt": os.path.abspath(path), "grid": res.grid, "val": res.val,
@@ -91,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         die(f"--ckpt {missing[0]}: no such file")
     try:
         device = torch.device(resolve_device(args.device))
+        fit_device = torch.device(resolve_device(args.fit_device, flag="--fit-device"))
         for path in args.ckpt:
-            probe(path, args.model, args.labels, args.max_iter, args.batch_size, device, args.grid_every)
+            probe(path, args.model, args.labels, args.max_iter, args.batch_size, device, args.grid_every, fit_device)
     except Exception as e:  # a checkpoint without a backbone, or of another --model: one line
         die_or_raise(e)
 

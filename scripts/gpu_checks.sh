@@ -3,7 +3,7 @@
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
 # Steps: tests graphtests bench entry stl10 graph profile decode cudagraphs224 jpeg cudagraphs stages blur
-# compile variants sklearn sweep fidelity. The default is the first eight, most decisive first: what does not
+# compile variants sklearn sweep fidelity colordigits. The default is the first eight, most decisive first: what does not
 # fit in one call's time is what matters least. bench makes the JPEG folder that entry trains on.
 # Timed on an H200 with the backbone's CUDA graphs: tests 124 s, graphtests 37 s, entry 85 s; bench did not end in
 # 408 s. Without them (the defaults of the time): jpeg 142 s, cudagraphs224 97 s, stl10 76 s, graph
@@ -156,6 +156,23 @@ run_fidelity() {
       --precision $prec --seed $seed "${CASSLE[@]}" > "$TMP/fid-$prec-$seed.log" 2>&1
     echo "$prec seed $seed: $(cat "$TMP/fid-$prec-$seed/knn.json" 2>/dev/null || tail -2 "$TMP/fid-$prec-$seed.log")"
   done; done
+}
+
+# SIZE=gpu of scripts/colordigits_compare.sh, each (seed, method) in its own process at once. On the H200 the 9
+# pretrainings side by side took 225 s; the probes then fit on the CPU (colordigits_probes.py --fit-device cpu),
+# since one label's sweep on the GPU alone did not end in 75 s. Run this step alone in one call.
+run_colordigits() {
+  step "colordigits comparison at the GPU size (cifar_resnet18, 200 epochs, the published probe), 12 processes side by side"
+  local dir="$TMP/colordigits-gpu" limit=${COLORDIGITS_LIMIT_S:-540} seed m
+  mkdir -p "$dir"
+  for seed in ${SEEDS:-0 1 2}; do for m in random-init baseline augself cassle; do
+    SIZE=gpu SEEDS=$seed METHODS=$m COLLECT=0 PY=$PY OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=2 \
+      timeout -k 10 "$limit" bash scripts/colordigits_compare.sh "$dir" > "$dir/$m-$seed.log" 2>&1 &
+  done; done
+  wait
+  step "colordigits: the table"
+  SIZE=gpu COLLECT_ONLY=1 PY=$PY timeout -k 10 120 bash scripts/colordigits_compare.sh "$dir" 2>&1 | tail -40
+  tar czf "$OUT/colordigits_gpu.tgz" --exclude='*.pth' -C "$TMP" colordigits-gpu
 }
 
 run_entry() {

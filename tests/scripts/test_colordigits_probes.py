@@ -50,6 +50,7 @@ def test_random_init_checkpoint_and_coarse_grid(tmp_path, probes):
 @pytest.mark.parametrize("argv,pattern", [
     (["--labels", "colour"], r"--labels colour: expected one of digit, hue, saturation, brightness, flip"),
     (["--grid-every", "0"], r"--grid-every must be positive, got 0"),
+    (["--fit-device", "tpu"], r"--fit-device must be cuda, cpu or auto, got 'tpu'"),
 ])
 def test_bad_input_one_line(colordigits_ckpt, probes, capsys, argv, pattern):
     expect_one_line_error(probes.main, ["--ckpt", colordigits_ckpt, *argv], capsys, pattern)

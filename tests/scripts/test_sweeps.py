@@ -287,3 +287,15 @@ def test_launch_single_node_passes_sigusr1_to_two_gloo_ranks_which_resume_bit_ex
     ref, got = load_checkpoint(str(tmp_path / "ref" / "ckpt-last.pth")), load_checkpoint(str(run / "ckpt-last.pth"))
     for k, v in ref["model"].items():
         assert torch.equal(got["model"][k], v), k
+
+
+def test_colordigits_compare_one_method_side_by_side_then_collect():
+    out = sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1", SEEDS="1", METHODS="cassle", COLLECT="0")
+    (run,) = [pretrain_cond.build_parser().parse_args(argv) for argv in commands(out, "pretrain_cond.py")]
+    assert (run.seed, run.aug_inj_type, run.logdir) == (1, "proj-cat", "/tmp/x/cassle/seed1")
+    assert "random-init" not in out and "collect_results.py" not in out
+    out = sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1", COLLECT_ONLY="1")
+    assert "pretrain_cond.py" not in out and "colordigits_probes.py" not in out
+    assert "collect_results.py" in out and "colordigits_colour_share.py" in out
+    with pytest.raises(subprocess.CalledProcessError):
+        sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1", METHODS="mocov9")

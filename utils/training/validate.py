@@ -87,14 +87,14 @@ def launch_plan(args) -> tuple[str | None, int | None]:
     return backend, None if launched else world_size_of(args)
 
 
-def resolve_device(device: str) -> str:
-    """``--device`` as 'cuda' or 'cpu' ('auto': cuda when visible); ValueError for anything else."""
+def resolve_device(device: str, flag: str = "--device") -> str:
+    """``flag``'s value as 'cuda' or 'cpu' ('auto': cuda when visible); ValueError for anything else."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cuda", "cpu"):
-        raise ValueError(f"--device must be cuda, cpu or auto, got {device!r}")
+        raise ValueError(f"{flag} must be cuda, cpu or auto, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible")
+        raise ValueError(f"{flag} cuda: no CUDA device is visible")
     return device
 
 

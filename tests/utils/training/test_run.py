@@ -81,8 +81,12 @@ def test_cuda_backbone_compiled_with_cuda_graphs_trains_like_eager(tmp_path, fra
         knn[name] = trainer.knn_monitor(run)["nn1"]  # between epochs; then training goes on
         losses[name].append(float(step(StubEngine(), next(batches))["loss"]))
     first = losses["eager"][0]
-    assert max(abs(v - first) for v in losses["eager"]) > 10 * 2e-3 * abs(first)  # training moved the loss ...
-    assert losses["graphs"] == pytest.approx(losses["eager"], rel=2e-3)  # ... far more than the runs differ
+    moved = max(abs(v - first) for v in losses["eager"])
+    assert moved > 10 * 2e-3 * abs(first)  # training moved the loss ...
+    # ... far more than the runs differ: within 0.2 % of the loss, or 1 % of how far it moved where the loss
+    # is near zero (SimSiam's negative cosine starts there, and a relative bound alone is ill-posed)
+    for graphs, eager in zip(losses["graphs"], losses["eager"]):
+        assert graphs == pytest.approx(eager, rel=2e-3, abs=moved / 100)
     assert knn["graphs"] == pytest.approx(knn["eager"], abs=3 / 359)  # a neighbour or two may swap
 
 
