@@ -41,6 +41,10 @@ declare -A METHOD=(
   [augself]="--aug-inj-type proj-none --ss-crop 0.5 --ss-color 0.5"
   [cassle]="--aug-treatment mlp --aug-nn-depth 6 --aug-nn-width 64 --aug-inj-type proj-cat --aug-cond crop color color_diff flip blur grayscale"
 )
+for m in $METHODS; do  # before anything runs
+  [ "$m" = random-init ] || [ -n "${METHOD[$m]:-}" ] || {
+    echo "METHODS: unknown method '$m' (random-init baseline augself cassle)" >&2; exit 2; }
+done
 # a randomly initialised backbone of the same architecture, seeded: the reference rows
 RANDOM_INIT='import sys, torch; sys.path.insert(0, "."); from models.backbones import build_backbone; torch.manual_seed(int(sys.argv[2])); torch.save({"backbone": build_backbone(sys.argv[3])[0].state_dict()}, sys.argv[1])'
 for seed in $SEEDS; do
@@ -53,7 +57,6 @@ for seed in $SEEDS; do
       run "$PY" scripts/colordigits_probes.py --ckpt "$dir/ckpt-last.pth" --model "$MODEL" "${PROBE[@]}" --device "$DEVICE"
       continue
     fi
-    [ -n "${METHOD[$m]:-}" ] || { echo "METHODS: unknown method '$m' (random-init baseline augself cassle)" >&2; exit 2; }
     if [ -f "$dir/ckpt-last.pth" ]; then resume=(--resume last); else resume=(); fi
     # shellcheck disable=SC2086
     run "$PY" pretrain_cond.py --logdir "$dir" "${COMMON[@]}" --seed "$seed" ${METHOD[$m]} "${resume[@]}"

@@ -3,8 +3,8 @@
 #   OUT=gpu_out bash scripts/gpu_checks.sh 2>&1 | tee gpu_out/log.txt          # the default steps
 #   OUT=gpu_out bash scripts/gpu_checks.sh tests bench fidelity                 # chosen steps
 # Steps: tests graphtests bench entry stl10 graph profile decode cudagraphs224 jpeg cudagraphs stages blur
-# compile variants sklearn sweep fidelity colordigits. The default is the first eight, most decisive first: what does not
-# fit in one call's time is what matters least. bench makes the JPEG folder that entry trains on.
+# compile variants sklearn sweep fidelity colordigits. The default is the first eight, most decisive first: what
+# does not fit in one call's time is what matters least. bench makes the JPEG folder that entry trains on.
 # Timed on an H200 with the backbone's CUDA graphs: tests 124 s, graphtests 37 s, entry 85 s; bench did not end in
 # 408 s. Without them (the defaults of the time): jpeg 142 s, cudagraphs224 97 s, stl10 76 s, graph
 # 112 s, cudagraphs 125 s, profile 86 s, decode 20 s, stages 22 s, "sklearn variants" 280 s. On an H100: blur 132 s,

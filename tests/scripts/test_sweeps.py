@@ -297,5 +297,6 @@ def test_colordigits_compare_one_method_side_by_side_then_collect():
     out = sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1", COLLECT_ONLY="1")
     assert "pretrain_cond.py" not in out and "colordigits_probes.py" not in out
     assert "collect_results.py" in out and "colordigits_colour_share.py" in out
-    with pytest.raises(subprocess.CalledProcessError):
-        sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1", METHODS="mocov9")
+    with pytest.raises(subprocess.CalledProcessError) as bad:  # refused before the valid one runs
+        sh("colordigits_compare.sh", "/tmp/x", DRY_RUN="1", METHODS="baseline mocov9")
+    assert "METHODS: unknown method 'mocov9'" in bad.value.stderr and "pretrain_cond.py" not in bad.value.stdout
